@@ -1,0 +1,51 @@
+"""Unit of work over the shared store: one transaction, the repositories bound to it."""
+
+from __future__ import annotations
+
+import time
+from types import TracebackType
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from shared.db.repositories import (
+    AuditRepository,
+    LedgerRepository,
+    OutboxRepository,
+    ProcessedEventRepository,
+)
+
+
+class SqlUnitOfWork:
+    """``with uow: ...; uow.commit()`` — leaving the block without commit rolls back."""
+
+    ledger: LedgerRepository
+    audit: AuditRepository
+    outbox: OutboxRepository
+    processed: ProcessedEventRepository
+
+    def __init__(self, session_factory: sessionmaker[Session], clock: Any = time.time) -> None:
+        self.session_factory = session_factory
+        self.clock = clock
+
+    def __enter__(self) -> SqlUnitOfWork:
+        self.session = self.session_factory()
+        self.ledger = LedgerRepository(self.session)
+        self.audit = AuditRepository(self.session)
+        self.outbox = OutboxRepository(self.session)
+        self.processed = ProcessedEventRepository(self.session)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.session.rollback()
+        self.session.close()
+
+    def commit(self) -> None:
+        self.session.commit()
+
+    def rollback(self) -> None:
+        self.session.rollback()
+
+    def now(self) -> float:
+        return float(self.clock())

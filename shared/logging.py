@@ -1,0 +1,51 @@
+"""structlog set-up: JSON off a TTY, pretty on one; correlation ids bound per message via contextvars."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import MutableMapping
+from typing import Any
+
+import structlog
+
+SECRET_KEYS = frozenset({"password", "secret", "token", "private_key", "api_key", "authorization"})
+
+
+def _redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    for key in list(event_dict):
+        if any(word in key.lower() for word in SECRET_KEYS):
+            event_dict[key] = "***"
+    return event_dict
+
+
+def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
+    """Configure structlog and stdlib logging once per process (never at import time)."""
+    use_json = (not sys.stderr.isatty()) if json is None else json
+    renderer: Any = structlog.processors.JSONRenderer() if use_json else structlog.dev.ConsoleRenderer()
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            _redact_secrets,
+            structlog.processors.format_exc_info,
+            renderer,
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        cache_logger_on_first_use=True,
+    )
+    logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
+    for noisy in ("aiokafka", "faust", "mode", "alembic"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def bind_message_context(**values: Any) -> None:
+    """Bind correlation id, model, version… for the message being handled (cleared per message)."""
+    structlog.contextvars.clear_contextvars()
+    structlog.contextvars.bind_contextvars(**{k: v for k, v in values.items() if v is not None})
+
+
+def get_logger(name: str) -> Any:
+    return structlog.get_logger(name)

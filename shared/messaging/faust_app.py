@@ -1,0 +1,49 @@
+"""faust app factory and raw-bytes topics (so that decoding, validation and DLQ are ours)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import faust
+
+from shared.settings import ServiceSettings
+
+
+def create_faust_app(app_id: str, settings: ServiceSettings, **overrides: Any) -> faust.App:
+    """Build (not start) a faust app for one service; nothing connects until the worker starts."""
+    options: dict[str, Any] = {
+        "broker": [f"kafka://{host.strip()}" for host in settings.kafka_bootstrap_servers.split(",")],
+        "store": "memory://",
+        "topic_partitions": settings.topic_partitions,
+        "topic_replication_factor": 1,
+        "web_enabled": False,
+        "autodiscover": False,
+        "producer_acks": -1,
+        "broker_commit_every": 100,
+        "broker_commit_interval": 1.0,
+        "consumer_auto_offset_reset": "earliest",
+        "table_cleanup_interval": 5.0,
+    }
+    options.update(overrides)
+    return faust.App(app_id, **options)
+
+
+def raw_topic(app: faust.App, name: str, **kwargs: Any) -> Any:
+    """A topic whose values and keys reach the agent as the original bytes."""
+    return app.topic(name, key_type=bytes, value_type=bytes, key_serializer="raw", value_serializer="raw",
+                     **kwargs)
+
+
+class FaustPublisher:
+    """Publisher that sends through the app's own producer (flushed before offsets are committed)."""
+
+    def __init__(self, app: faust.App) -> None:
+        self.app = app
+        self._topics: dict[str, Any] = {}
+
+    async def publish(self, message: Any) -> None:
+        topic = self._topics.get(message.topic)
+        if topic is None:
+            topic = self._topics[message.topic] = raw_topic(self.app, message.topic)
+        await topic.send(key=message.key.encode() if message.key is not None else None, value=message.value,
+                         headers=list(message.headers))

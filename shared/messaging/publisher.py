@@ -1,0 +1,50 @@
+"""aiokafka producer wrapper: idempotent, acks=all, started and stopped explicitly."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+from aiokafka import AIOKafkaProducer
+
+from shared.messaging.envelope import OutgoingMessage
+
+
+class Publisher(Protocol):
+    async def publish(self, message: OutgoingMessage) -> None: ...
+
+
+class KafkaPublisher:
+    def __init__(self, bootstrap_servers: str, *, client_id: str = "bdguard", linger_ms: int = 5) -> None:
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id,
+                                          acks="all", enable_idempotence=True, linger_ms=linger_ms)
+
+    async def start(self) -> None:
+        await self._producer.start()
+
+    async def stop(self) -> None:
+        await self._producer.stop()
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        await self._producer.send_and_wait(message.topic, message.value,
+                                           key=message.key.encode() if message.key is not None else None,
+                                           headers=list(message.headers))
+
+    async def publish_many(self, messages: Iterable[OutgoingMessage]) -> None:
+        futures = [
+            await self._producer.send(m.topic, m.value, key=m.key.encode() if m.key is not None else None,
+                                      headers=list(m.headers))
+            for m in messages
+        ]
+        for fut in futures:
+            await fut
+
+
+class RecordingPublisher:
+    """In-process publisher for unit tests of handlers (the bus itself is tested on a real broker)."""
+
+    def __init__(self) -> None:
+        self.sent: list[OutgoingMessage] = []
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        self.sent.append(message)
