@@ -16,7 +16,7 @@ test: setup
 	$(MAKE) lint
 
 lint:
-	$(VENV)/ruff check services shared tests benchmarks
+	$(VENV)/ruff check .
 	$(VENV)/mypy
 
 unit: setup

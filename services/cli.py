@@ -14,6 +14,8 @@ app = typer.Typer(name="bdguard", help="Backdoor Guard — EN 18031 6.3.8 model 
 # each module exposes register(app); a service that is not installed simply adds no commands
 CLI_MODULES = (
     "services.admin_cli",
+    "services.registry.entrypoints.cli",
+    "services.incident.entrypoints.cli",
     "services.supply_chain.entrypoints.cli",
     "services.scanner.entrypoints.cli",
 )

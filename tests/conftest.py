@@ -17,7 +17,6 @@ import sqlalchemy as sa
 from shared.broker.resolve import resolve_broker, stop_owner
 from shared.db.engine import make_engine, make_session_factory
 from shared.db.migrate import upgrade
-from shared.db.tables import metadata
 from shared.db.unit_of_work import SqlUnitOfWork
 
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
@@ -51,9 +50,10 @@ def _postgres_url() -> str:
 
 def _fresh(url: str) -> str:
     engine = make_engine(url)
-    with engine.begin() as conn:
-        metadata.drop_all(conn)
-        conn.execute(sa.text("DROP TABLE IF EXISTS alembic_version"))
+    if engine.dialect.name == "postgresql":
+        with engine.begin() as conn:
+            conn.execute(sa.text("DROP SCHEMA public CASCADE"))
+            conn.execute(sa.text("CREATE SCHEMA public"))
     engine.dispose()
     upgrade(url)
     return url

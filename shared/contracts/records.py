@@ -127,6 +127,8 @@ class IncidentEscalated(WireRecord):
     respond_by: float
     responders: list[str]
     alert_ids: list[str]
+    first_signal_at: float | None = None
+    first_prediction_id: str | None = None
 
 
 class RollbackCompleted(WireRecord):

@@ -47,3 +47,25 @@ class FaustPublisher:
             topic = self._topics[message.topic] = raw_topic(self.app, message.topic)
         await topic.send(key=message.key.encode() if message.key is not None else None, value=message.value,
                          headers=list(message.headers))
+
+
+def register_agent(app: faust.App, *, topic: str, name: str, handle: Any, publisher: Any,
+                   decode: Any = None, concurrency: int = 1) -> Any:
+    """One agent per input topic: raw bytes in, :func:`shared.messaging.delivery.deliver` per event.
+
+    Offsets are acknowledged after ``deliver`` returns, so a crash mid-message redelivers it
+    (handlers are idempotent on the CloudEvents id).
+    """
+    from shared.contracts.validation import decode_record
+    from shared.messaging.delivery import deliver
+
+    source = raw_topic(app, topic)
+
+    async def agent(stream: Any) -> None:
+        async for event in stream.events():
+            await deliver(topic=topic, consumer=name, value=event.value, key=event.key, headers=event.headers,
+                          partition=event.message.partition, offset=event.message.offset, handle=handle,
+                          publisher=publisher, decode=decode or decode_record)
+
+    agent.__name__ = agent.__qualname__ = name
+    return app.agent(source, name=name, concurrency=concurrency)(agent)

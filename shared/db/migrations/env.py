@@ -5,6 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
+# service-owned tables live on the same metadata (one migration history for the shared store)
+import services.incident.adapters.tables  # noqa: F401
 from shared.db.tables import metadata
 
 config = context.config

@@ -1,0 +1,113 @@
+"""Incident handlers: correlate alerts, escalate, take responder actions, record rollbacks."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.incident.adapters.repository import IncidentUnitOfWork
+from services.incident.config import IncidentSettings
+from services.incident.domain.incident import Escalation, Incident
+from services.incident.domain.severity import Signal
+from shared.contracts.records import Alert, IncidentEscalated, RollbackCompleted
+from shared.ledger.model import Status
+from shared.messaging.envelope import build_message
+from shared.messaging.outbox import audit, stage
+
+SOURCE = "urn:bdguard:incident"
+CONSUMER = "incident"
+
+
+@dataclass(frozen=True)
+class AlertOutcome:
+    incident_id: str | None
+    escalations: tuple[Escalation, ...]
+    duplicate: bool = False
+
+
+def _escalation_record(e: Escalation, incident: Incident) -> IncidentEscalated:
+    first = min((s.detected_at for s in incident.signals), default=None)
+    first_pid = next((ev.get("first_prediction_id") for ev in incident.evidence if ev.get("first_prediction_id")),
+                     None)
+    return IncidentEscalated(incident_id=e.incident_id, model=e.model, version=e.version, severity=e.severity.label,
+                             action=e.action, confidence=e.confidence, summary=e.summary, respond_by=e.respond_by,
+                             responders=list(e.responders), alert_ids=list(e.alert_ids), first_signal_at=first,
+                             first_prediction_id=first_pid)
+
+
+def _publish_escalations(uow: IncidentUnitOfWork, incident: Incident, correlation_id: str | None) -> None:
+    for event in incident.events:
+        stage(uow, build_message(_escalation_record(event, incident), source=SOURCE, correlation_id=correlation_id))
+        audit(uow, actor="incident", action=f"incident.escalated.{event.severity.label}",
+              subject=f"{incident.model}/{incident.version}",
+              details={"incident_id": incident.incident_id, "action": event.action,
+                       "confidence": event.confidence, "responders": list(event.responders)},
+              correlation_id=correlation_id)
+
+
+def handle_alert(alert: Alert, event_id: str, uow: IncidentUnitOfWork, settings: IncidentSettings,
+                 new_id: Callable[[], str] = lambda: "inc-" + uuid.uuid4().hex[:12]) -> AlertOutcome:
+    """Join the alert to its model version's open incident (or open one); idempotent on the event id."""
+    with uow:
+        if uow.processed.seen(CONSUMER, event_id):
+            return AlertOutcome(None, (), duplicate=True)
+        now = uow.now()
+        production = uow.ledger.production_version(alert.model)
+        signal = Signal(alert.alert_id, alert.kind, alert.source, alert.severity_hint, alert.detected_at,
+                        in_production=production == alert.version)
+        incident = uow.incidents.open_for(alert.model, alert.version, since=now - settings.correlation_window_s)
+        if incident is None:
+            incident = Incident(new_id(), alert.model, alert.version, opened_at=now, updated_at=now)
+        evidence = {"severity_hint": alert.severity_hint, "target_class": alert.target_class,
+                    "window_start": alert.window_start, "window_end": alert.window_end,
+                    "first_prediction_id": alert.first_prediction_id, "last_prediction_id": alert.last_prediction_id,
+                    "detail": alert.evidence}
+        incident.add_signal(signal, evidence, settings.rollback_confidence)
+        incident.note(now, "alerted", alert_id=alert.alert_id)
+        uow.incidents.save(incident)
+        _publish_escalations(uow, incident, event_id)
+        uow.processed.mark(CONSUMER, event_id, now)
+        uow.commit()
+        return AlertOutcome(incident.incident_id, tuple(incident.events))
+
+
+def handle_rollback_completed(done: RollbackCompleted, event_id: str, uow: IncidentUnitOfWork) -> bool:
+    with uow:
+        if uow.processed.seen(CONSUMER, event_id):
+            return False
+        incident = uow.incidents.get(done.incident_id)
+        if incident is not None:
+            incident.record_rollback(done.completed_at, done.status, done.to_version, dict(done.affected or {}),
+                                     done.duration_ms)
+            uow.incidents.save(incident)
+        uow.processed.mark(CONSUMER, event_id, uow.now())
+        uow.commit()
+        return incident is not None
+
+
+def respond(incident_id: str, action: str, who: str, uow: IncidentUnitOfWork, note: str = "") -> Incident:
+    """A responder acts on an incident; every action is audited, a false positive becomes feedback."""
+    with uow:
+        incident = uow.incidents.get(incident_id)
+        if incident is None:
+            raise LookupError(f"no incident {incident_id}")
+        now = uow.now()
+        if action == "acknowledge":
+            incident.acknowledge(now, who)
+        elif action == "confirm":
+            mv = uow.ledger.get(incident.model, incident.version)
+            incident.confirm(now, who, in_production=mv is not None and mv.status is Status.PRODUCTION)
+        elif action == "false-positive":
+            incident.mark_false_positive(now, who, note)
+            uow.incidents.add_feedback(incident, "false_positive", now)
+        elif action == "resolve":
+            incident.resolve(now, who, note)
+        else:
+            raise ValueError(f"unknown responder action {action!r}")
+        uow.incidents.save(incident)
+        audit(uow, actor=f"responder:{who}", action=f"incident.{action}",
+              subject=f"{incident.model}/{incident.version}", details={"incident_id": incident_id, "note": note})
+        _publish_escalations(uow, incident, None)
+        uow.commit()
+        return incident

@@ -1,0 +1,76 @@
+"""`bdguard registry publish|promote`: what a model registry and a release manager do."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from pathlib import Path
+
+import typer
+from rich.console import Console
+
+from services.registry.service_layer.promote import promote
+from shared.contracts.records import ModelVersionPublished
+from shared.db.engine import make_engine, make_session_factory
+from shared.db.unit_of_work import SqlUnitOfWork
+from shared.ledger.model import InvalidTransition
+from shared.messaging.envelope import build_message
+from shared.messaging.publisher import KafkaPublisher
+from shared.settings import ServiceSettings
+
+registry_app = typer.Typer(help="Publish model versions and move the production alias.")
+console = Console(stderr=True)
+
+
+def file_digest(path: Path) -> str:
+    sha = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
+async def _send(event: ModelVersionPublished) -> str:
+    message = build_message(event, source="urn:bdguard:registry-cli")
+    publisher = KafkaPublisher(ServiceSettings().kafka_bootstrap_servers)
+    await publisher.start()
+    try:
+        await publisher.publish(message)
+    finally:
+        await publisher.stop()
+    return dict(message.headers)["ce_id"].decode()
+
+
+@registry_app.command("publish")
+def publish(artifact: Path, model: str = typer.Option(...), version: str = typer.Option(...),
+            source_url: str = typer.Option(...), submitter: str = "cli",
+            signature: Path | None = None, provenance: Path | None = None, clean_data: Path | None = None,
+            digest: str | None = typer.Option(None, help="declared digest (default: computed here)")) -> None:
+    """Publish a model-version-published event, as a registry webhook would."""
+    if not artifact.exists():
+        console.print(f"[red]no such artifact:[/red] {artifact}")
+        raise typer.Exit(2)
+    event = ModelVersionPublished(
+        model=model, version=version, artifact_uri=artifact.resolve().as_uri(),
+        artifact_digest=digest or file_digest(artifact), source_url=source_url, submitter=submitter,
+        signature_uri=signature.resolve().as_uri() if signature else None,
+        provenance=json.loads(provenance.read_text()) if provenance else None,
+        clean_data_uri=clean_data.resolve().as_uri() if clean_data else None)
+    typer.echo(asyncio.run(_send(event)))
+
+
+@registry_app.command("promote")
+def promote_cmd(model: str, version: str, who: str = "cli") -> None:
+    """Move the production alias to a scanned-clean version."""
+    uow = SqlUnitOfWork(make_session_factory(make_engine(ServiceSettings().database_url)))
+    try:
+        previous = promote(model, version, who, uow)
+    except (LookupError, InvalidTransition) as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"{model}: production {previous or '(none)'} → {version}")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(registry_app, name="registry")

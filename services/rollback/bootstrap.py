@@ -1,0 +1,52 @@
+"""Composition root of the rollback service."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.rollback.adapters.serving import HttpServingControl, NoServing, ServingControl
+from services.rollback.config import RollbackSettings
+from services.rollback.service_layer.handlers import handle_escalation
+from shared.contracts.records import IncidentEscalated
+from shared.db.engine import make_engine, make_session_factory
+from shared.db.unit_of_work import SqlUnitOfWork
+from shared.logging import get_logger
+from shared.messaging.delivery import Delivery
+from shared.messaging.outbox import OutboxRelay
+from shared.messaging.publisher import Publisher
+
+log = get_logger(__name__)
+
+
+@dataclass
+class RollbackService:
+    uow_factory: Callable[[], SqlUnitOfWork]
+    relay: OutboxRelay
+    serving: ServingControl
+    clock: Callable[[], float] = time.time
+
+    async def on_escalation(self, delivery: Delivery) -> None:
+        assert isinstance(delivery.record, IncidentEscalated)
+        outcome = handle_escalation(delivery.record, self.clock(), self.uow_factory())
+        if outcome is None:
+            return
+        if outcome.target is not None:
+            await self.serving.switch(outcome.target)
+        elif not outcome.plan.has_safe_version:
+            await self.serving.divert(outcome.plan.model, outcome.plan.reason)
+        await self.relay.flush()
+        log.info("rollback done", status=outcome.completed.status, to_version=outcome.completed.to_version,
+                 duration_ms=outcome.completed.duration_ms)
+
+
+def bootstrap(settings: RollbackSettings, publisher: Publisher, *,
+              uow_factory: Callable[[], SqlUnitOfWork] | None = None,
+              serving: ServingControl | None = None) -> RollbackService:
+    if uow_factory is None:
+        sessions = make_session_factory(make_engine(settings.database_url))
+        uow_factory = lambda: SqlUnitOfWork(sessions)  # noqa: E731
+    if serving is None:
+        serving = HttpServingControl(settings.serving_urls) if settings.serving_urls else NoServing()
+    return RollbackService(uow_factory, OutboxRelay(uow_factory, publisher), serving)

@@ -1,0 +1,1 @@
+"""I/O side of the supply-chain checks: files, formats, inspectors, signatures, onnxruntime."""

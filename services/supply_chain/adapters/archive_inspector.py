@@ -1,0 +1,110 @@
+"""Zip and tar archives, inspected from their directories and streamed members, never extracted.
+
+Refuses traversal (absolute, drive, backslash or ``..`` names), links and device entries, encrypted
+members, overlapping zip members, decompression bombs (per-member ratio, total size, entry count) and
+nested archives beyond the policy depth. Members that are pickles are scanned in place.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import stat
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from ..domain.policy import ArchiveLimits
+from .sniffing import ARCHIVES, HEAD, Opener, sniff
+
+
+def unsafe_member_name(name: str) -> str | None:
+    """Why an archive member name could escape the extraction directory, or None."""
+    if not name or "\x00" in name:
+        return "empty or NUL in name"
+    if "\\" in name:
+        return "backslash in name"
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        return "absolute path"
+    normal = posixpath.normpath(name)
+    if normal == ".." or normal.startswith("../") or ".." in name.split("/"):
+        return "path traversal ('..')"
+    return None
+
+
+def _zip_members(path: Path, limits: ArchiveLimits, problems: list[str]) -> Iterator[tuple[str, int, Opener]]:
+    with zipfile.ZipFile(path) as archive:
+        infos = archive.infolist()
+        if len(infos) > limits.max_entries:
+            problems.append(f"{len(infos)} entries, limit {limits.max_entries}")
+            return
+        total, names = 0, set()
+        for info in infos:
+            if reason := unsafe_member_name(info.filename):
+                problems.append(f"member {info.filename[:120]!r}: {reason}")
+            if stat.S_ISLNK(info.external_attr >> 16):
+                problems.append(f"member {info.filename[:120]!r}: symbolic link")
+            if info.flag_bits & 0x1:
+                problems.append(f"member {info.filename[:120]!r}: encrypted, cannot be inspected")
+            if info.filename in names:
+                problems.append(f"member {info.filename[:120]!r}: duplicate name")
+            names.add(info.filename)
+            ratio = info.file_size / max(info.compress_size, 1)
+            if ratio > limits.max_ratio:
+                problems.append(f"member {info.filename[:120]!r}: compression ratio {ratio:.0f} (bomb)")
+            total += info.file_size
+        if total > limits.max_total_uncompressed:
+            problems.append(f"uncompressed total {total} bytes, limit {limits.max_total_uncompressed}")
+        if sum(i.compress_size for i in infos) > path.stat().st_size:
+            problems.append("members overlap (compressed sizes exceed the archive size)")
+        if problems:
+            return
+        for info in infos:
+            if not info.is_dir():
+                yield info.filename, info.file_size, lambda i=info: archive.open(i)  # type: ignore[misc]
+
+
+def _tar_members(path: Path, limits: ArchiveLimits, problems: list[str]) -> Iterator[tuple[str, int, Opener]]:
+    total, count, on_disk = 0, 0, path.stat().st_size
+    with tarfile.open(path, "r:*") as archive:
+        while (member := archive.next()) is not None:
+            count += 1
+            total += member.size
+            if reason := unsafe_member_name(member.name):
+                problems.append(f"member {member.name[:120]!r}: {reason}")
+            if member.issym() or member.islnk():
+                problems.append(f"member {member.name[:120]!r}: link to {member.linkname[:120]!r}")
+            elif not (member.isfile() or member.isdir()):
+                problems.append(f"member {member.name[:120]!r}: device, FIFO or other special entry")
+            if count > limits.max_entries or total > limits.max_total_uncompressed:
+                problems.append(f"over limits: {count} entries, {total} bytes uncompressed")
+                return
+            if total / max(on_disk, 1) > limits.max_ratio:
+                problems.append(f"compression ratio {total / max(on_disk, 1):.0f} (bomb)")
+                return
+            if member.isfile() and not problems:
+                yield member.name, member.size, lambda m=member: archive.extractfile(m)  # type: ignore[misc]
+
+
+def archive_members(
+    path: Path, fmt: str, limits: ArchiveLimits, on_pickle: Callable[[str, Opener], list[str]], depth: int = 0
+) -> list[str]:
+    """Check an archive in place; ``on_pickle(name, opener)`` is called, while open, for pickle members.
+
+    Returns:
+        Problems found, empty when the archive is acceptable.
+    """
+    problems: list[str] = []
+    members = _zip_members if fmt == "zip" else _tar_members
+    try:
+        for name, size, opener in members(path, limits, problems):
+            with opener() as stream:
+                head = stream.read(HEAD)
+            inner = sniff(head, size, opener)
+            if inner in ARCHIVES and depth >= limits.max_nesting:
+                problems.append(f"member {name[:120]!r}: nested {inner} archive")
+            elif inner in ("pickle", "numpy-object"):
+                problems += on_pickle(name, opener)
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError) as exc:
+        problems.append(f"unreadable {fmt} archive: {type(exc).__name__}: {exc}"[:300])
+    return problems

@@ -1,0 +1,115 @@
+"""Decide a file's format from its bytes, never from its name.
+
+A file counts as a pickle when it starts with the PROTO opcode or when ``pickletools.genops`` (a
+parser, it executes nothing) reads it from byte 0 up to a STOP or an importing/calling opcode:
+that prefix is what ``pickle.load`` would run before failing. A file whose end holds a zip central
+directory while its start says something else is a polyglot and is reported as such.
+"""
+
+from __future__ import annotations
+
+import ast
+import pickletools
+import struct
+import zipfile
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import IO
+
+HEAD = 64 * 1024
+_CODE_OPCODES = frozenset({"STOP", "GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
+Opener = Callable[[], AbstractContextManager[IO[bytes]]]
+ONNX_FIRST_BYTES = frozenset({0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A})
+ARCHIVES = frozenset({"zip", "tar", "gzip", "bz2", "xz", "zstd", "7z", "rar"})
+_MAGIC: tuple[tuple[int, bytes, str], ...] = (
+    (0, b"PK\x03\x04", "zip"),
+    (0, b"PK\x05\x06", "zip"),
+    (0, b"\x1f\x8b", "gzip"),
+    (0, b"BZh", "bz2"),
+    (0, b"\xfd7zXZ\x00", "xz"),
+    (0, b"\x28\xb5\x2f\xfd", "zstd"),
+    (0, b"7z\xbc\xaf\x27\x1c", "7z"),
+    (0, b"Rar!\x1a\x07", "rar"),
+    (257, b"ustar", "tar"),
+    (0, b"\x93NUMPY", "numpy"),
+    (0, b"\x89HDF\r\n\x1a\n", "hdf5"),
+    (0, b"GGUF", "gguf"),
+    (4, b"TFL3", "tflite"),
+)
+
+
+def reads_as_pickle(stream: IO[bytes]) -> bool:
+    """True when the stream, parsed from byte 0, reaches a STOP or an opcode that imports or calls.
+
+    ``pickle.load`` runs GLOBAL and REDUCE as it meets them, so a truncated stream is as dangerous as
+    a complete one: reaching such an opcode before the first parse error is enough.
+    """
+    try:
+        for opcode, _arg, _pos in pickletools.genops(stream):
+            if opcode.name in _CODE_OPCODES:
+                return True
+    except Exception:  # a parse failure before any such opcode: nothing would have run
+        return False
+    return False
+
+
+def npy_holds_objects(head: bytes) -> bool:
+    """True when a ``.npy`` header declares an object dtype (whose payload is a pickle)."""
+    try:
+        major = head[6]
+        size_fmt, start = ("<H", 8) if major == 1 else ("<I", 10)
+        (length,) = struct.unpack(size_fmt, head[start - 2 if major == 1 else start - 4 : start])
+        header = ast.literal_eval(head[start : start + length].decode("latin-1"))
+        return "O" in str(header.get("descr", "O"))
+    except Exception:  # an unreadable header is treated as the dangerous case
+        return True
+
+
+def _looks_like_safetensors(head: bytes, size: int) -> bool:
+    if size < 10:
+        return False
+    (length,) = struct.unpack("<Q", head[:8])
+    return 2 <= length <= size - 8 and head[8:9] == b"{"
+
+
+def _is_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return len(head) == HEAD  # cut mid-character at the window edge: retry without the tail
+    return "\x00" not in text
+
+
+def sniff(head: bytes, size: int, reopen: Opener) -> str:
+    """Name the format of content whose first bytes are ``head`` (``reopen`` gives a fresh stream)."""
+    if size == 0:
+        return "empty"
+    if head[:1] == b"\x80":
+        return "pickle"
+    for offset, magic, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            if name == "numpy" and npy_holds_objects(head):
+                return "numpy-object"
+            return name
+    if _looks_like_safetensors(head, size):
+        return "safetensors"
+    with reopen() as stream:
+        if reads_as_pickle(stream):
+            return "pickle"
+    if head[0] in ONNX_FIRST_BYTES:
+        return "onnx"
+    if _is_text(head) or _is_text(head[:-4]):
+        return "text"
+    return "unknown"
+
+
+def sniff_file(path: str) -> str:
+    """Sniff a file on disk; a zip directory at the end of a non-zip file marks a polyglot."""
+    with open(path, "rb") as handle:
+        head = handle.read(HEAD)
+        handle.seek(0, 2)
+        size = handle.tell()
+    fmt = sniff(head, size, lambda: open(path, "rb"))  # noqa: SIM115 (an opener, entered by the caller)
+    if fmt not in ("zip", "empty") and zipfile.is_zipfile(path):
+        return f"polyglot({fmt}+zip)"
+    return fmt

@@ -1,0 +1,121 @@
+from __future__ import annotations
+
+import io
+import json
+import stat
+import struct
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.supply_chain.adapters.filesystem import load_artifact
+from services.supply_chain.adapters.safetensors_inspector import inspect_safetensors
+from services.supply_chain.adapters.serialization import inspect_artifact
+from services.supply_chain.domain.policy import SupplyChainPolicy
+
+pytestmark = pytest.mark.unit
+
+
+def problems(path: Path, policy: SupplyChainPolicy | None = None) -> list[str]:
+    artifact = load_artifact(str(path), max_file_bytes=2**30, max_total_bytes=2**31, max_files=100)
+    reports, _ = inspect_artifact(artifact, policy or SupplyChainPolicy())
+    return [p for r in reports for p in r.problems]
+
+
+def test_a_zip_bomb_is_rejected_from_its_directory_without_inflating_it(tmp_path: Path) -> None:
+    path = tmp_path / "weights.zip"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("zeros.bin", b"\x00" * (20 * 2**20))
+    assert any("bomb" in p for p in problems(path))
+
+
+@pytest.mark.parametrize("name", ["../../etc/cron.d/x", "/etc/passwd", "a/../../b", "C:/Windows/x", "a\\..\\b"])
+def test_zip_members_that_could_escape_the_extraction_directory_are_rejected(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(name, b"data")
+    assert problems(path)
+
+
+def test_a_zip_member_that_is_a_symlink_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "model.zip"
+    info = zipfile.ZipInfo("weights.bin")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr(info, "/etc/shadow")
+    assert any("symbolic link" in p for p in problems(path))
+
+
+def test_a_zip_nested_inside_a_zip_is_rejected(tmp_path: Path) -> None:
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w") as archive:
+        archive.writestr("x", b"x")
+    path = tmp_path / "outer.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("inner.bin", inner.getvalue())
+    assert any("nested zip" in p for p in problems(path))
+
+
+def test_a_tar_with_traversal_and_a_symlink_is_rejected_without_extracting(tmp_path: Path) -> None:
+    path = tmp_path / "model.tar.gz"
+    with tarfile.open(path, "w:gz") as archive:
+        data = tarfile.TarInfo("../../evil.sh")
+        data.size = 4
+        archive.addfile(data, io.BytesIO(b"boom"))
+        link = tarfile.TarInfo("weights.bin")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        archive.addfile(link)
+    found = problems(path)
+    assert any("traversal" in p for p in found) and any("link" in p for p in found), found
+    assert not (tmp_path.parent / "evil.sh").exists()
+
+
+def test_a_file_that_is_both_a_pickle_and_a_zip_is_rejected_as_a_polyglot(tmp_path: Path) -> None:
+    archive_bytes = io.BytesIO()
+    with zipfile.ZipFile(archive_bytes, "w") as archive:
+        archive.writestr("x", b"x")
+    path = tmp_path / "model.bin"
+    path.write_bytes(b"\x80\x02ccollections\nOrderedDict\n)R." + archive_bytes.getvalue())
+    assert any("polyglot" in p or "pickle" in p for p in problems(path))
+
+
+def write_safetensors(path: Path, header: dict[str, object], data: bytes, length: int | None = None) -> Path:
+    raw = json.dumps(header).encode()
+    path.write_bytes(struct.pack("<Q", len(raw) if length is None else length) + raw + data)
+    return path
+
+
+def test_a_well_formed_safetensors_file_passes(tmp_path: Path) -> None:
+    data = np.ones(4, dtype=np.float32).tobytes()
+    header = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}, "__metadata__": {"a": "b"}}
+    assert problems(write_safetensors(tmp_path / "m.safetensors", header, data)) == []
+
+
+def test_a_safetensors_header_longer_than_the_file_is_rejected(tmp_path: Path) -> None:
+    path = write_safetensors(tmp_path / "m.bin", {"w": {}}, b"", length=10**6)
+    assert any("header length" in p or "cannot be inspected" in p for p in problems(path))
+
+
+def test_safetensors_offsets_that_overlap_or_leave_gaps_are_rejected(tmp_path: Path) -> None:
+    header = {
+        "a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]},
+        "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]},
+    }
+    path = write_safetensors(tmp_path / "m.safetensors", header, b"\x00" * 12)
+    assert any("gap or overlap" in p for p in inspect_safetensors(path, 100_000_000))
+
+
+def test_a_safetensors_header_over_the_cap_is_rejected(tmp_path: Path) -> None:
+    header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
+    path = write_safetensors(tmp_path / "m.safetensors", header, b"\x00" * 4)
+    assert "exceeds" in inspect_safetensors(path, 8)[0]
+
+
+def test_unknown_binary_content_is_rejected_unless_policy_allows_it(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(bytes(range(256)) * 4)
+    assert any("cannot be inspected" in p for p in problems(path))
+    assert problems(path, SupplyChainPolicy(allow_unknown_formats=True)) == []
