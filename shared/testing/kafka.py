@@ -56,3 +56,13 @@ async def collect(bootstrap: str, topics: list[str], *, until: Callable[[list[Co
     finally:
         await consumer.stop()
     return kept
+
+
+async def eventually(check: Callable[[], bool], *, wait_s: float = 30.0, every_s: float = 0.2) -> bool:
+    """Poll ``check`` until it holds or the time is up (for state another process writes)."""
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        await asyncio.sleep(every_s)
+    return check()

@@ -1,0 +1,176 @@
+"""Services as separate processes on a real broker: supply chain, incident response, rollback."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import orjson
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from services.incident.adapters.repository import IncidentUnitOfWork
+from shared import topics
+from shared.contracts.records import Alert, ModelVersionPublished
+from shared.db.engine import make_engine, make_session_factory
+from shared.db.migrate import upgrade
+from shared.ledger.model import ModelVersion, Status
+from shared.messaging.admin import catalogue_partitions, ensure_topics
+from shared.messaging.envelope import build_message
+from shared.testing.artifacts import provenance_document, sign_model, write_keypair
+from shared.testing.kafka import collect, eventually, produce
+from shared.testing.processes import ServiceProcess
+
+
+@dataclass
+class Stack:
+    bootstrap: str
+    uow: Callable[[], IncidentUnitOfWork]
+    workdir: Path
+    private_key: Path
+    processes: list[ServiceProcess]
+
+
+@pytest.fixture(scope="module")
+def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    workdir = tmp_path_factory.mktemp("e2e")
+    db_url = f"sqlite:///{workdir / 'bdguard.db'}"
+    upgrade(db_url)
+    asyncio.run(ensure_topics(kafka_bootstrap, catalogue_partitions()))
+    private_key, public_key = write_keypair(workdir, "registry")
+    env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "BDGUARD_DATABASE_URL": db_url, "BDGUARD_LOG_JSON": "true",
+           "BDGUARD_SUPPLY_CHAIN_PUBLIC_KEYS": orjson.dumps([str(public_key)]).decode()}
+    processes = [ServiceProcess(name, env, workdir / "logs").start()
+                 for name in ("supply_chain", "incident", "rollback")]
+    sessions = make_session_factory(make_engine(db_url))
+    yield Stack(kafka_bootstrap, lambda: IncidentUnitOfWork(sessions), workdir, private_key, processes)
+    for p in processes:
+        p.stop()
+
+
+def _seed(stack: Stack, model: str, statuses: dict[str, Status], production: str) -> None:
+    with stack.uow() as uow:
+        for i, (version, status) in enumerate(statuses.items()):
+            uow.ledger.add(ModelVersion(model, version, f"file:///{model}/{version}.onnx", "sha256:" + "0" * 64,
+                                        status=status, created_at=float(i), updated_at=float(i),
+                                        details={"promoted_at": time.time()} if version == production else {}))
+        uow.ledger.set_production(model, production, time.time())
+        uow.commit()
+
+
+def _alert(model: str, version: str) -> Alert:
+    return Alert(alert_id=f"a-{uuid.uuid4().hex[:8]}", model=model, version=version,
+                 kind="targeted_misclassification", severity_hint="critical", source="telemetry",
+                 detected_at=time.time(), evidence={"target_share": 0.41, "baseline_share": 0.1}, target_class=7,
+                 first_prediction_id="p-1001")
+
+
+def _is(model: str) -> Callable[..., bool]:
+    return lambda r: r.key == model.encode()
+
+
+def _assert_alive(stack: Stack) -> None:
+    for p in stack.processes:
+        assert p.alive(), f"{p.name} died:\n{p.tail()}"
+
+
+async def test_a_backdoor_alert_in_production_rolls_back_to_the_last_clean_version(stack: Stack) -> None:
+    model = f"digits-{uuid.uuid4().hex[:6]}"
+    _seed(stack, model, {"1": Status.SCANNED_CLEAN, "2": Status.PRODUCTION}, production="2")
+    await produce(stack.bootstrap, [build_message(_alert(model, "2"), source="urn:test:telemetry")])
+    done = await collect(stack.bootstrap, [topics.ROLLBACK_COMPLETED], keep=_is(model),
+                         until=lambda got: len(got) >= 1, wait_s=90)
+    _assert_alive(stack)
+    assert len(done) == 1, "no rollback.completed within 90 s"
+    body = orjson.loads(done[0].value)
+    assert (body["status"], body["from_version"], body["to_version"]) == ("completed", "2", "1")
+    assert body["affected"]["first_flagged_prediction_id"] == "p-1001"
+    with stack.uow() as uow:
+        assert uow.ledger.production_version(model) == "1"
+        assert uow.ledger.get(model, "2").status is Status.ROLLED_BACK  # type: ignore[union-attr]
+
+    # replay the escalation twice (at-least-once delivery, a confused operator): still one rollback
+    [escalation] = await collect(stack.bootstrap, [topics.INCIDENT_ESCALATED], keep=_is(model),
+                                 until=lambda got: len(got) >= 1)
+    replay = (topics.INCIDENT_ESCALATED, escalation.value, model)
+    await produce(stack.bootstrap, [replay, replay])
+    # a sentinel on the same key (same partition, so processed after the replays): v1 is now the last version
+    await produce(stack.bootstrap, [build_message(_alert(model, "1"), source="urn:test:telemetry")])
+    after = await collect(stack.bootstrap, [topics.ROLLBACK_COMPLETED], keep=_is(model),
+                          until=lambda got: len(got) >= 2, wait_s=90)
+    incidents = [orjson.loads(r.value)["incident_id"] for r in after]
+    assert incidents.count(body["incident_id"]) == 1
+    assert orjson.loads(after[-1].value)["status"] == "no_safe_version"
+
+
+async def test_no_safe_version_raises_a_critical_escalation_and_diverts_traffic(stack: Stack) -> None:
+    model = f"solo-{uuid.uuid4().hex[:6]}"
+    _seed(stack, model, {"1": Status.PRODUCTION}, production="1")
+    await produce(stack.bootstrap, [build_message(_alert(model, "1"), source="urn:test:telemetry")])
+    escalations = await collect(
+        stack.bootstrap, [topics.INCIDENT_ESCALATED], keep=_is(model), wait_s=90,
+        until=lambda got: any(b"NO SAFE VERSION" in r.value for r in got))
+    _assert_alive(stack)
+    loud = [orjson.loads(r.value) for r in escalations if b"NO SAFE VERSION" in r.value]
+    assert loud and loud[0]["severity"] == "critical"
+    with stack.uow() as uow:
+        assert uow.ledger.get(model, "1").details["traffic_diverted"] is True  # type: ignore[union-attr]
+
+
+def _onnx(path: Path) -> Path:
+    w = np.random.default_rng(0).normal(size=(64, 10)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"]), helper.make_node("Softmax", ["logits"], ["probs"])],
+        "digits", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 64])],
+        [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 10])], [numpy_helper.from_array(w, "w")])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8), path)
+    return path
+
+
+async def test_supply_chain_approves_a_signed_model_and_rejects_a_lookalike_source(stack: Stack) -> None:
+    model = f"sc-{uuid.uuid4().hex[:6]}"
+    artifact = _onnx(stack.workdir / model / "model.onnx")
+    signature = sign_model(artifact, stack.workdir / model / "model.sig", stack.private_key)
+    digest = "sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest()
+
+    def event(version: str, url: str) -> ModelVersionPublished:
+        return ModelVersionPublished(model=model, version=version, artifact_uri=artifact.as_uri(),
+                                     artifact_digest=digest, source_url=url, submitter="ci",
+                                     signature_uri=signature.as_uri(), provenance=provenance_document(url))
+
+    await produce(stack.bootstrap, [
+        (topics.MODEL_VERSION_PUBLISHED, b"{not json", model),
+        build_message(event("1", "https://huggingface.co/acme/digits"), source="urn:test:registry"),
+        build_message(event("2", "https://huggingface.co.evil.io/acme/digits"), source="urn:test:registry"),
+    ])
+    out = await collect(stack.bootstrap, [topics.SUPPLY_CHAIN_VERDICT, topics.SCAN_REQUESTED,
+                                          topics.dead_letter_topic(topics.MODEL_VERSION_PUBLISHED)],
+                        keep=_is(model), until=lambda got: len(got) >= 4, wait_s=120)
+    _assert_alive(stack)
+    verdicts = {orjson.loads(r.value)["version"]: orjson.loads(r.value) for r in out
+                if r.topic == topics.SUPPLY_CHAIN_VERDICT}
+    assert verdicts["1"]["approved"] is True, verdicts["1"]["rationale"]
+    assert verdicts["2"]["approved"] is False
+    passed = {c["name"]: c["passed"] for c in verdicts["2"]["checks"]}
+    assert passed["source"] is False  # the lookalike host is what rejects it; the artifact itself is fine
+    assert all(passed[name] for name in ("integrity", "signature", "provenance", "serialization"))
+    assert [orjson.loads(r.value)["version"] for r in out if r.topic == topics.SCAN_REQUESTED] == ["1"]
+    dead = [r for r in out if r.topic.endswith(".dlq")]
+    assert len(dead) == 1 and b"not JSON" in dict(dead[0].headers)["dlq_reason"]
+    with stack.uow() as uow:
+        statuses = {v.version: v.status for v in uow.ledger.list(model)}
+    assert statuses == {"1": Status.VALIDATED, "2": Status.REJECTED}
+
+    def medium_incident_opened() -> bool:
+        with stack.uow() as uow:
+            return any(i.model == model and i.severity.label == "medium" for i in uow.incidents.list_incidents())
+
+    assert await eventually(medium_incident_opened, wait_s=30)
