@@ -25,7 +25,7 @@ def sign_model(model_path: Path, signature: Path, private_key: Path) -> Path:
     """Sign with OpenSSF model-signing (elliptic-curve key); the bundle lands at ``signature``."""
     from model_signing import signing
 
-    signing.Config().use_elliptic_key_signer(private_key=private_key).sign(model_path, signature)
+    signing.Config().use_elliptic_key_signer(private_key=private_key).sign(model_path, signature)  # type: ignore[no-untyped-call]
     return signature
 
 
