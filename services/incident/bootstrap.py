@@ -17,6 +17,7 @@ from shared.messaging.outbox import OutboxRelay
 from shared.messaging.publisher import Publisher
 
 log = get_logger(__name__)
+PRODUCER = "incident"
 
 
 @dataclass
@@ -45,7 +46,7 @@ def bootstrap(settings: IncidentSettings, publisher: Publisher, *,
               notifier: Notifier | None = None) -> IncidentService:
     if uow_factory is None:
         sessions = make_session_factory(make_engine(settings.database_url))
-        uow_factory = lambda: IncidentUnitOfWork(sessions)  # noqa: E731
+        uow_factory = lambda: IncidentUnitOfWork(sessions, producer=PRODUCER)  # noqa: E731
     if notifier is None:
         notifier = (WebhookNotifier(settings.webhook_urls, secret=settings.webhook_secret,
                                     retries=settings.webhook_retries) if settings.webhook_urls else NullNotifier())

@@ -18,6 +18,7 @@ from shared.messaging.outbox import OutboxRelay
 from shared.messaging.publisher import Publisher
 
 log = get_logger(__name__)
+PRODUCER = "rollback"
 
 
 @dataclass
@@ -46,7 +47,7 @@ def bootstrap(settings: RollbackSettings, publisher: Publisher, *,
               serving: ServingControl | None = None) -> RollbackService:
     if uow_factory is None:
         sessions = make_session_factory(make_engine(settings.database_url))
-        uow_factory = lambda: SqlUnitOfWork(sessions)  # noqa: E731
+        uow_factory = lambda: SqlUnitOfWork(sessions, producer=PRODUCER)  # noqa: E731
     if serving is None:
         serving = HttpServingControl(settings.serving_urls) if settings.serving_urls else NoServing()
     return RollbackService(uow_factory, OutboxRelay(uow_factory, publisher), serving)

@@ -20,6 +20,7 @@ from shared.messaging.outbox import OutboxRelay
 from shared.messaging.publisher import Publisher
 
 log = get_logger(__name__)
+PRODUCER = "supply-chain"
 Validator = Callable[[PublishedEvent, SupplyChainSettings], Verdict]
 
 
@@ -51,6 +52,6 @@ def bootstrap(settings: SupplyChainSettings, publisher: Publisher, *,
               validate: Validator | None = None) -> SupplyChainService:
     if uow_factory is None:
         sessions = make_session_factory(make_engine(settings.database_url))
-        uow_factory = lambda: SqlUnitOfWork(sessions)  # noqa: E731
+        uow_factory = lambda: SqlUnitOfWork(sessions, producer=PRODUCER)  # noqa: E731
     return SupplyChainService(settings, uow_factory, OutboxRelay(uow_factory, publisher),
                               validate or (lambda event, s: validate_model_version(event, s)))

@@ -119,17 +119,21 @@ class ProcessedEventRepository:
 class OutboxRepository:
     """Messages written in the same transaction as the state change they announce."""
 
-    def __init__(self, session: Session) -> None:
+    def __init__(self, session: Session, producer: str = "bdguard") -> None:
         self.session = session
+        self.producer = producer
 
     def add(self, *, topic: str, key: str | None, value: bytes, headers: list[tuple[str, bytes]],
             at: float) -> None:
         self.session.execute(sa.insert(outbox).values(
-            topic=topic, key=key, value=value, headers=[[k, v.decode()] for k, v in headers], created_at=at))
+            topic=topic, producer=self.producer, key=key, value=value,
+            headers=[[k, v.decode()] for k, v in headers], created_at=at))
 
     def pending(self, limit: int = 500) -> list[dict[str, Any]]:
+        """This producer's unsent rows; on PostgreSQL, rows another replica is relaying are skipped."""
         rows = self.session.execute(
-            sa.select(outbox).where(outbox.c.sent_at.is_(None)).order_by(outbox.c.id).limit(limit)
+            sa.select(outbox).where(outbox.c.sent_at.is_(None), outbox.c.producer == self.producer)
+            .order_by(outbox.c.id).limit(limit).with_for_update(skip_locked=True)
         ).mappings()
         return [dict(r) for r in rows]
 

@@ -50,6 +50,8 @@ outbox = sa.Table(
     "outbox", metadata,
     sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True, autoincrement=True),
     sa.Column("topic", sa.String(200), nullable=False),
+    # which service's relay publishes the row (services share the store, not their outboxes)
+    sa.Column("producer", sa.String(100), nullable=False, server_default="bdguard", index=True),
     sa.Column("key", sa.String(300), nullable=True),
     sa.Column("value", sa.LargeBinary, nullable=False),
     sa.Column("headers", sa.JSON, nullable=False),

@@ -24,15 +24,17 @@ class SqlUnitOfWork:
     outbox: OutboxRepository
     processed: ProcessedEventRepository
 
-    def __init__(self, session_factory: sessionmaker[Session], clock: Any = time.time) -> None:
+    def __init__(self, session_factory: sessionmaker[Session], clock: Any = time.time,
+                 producer: str = "bdguard") -> None:
         self.session_factory = session_factory
         self.clock = clock
+        self.producer = producer
 
     def __enter__(self) -> SqlUnitOfWork:
         self.session = self.session_factory()
         self.ledger = LedgerRepository(self.session)
         self.audit = AuditRepository(self.session)
-        self.outbox = OutboxRepository(self.session)
+        self.outbox = OutboxRepository(self.session, self.producer)
         self.processed = ProcessedEventRepository(self.session)
         return self
 

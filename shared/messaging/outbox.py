@@ -47,3 +47,15 @@ class OutboxRelay:
             uow.outbox.mark_sent([int(r["id"]) for r in rows], uow.now())
             uow.commit()
         return len(rows)
+
+
+async def flush_once(uow_factory: Callable[[], SqlUnitOfWork], bootstrap_servers: str) -> int:
+    """Publish a command-line tool's pending outbox rows with a short-lived producer."""
+    from shared.messaging.publisher import KafkaPublisher
+
+    publisher = KafkaPublisher(bootstrap_servers)
+    await publisher.start()
+    try:
+        return await OutboxRelay(uow_factory, publisher).flush()
+    finally:
+        await publisher.stop()

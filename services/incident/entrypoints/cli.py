@@ -15,8 +15,7 @@ from services.incident.adapters.repository import IncidentUnitOfWork
 from services.incident.domain.incident import IncidentError
 from services.incident.service_layer.handlers import respond
 from shared.db.engine import make_engine, make_session_factory
-from shared.messaging.outbox import OutboxRelay
-from shared.messaging.publisher import KafkaPublisher
+from shared.messaging.outbox import flush_once
 from shared.settings import ServiceSettings
 
 incident_app = typer.Typer(help="Incidents: list, inspect and act on them (every action is audited).")
@@ -26,7 +25,7 @@ err = Console(stderr=True)
 
 def _uow_factory() -> Callable[[], IncidentUnitOfWork]:
     sessions = make_session_factory(make_engine(ServiceSettings().database_url))
-    return lambda: IncidentUnitOfWork(sessions)
+    return lambda: IncidentUnitOfWork(sessions, producer="incident-cli")
 
 
 @incident_app.command("list")
@@ -68,16 +67,8 @@ def _act(incident_id: str, action: str, who: str, note: str) -> None:
         err.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
 
-    async def flush() -> None:
-        publisher = KafkaPublisher(ServiceSettings().kafka_bootstrap_servers)
-        await publisher.start()
-        try:
-            await OutboxRelay(factory, publisher).flush()
-        finally:
-            await publisher.stop()
-
     try:
-        asyncio.run(flush())
+        asyncio.run(flush_once(factory, ServiceSettings().kafka_bootstrap_servers))
     except Exception as exc:  # the action is committed; the outbox publishes it when the bus is back
         err.print(f"[yellow]recorded, not yet published ({type(exc).__name__}); it stays in the outbox[/yellow]")
     err.print(f"{incident.incident_id}: {incident.status.value} (severity {incident.severity.label}, "

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 from pathlib import Path
 
@@ -14,21 +13,15 @@ from services.registry.service_layer.promote import promote
 from shared.contracts.records import ModelVersionPublished
 from shared.db.engine import make_engine, make_session_factory
 from shared.db.unit_of_work import SqlUnitOfWork
+from shared.files import sha256_file
 from shared.ledger.model import InvalidTransition
 from shared.messaging.envelope import build_message
+from shared.messaging.outbox import flush_once
 from shared.messaging.publisher import KafkaPublisher
 from shared.settings import ServiceSettings
 
 registry_app = typer.Typer(help="Publish model versions and move the production alias.")
 console = Console(stderr=True)
-
-
-def file_digest(path: Path) -> str:
-    sha = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            sha.update(chunk)
-    return "sha256:" + sha.hexdigest()
 
 
 async def _send(event: ModelVersionPublished) -> str:
@@ -53,7 +46,7 @@ def publish(artifact: Path, model: str = typer.Option(...), version: str = typer
         raise typer.Exit(2)
     event = ModelVersionPublished(
         model=model, version=version, artifact_uri=artifact.resolve().as_uri(),
-        artifact_digest=digest or file_digest(artifact), source_url=source_url, submitter=submitter,
+        artifact_digest=digest or sha256_file(artifact), source_url=source_url, submitter=submitter,
         signature_uri=signature.resolve().as_uri() if signature else None,
         provenance=json.loads(provenance.read_text()) if provenance else None,
         clean_data_uri=clean_data.resolve().as_uri() if clean_data else None)
@@ -63,12 +56,21 @@ def publish(artifact: Path, model: str = typer.Option(...), version: str = typer
 @registry_app.command("promote")
 def promote_cmd(model: str, version: str, who: str = "cli") -> None:
     """Move the production alias to a scanned-clean version."""
-    uow = SqlUnitOfWork(make_session_factory(make_engine(ServiceSettings().database_url)))
+    settings = ServiceSettings()
+    sessions = make_session_factory(make_engine(settings.database_url))
+
+    def factory() -> SqlUnitOfWork:
+        return SqlUnitOfWork(sessions, producer="registry-cli")
+
     try:
-        previous = promote(model, version, who, uow)
+        previous = promote(model, version, who, factory())
     except (LookupError, InvalidTransition) as exc:
         console.print(f"[red]refused:[/red] {exc}")
         raise typer.Exit(1) from exc
+    try:
+        asyncio.run(flush_once(factory, settings.kafka_bootstrap_servers))
+    except Exception as exc:  # committed; the audit mirror waits in the outbox for the next flush
+        console.print(f"[yellow]audit mirror not yet published ({type(exc).__name__})[/yellow]")
     console.print(f"{model}: production {previous or '(none)'} → {version}")
 
 
