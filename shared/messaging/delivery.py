@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from shared.contracts.cloudevents import REQUIRED, CloudEventAttributes
 from shared.contracts.records import WireRecord
@@ -18,11 +18,17 @@ from shared.topics import cloudevent_type
 log = get_logger(__name__)
 
 
+class Decoded(Protocol):
+    """What a topic's decoder returns: a wire record, or a lighter object for hot topics."""
+
+    def ce_subject(self) -> str: ...
+
+
 @dataclass(frozen=True)
 class Delivery:
     """A validated message as handlers see it."""
 
-    record: WireRecord
+    record: Decoded | WireRecord
     attrs: CloudEventAttributes
     topic: str
     partition: int
@@ -56,7 +62,7 @@ def attributes_for(topic: str, partition: int, offset: int, headers: list[tuple[
 
 async def deliver(*, topic: str, consumer: str, value: bytes | None, key: Any, headers: Any, partition: int,
                   offset: int, handle: Handler, publisher: Publisher,
-                  decode: Callable[[str, bytes | None], WireRecord] = decode_record) -> bool:
+                  decode: Callable[[str, bytes | None], Decoded] = decode_record) -> bool:
     """Validate and hand one message to ``handle``; returns False when it went to the dead-letter topic.
 
     A handler exception also dead-letters the message (with the error as reason) so that one hostile

@@ -1,0 +1,17 @@
+"""Settings of the reference inference server (``BDGUARD_INFERENCE_*`` environment variables)."""
+
+from __future__ import annotations
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class InferenceServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="BDGUARD_INFERENCE_", extra="ignore",
+                                      protected_namespaces=())
+
+    model_path: str
+    model_name: str
+    model_version: str
+    host: str = "127.0.0.1"
+    port: int = 8080
+    admin_token: str | None = None

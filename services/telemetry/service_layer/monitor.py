@@ -1,0 +1,178 @@
+"""Windowed monitoring of one model version's prediction stream (no I/O; faust calls it per batch).
+
+Per batch: dedupe by Kafka position (a redelivered batch after a crash is not counted twice), feed the
+baseline until it has ``baseline_size`` predictions, add the batch to every event-time window it
+falls in (vectorised), re-evaluate open windows early so that a trigger campaign is reported within
+a fraction of a window, and close windows once the watermark passes their end plus the lateness.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from services.telemetry.domain.alerts import Alert
+from services.telemetry.domain.baseline import Baseline, BaselineBuilder
+from services.telemetry.domain.batch import PredictionBatch
+from services.telemetry.domain.evaluate import WindowReport, evaluate_window
+from services.telemetry.domain.window import WindowStats
+
+MAX_REMEMBERED_ALERTS = 512
+
+
+@dataclass(frozen=True)
+class WindowConfig:
+    window_s: float = 10.0
+    step_s: float = 10.0
+    lateness_s: float = 2.0
+    baseline_size: int = 10_000
+    early_eval_s: float = 0.25
+    pattern_capacity: int = 256
+    max_open_windows: int = 64
+
+    @property
+    def kind(self) -> str:
+        return "tumbling" if self.step_s == self.window_s else "hopping"
+
+
+@dataclass
+class ClosedWindow:
+    start: float
+    end: float
+    report: WindowReport
+    stats: WindowStats
+
+
+@dataclass
+class Outputs:
+    closed: list[ClosedWindow] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    skipped_duplicate: bool = False
+
+
+@dataclass
+class MonitorState:
+    """What the monitor keeps for one model version (stored in a changelogged faust table).
+
+    The finished baseline is not part of the serialised state: it is large (its pattern sketch) and
+    written once, so it lives in its own table and is re-attached after recovery.
+    """
+
+    model: str
+    version: str
+    builder: BaselineBuilder | None = None
+    baseline: Baseline | None = None
+    windows: dict[float, WindowStats] = field(default_factory=dict)
+    last_eval: dict[float, float] = field(default_factory=dict)
+    watermark: float = -math.inf
+    offsets: dict[int, int] = field(default_factory=dict)
+    emitted: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "version": self.version,
+                "builder": None if self.builder is None else self.builder.to_dict(),
+                "windows": {repr(s): w.to_dict() for s, w in self.windows.items()},
+                "last_eval": {repr(s): t for s, t in self.last_eval.items()},
+                "watermark": None if self.watermark == -math.inf else self.watermark,
+                "offsets": {str(p): o for p, o in self.offsets.items()}, "emitted": self.emitted}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MonitorState:
+        return cls(d["model"], d["version"],
+                   None if d["builder"] is None else BaselineBuilder.from_dict(d["builder"]), None,
+                   {float(s): WindowStats.from_dict(w) for s, w in d["windows"].items()},
+                   {float(s): float(t) for s, t in d["last_eval"].items()},
+                   -math.inf if d["watermark"] is None else float(d["watermark"]),
+                   {int(p): int(o) for p, o in d["offsets"].items()}, list(d["emitted"]))
+
+
+def subset(batch: PredictionBatch, mask: np.ndarray) -> PredictionBatch:
+    idx = np.flatnonzero(mask)
+    return dataclasses.replace(
+        batch, ids=[batch.ids[i] for i in idx], ts=batch.ts[idx], pred=batch.pred[idx], conf=batch.conf[idx],
+        entropy=batch.entropy[idx], sig=[batch.sig[i] for i in idx],
+        strip=None if batch.strip is None else batch.strip[idx])
+
+
+def window_starts(ts: np.ndarray, cfg: WindowConfig) -> np.ndarray:
+    """Every window start any of ``ts`` falls into (``step`` grid, ``window`` long)."""
+    last = np.floor(ts / cfg.step_s)
+    per = math.ceil(cfg.window_s / cfg.step_s)
+    starts = np.unique(np.concatenate([(last - k) * cfg.step_s for k in range(per)]))
+    return starts
+
+
+def ingest(state: MonitorState, batch: PredictionBatch, partition: int, offset: int, now: float,
+           cfg: WindowConfig) -> Outputs:
+    if offset <= state.offsets.get(partition, -1):
+        return Outputs(skipped_duplicate=True)
+    state.offsets[partition] = offset
+    out = Outputs()
+    if len(batch) == 0:
+        return out
+    if state.baseline is None:
+        state.builder = state.builder or BaselineBuilder(cfg.baseline_size)
+        used = state.builder.add(batch)
+        if state.builder.ready:
+            state.baseline, state.builder = state.builder.build(), None
+        if used == len(batch):
+            return out
+        batch = subset(batch, np.arange(len(batch)) >= used)
+    _add_to_windows(state, batch, cfg)
+    state.watermark = max(state.watermark, float(batch.ts.max()))
+    out.alerts += _early(state, now, cfg)
+    out.closed += close_due(state, state.watermark - cfg.lateness_s, now, cfg)
+    out.alerts += [a for w in out.closed for a in _fresh(state, w.report.alerts)]
+    return out
+
+
+def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConfig) -> None:
+    for start in window_starts(batch.ts, cfg):
+        if start + cfg.window_s <= state.watermark - cfg.lateness_s:
+            continue  # too late: that window is closed; counting it now would rewrite history
+        mask = (batch.ts >= start) & (batch.ts < start + cfg.window_s)
+        stats = state.windows.get(float(start))
+        if stats is None:
+            stats = state.windows[float(start)] = WindowStats(batch.n_classes, cfg.pattern_capacity)
+        stats.add(batch if mask.all() else subset(batch, mask))
+    while len(state.windows) > cfg.max_open_windows:  # event times all over the place: keep the newest
+        oldest = min(state.windows)
+        del state.windows[oldest]
+        state.last_eval.pop(oldest, None)
+
+
+def _evaluate(state: MonitorState, start: float, stats: WindowStats, now: float, cfg: WindowConfig) -> WindowReport:
+    assert state.baseline is not None
+    return evaluate_window(stats, state.baseline, model=state.model, version=state.version, window_start=start,
+                           window_end=start + cfg.window_s, now=now)
+
+
+def _early(state: MonitorState, now: float, cfg: WindowConfig) -> list[Alert]:
+    """Backdoor findings of open windows, as soon as the evidence is there (drift waits for the close)."""
+    found: list[Alert] = []
+    for start, stats in state.windows.items():
+        if now - state.last_eval.get(start, -math.inf) < cfg.early_eval_s:
+            continue
+        state.last_eval[start] = now
+        found += _fresh(state, _evaluate(state, start, stats, now, cfg).backdoor_alerts)
+    return found
+
+
+def close_due(state: MonitorState, watermark: float, now: float, cfg: WindowConfig) -> list[ClosedWindow]:
+    """Close every window that ended before ``watermark``; the state forgets it (windows expire)."""
+    closed = []
+    for start in sorted(s for s in state.windows if s + cfg.window_s <= watermark):
+        stats = state.windows.pop(start)
+        state.last_eval.pop(start, None)
+        closed.append(ClosedWindow(start, start + cfg.window_s, _evaluate(state, start, stats, now, cfg), stats))
+    return closed
+
+
+def _fresh(state: MonitorState, alerts: list[Alert]) -> list[Alert]:
+    new = [a for a in alerts if a.alert_id not in state.emitted]
+    state.emitted = (state.emitted + [a.alert_id for a in new])[-MAX_REMEMBERED_ALERTS:]
+    return new
