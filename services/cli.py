@@ -18,11 +18,18 @@ CLI_MODULES = (
     "services.incident.entrypoints.cli",
     "services.supply_chain.entrypoints.cli",
     "services.scanner.entrypoints.cli",
+    "services.remediation.entrypoints.cli",
 )
 
 
+_registered: set[str] = set()
+
+
 def build_app() -> typer.Typer:
+    """Register every installed service's commands once (calling it again is a no-op)."""
     for name in CLI_MODULES:
+        if name in _registered:
+            continue
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -30,6 +37,7 @@ def build_app() -> typer.Typer:
                 continue
             raise
         module.register(app)
+        _registered.add(name)
     return app
 
 

@@ -41,6 +41,12 @@ class _Serving:
     def __init__(self, model: OnnxModel) -> None:
         self.model = model
         self.lock = threading.Lock()
+        self.diverted: str | None = None  # set when no safe version exists: refuse rather than serve it
+
+
+class DivertRequest(BaseModel):
+    model: str | None = None
+    reason: str = ""
 
 
 def create_app(model_path: str | Path, model_name: str, version: str, telemetry_client: TelemetryClient,
@@ -75,6 +81,8 @@ def create_app(model_path: str | Path, model_name: str, version: str, telemetry_
     def predict(req: PredictRequest) -> PredictResponse:
         if req.ids is not None and len(req.ids) != len(req.inputs):
             raise HTTPException(422, f"{len(req.ids)} ids for {len(req.inputs)} inputs")
+        if serving.diverted is not None:
+            raise HTTPException(503, f"traffic diverted from {model_name}: {serving.diverted}")
         model = serving.model  # one version for the whole request, even during a swap
         x = np.asarray(req.inputs, dtype=np.float32)
         try:
@@ -96,7 +104,15 @@ def create_app(model_path: str | Path, model_name: str, version: str, telemetry_
         except Exception as exc:
             raise HTTPException(400, f"cannot load {req.model_path!r}: {exc}") from exc
         with serving.lock:
-            previous, serving.model = serving.model.version, new
+            previous, serving.model, serving.diverted = serving.model.version, new, None
         return {"model": model_name, "version": new.version, "previous_version": previous}
+
+    @app.post("/admin/divert")
+    def divert(req: DivertRequest, x_admin_token: Annotated[str | None, Header()] = None) -> dict[str, str]:
+        """No safe version to roll back to: stop serving this model (callers get 503 and fall back)."""
+        if admin_token is not None and x_admin_token != admin_token:
+            raise HTTPException(403, "bad or missing X-Admin-Token")
+        serving.diverted = req.reason or "no safe version"
+        return {"model": model_name, "diverted": serving.diverted}
 
     return app

@@ -48,6 +48,6 @@ def bootstrap(settings: RollbackSettings, publisher: Publisher, *,
     if uow_factory is None:
         sessions = make_session_factory(make_engine(settings.database_url))
         uow_factory = lambda: SqlUnitOfWork(sessions, producer=PRODUCER)  # noqa: E731
-    if serving is None:
-        serving = HttpServingControl(settings.serving_urls) if settings.serving_urls else NoServing()
-    return RollbackService(uow_factory, OutboxRelay(uow_factory, publisher), serving)
+    if serving is None and settings.serving_urls:
+        serving = HttpServingControl(settings.serving_urls, admin_token=settings.serving_admin_token)
+    return RollbackService(uow_factory, OutboxRelay(uow_factory, publisher), serving or NoServing())

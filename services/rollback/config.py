@@ -13,3 +13,4 @@ class RollbackSettings(ServiceSettings):
 
     serving_urls: list[str] = Field(default_factory=list,
                                     description="inference servers to switch (POST <url>/admin/model)")
+    serving_admin_token: str = Field(default="", description="X-Admin-Token of the inference servers")

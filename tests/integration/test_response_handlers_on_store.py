@@ -137,3 +137,14 @@ def test_a_second_artifact_under_an_existing_version_is_refused(
     outcome = record_verdict(swapped, _verdict(True), "evt-2", incident_uow())
     assert outcome.verdict is not None and not outcome.verdict.approved
     assert "possible tampering" in outcome.verdict.rationale
+
+
+def test_the_registry_view_shows_what_was_approved_and_why_others_were_rejected(
+        incident_uow: Callable[[], IncidentUnitOfWork]) -> None:
+    from services.registry.service_layer.views import registry_view
+
+    record_verdict(_published(), _verdict(False), "evt-1", incident_uow())
+    [row] = registry_view(incident_uow(), "digits")
+    assert (row["status"], row["supply_chain_failed"]) == ("rejected", ["source"])
+    assert row["decisions"][0]["decision"] == "supply-chain.rejected"
+    assert row["decisions"][0]["rationale"] == "r"

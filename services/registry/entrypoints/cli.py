@@ -8,8 +8,10 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from services.registry.service_layer.promote import promote
+from services.registry.service_layer.views import registry_view
 from shared.contracts.records import ModelVersionPublished
 from shared.db.engine import make_engine, make_session_factory
 from shared.db.unit_of_work import SqlUnitOfWork
@@ -72,6 +74,23 @@ def promote_cmd(model: str, version: str, who: str = "cli") -> None:
     except Exception as exc:  # committed; the audit mirror waits in the outbox for the next flush
         console.print(f"[yellow]audit mirror not yet published ({type(exc).__name__})[/yellow]")
     console.print(f"{model}: production {previous or '(none)'} → {version}")
+
+
+@registry_app.command("view")
+def view(model: str | None = None, as_json: bool = typer.Option(False, "--json")) -> None:
+    """Approved and rejected versions: status, failed checks, scan verdict, and every decision with its reason."""
+    rows = registry_view(SqlUnitOfWork(make_session_factory(make_engine(ServiceSettings().database_url))), model)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, default=str))
+        return
+    table = Table("model/version", "status", "prod", "failed checks", "scan", "last decision")
+    for r in rows:
+        last = r["decisions"][-1] if r["decisions"] else {}
+        reason = last.get("rationale") or last.get("reason") or last.get("warning") or ""
+        scan = "" if r["scan_confidence"] is None else f"{r['scan_confidence']:.2f} → {r['scan_targets']}"
+        table.add_row(f"{r['model']}/{r['version']}", r["status"], "★" if r["production"] else "",
+                      ", ".join(r["supply_chain_failed"]), scan, f"{last.get('decision', '')} {reason}"[:70])
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from shared.db.unit_of_work import SqlUnitOfWork
-from shared.ledger.model import DEPLOYABLE, InvalidTransition, Status
+from shared.files import sha256_file
+from shared.ledger.model import DEPLOYABLE, InvalidTransition, ModelVersion, Status
 from shared.messaging.outbox import audit
 
 
@@ -33,3 +36,20 @@ def promote(model: str, version: str, who: str, uow: SqlUnitOfWork) -> str | Non
               details={"replaced": previous})
         uow.commit()
         return previous
+
+
+def import_legacy(model: str, version: str, artifact: Path, who: str, uow: SqlUnitOfWork) -> None:
+    """Record a version from a pre-existing registry as deployable without a bdguard scan.
+
+    This is how models that predate the control enter the ledger; it is audited as such, and it is
+    exactly the gap that production telemetry and rollback exist to close.
+    """
+    with uow:
+        now = uow.now()
+        mv = ModelVersion(model, version, artifact.resolve().as_uri(), sha256_file(artifact),
+                          status=Status.SCANNED_CLEAN, created_at=now, updated_at=now,
+                          details={"imported_by": who, "scan_note": "legacy import: not scanned by bdguard"})
+        uow.ledger.add(mv)
+        audit(uow, actor=f"registry:{who}", action="registry.legacy-import", subject=f"{model}/{version}",
+              details={"digest": mv.artifact_digest, "warning": "no bdguard scan verdict"})
+        uow.commit()

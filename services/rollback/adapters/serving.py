@@ -31,12 +31,13 @@ class NoServing:
 class HttpServingControl:
     """POSTs to each reference inference server's admin endpoint; a dead server is logged, not fatal."""
 
-    def __init__(self, urls: list[str], timeout_s: float = 5.0) -> None:
+    def __init__(self, urls: list[str], timeout_s: float = 5.0, admin_token: str = "") -> None:
         self.urls = urls
         self.timeout_s = timeout_s
+        self.headers = {"x-admin-token": admin_token} if admin_token else {}
 
     async def _post(self, path: str, payload: dict[str, str]) -> None:
-        async with httpx.AsyncClient(timeout=self.timeout_s) as client:
+        async with httpx.AsyncClient(timeout=self.timeout_s, headers=self.headers) as client:
             for url in self.urls:
                 try:
                     (await client.post(url.rstrip("/") + path, json=payload)).raise_for_status()
