@@ -117,3 +117,15 @@ def test_server_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("BDGUARD_INFERENCE_MODEL_VERSION", "3")
     s = InferenceServerSettings()  # type: ignore[call-arg]
     assert (s.model_path, s.model_name, s.model_version, s.port) == ("/m.onnx", "tiny", "3", 8080)
+
+
+def test_diverted_traffic_is_refused_until_a_safe_version_is_loaded(models: tuple[Path, Path]) -> None:
+    telemetry, _ = _client()
+    with TestClient(create_app(models[0], "tiny", "1", telemetry, admin_token="s3cret")) as http:
+        token = {"X-Admin-Token": "s3cret"}
+        assert http.post("/admin/divert", json={"reason": "no safe version"}).status_code == 403
+        assert http.post("/admin/divert", json={"reason": "no safe version"}, headers=token).status_code == 200
+        refused = http.post("/predict", json={"inputs": [[0.0] * 4]})
+        assert refused.status_code == 503 and "no safe version" in refused.json()["detail"]
+        http.post("/admin/model", json={"model_path": str(models[1]), "version": "2"}, headers=token)
+        assert http.post("/predict", json={"inputs": [[0.0] * 4]}).status_code == 200
