@@ -10,7 +10,7 @@ from services.incident.adapters.repository import IncidentUnitOfWork
 from services.incident.config import IncidentSettings
 from services.incident.service_layer.handlers import handle_alert, handle_rollback_completed
 from shared.contracts.records import Alert, RollbackCompleted
-from shared.db.engine import make_engine, make_session_factory
+from shared.db.unit_of_work import uow_factory_for
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
 from shared.messaging.outbox import OutboxRelay
@@ -45,8 +45,7 @@ def bootstrap(settings: IncidentSettings, publisher: Publisher, *,
               uow_factory: Callable[[], IncidentUnitOfWork] | None = None,
               notifier: Notifier | None = None) -> IncidentService:
     if uow_factory is None:
-        sessions = make_session_factory(make_engine(settings.database_url))
-        uow_factory = lambda: IncidentUnitOfWork(sessions, producer=PRODUCER)  # noqa: E731
+        uow_factory = uow_factory_for(settings.database_url, PRODUCER, IncidentUnitOfWork)
     if notifier is None:
         notifier = (WebhookNotifier(settings.webhook_urls, secret=settings.webhook_secret,
                                     retries=settings.webhook_retries) if settings.webhook_urls else NullNotifier())

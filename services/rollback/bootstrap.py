@@ -10,8 +10,7 @@ from services.rollback.adapters.serving import HttpServingControl, NoServing, Se
 from services.rollback.config import RollbackSettings
 from services.rollback.service_layer.handlers import handle_escalation
 from shared.contracts.records import IncidentEscalated
-from shared.db.engine import make_engine, make_session_factory
-from shared.db.unit_of_work import SqlUnitOfWork
+from shared.db.unit_of_work import SqlUnitOfWork, uow_factory_for
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
 from shared.messaging.outbox import OutboxRelay
@@ -46,8 +45,7 @@ def bootstrap(settings: RollbackSettings, publisher: Publisher, *,
               uow_factory: Callable[[], SqlUnitOfWork] | None = None,
               serving: ServingControl | None = None) -> RollbackService:
     if uow_factory is None:
-        sessions = make_session_factory(make_engine(settings.database_url))
-        uow_factory = lambda: SqlUnitOfWork(sessions, producer=PRODUCER)  # noqa: E731
+        uow_factory = uow_factory_for(settings.database_url, PRODUCER, SqlUnitOfWork)
     if serving is None and settings.serving_urls:
         serving = HttpServingControl(settings.serving_urls, admin_token=settings.serving_admin_token)
     return RollbackService(uow_factory, OutboxRelay(uow_factory, publisher), serving or NoServing())

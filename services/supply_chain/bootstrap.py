@@ -12,8 +12,7 @@ from services.supply_chain.domain.model import SupplyChainVerdict as Verdict
 from services.supply_chain.service_layer.handlers import already_handled, record_verdict, to_domain
 from services.supply_chain.service_layer.validate import validate_model_version
 from shared.contracts.records import ModelVersionPublished
-from shared.db.engine import make_engine, make_session_factory
-from shared.db.unit_of_work import SqlUnitOfWork
+from shared.db.unit_of_work import SqlUnitOfWork, uow_factory_for
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
 from shared.messaging.outbox import OutboxRelay
@@ -51,7 +50,6 @@ def bootstrap(settings: SupplyChainSettings, publisher: Publisher, *,
               uow_factory: Callable[[], SqlUnitOfWork] | None = None,
               validate: Validator | None = None) -> SupplyChainService:
     if uow_factory is None:
-        sessions = make_session_factory(make_engine(settings.database_url))
-        uow_factory = lambda: SqlUnitOfWork(sessions, producer=PRODUCER)  # noqa: E731
+        uow_factory = uow_factory_for(settings.database_url, PRODUCER, SqlUnitOfWork)
     return SupplyChainService(settings, uow_factory, OutboxRelay(uow_factory, publisher),
                               validate or (lambda event, s: validate_model_version(event, s)))

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -51,3 +52,14 @@ class SqlUnitOfWork:
 
     def now(self) -> float:
         return float(self.clock())
+
+
+UnitOfWork = TypeVar("UnitOfWork", bound=SqlUnitOfWork)
+
+
+def uow_factory_for(database_url: str, producer: str, cls: Callable[..., UnitOfWork]) -> Callable[[], UnitOfWork]:
+    """A fresh unit of work per call over one engine; ``producer`` tags the outbox rows it stages."""
+    from shared.db.engine import make_engine, make_session_factory
+
+    sessions = make_session_factory(make_engine(database_url))
+    return lambda: cls(sessions, producer=producer)

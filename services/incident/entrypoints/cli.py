@@ -14,7 +14,7 @@ from rich.table import Table
 from services.incident.adapters.repository import IncidentUnitOfWork
 from services.incident.domain.incident import IncidentError
 from services.incident.service_layer.handlers import respond
-from shared.db.engine import make_engine, make_session_factory
+from shared.db.unit_of_work import uow_factory_for
 from shared.messaging.outbox import flush_once
 from shared.settings import ServiceSettings
 
@@ -24,8 +24,7 @@ err = Console(stderr=True)
 
 
 def _uow_factory() -> Callable[[], IncidentUnitOfWork]:
-    sessions = make_session_factory(make_engine(ServiceSettings().database_url))
-    return lambda: IncidentUnitOfWork(sessions, producer="incident-cli")
+    return uow_factory_for(ServiceSettings().database_url, "incident-cli", IncidentUnitOfWork)
 
 
 @incident_app.command("list")

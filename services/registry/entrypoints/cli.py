@@ -13,8 +13,7 @@ from rich.table import Table
 from services.registry.service_layer.promote import promote
 from services.registry.service_layer.views import registry_view
 from shared.contracts.records import ModelVersionPublished
-from shared.db.engine import make_engine, make_session_factory
-from shared.db.unit_of_work import SqlUnitOfWork
+from shared.db.unit_of_work import SqlUnitOfWork, uow_factory_for
 from shared.files import sha256_file
 from shared.ledger.model import InvalidTransition
 from shared.messaging.envelope import build_message
@@ -59,11 +58,7 @@ def publish(artifact: Path, model: str = typer.Option(...), version: str = typer
 def promote_cmd(model: str, version: str, who: str = "cli") -> None:
     """Move the production alias to a scanned-clean version."""
     settings = ServiceSettings()
-    sessions = make_session_factory(make_engine(settings.database_url))
-
-    def factory() -> SqlUnitOfWork:
-        return SqlUnitOfWork(sessions, producer="registry-cli")
-
+    factory = uow_factory_for(settings.database_url, "registry-cli", SqlUnitOfWork)
     try:
         previous = promote(model, version, who, factory())
     except (LookupError, InvalidTransition) as exc:
@@ -79,7 +74,7 @@ def promote_cmd(model: str, version: str, who: str = "cli") -> None:
 @registry_app.command("view")
 def view(model: str | None = None, as_json: bool = typer.Option(False, "--json")) -> None:
     """Approved and rejected versions: status, failed checks, scan verdict, and every decision with its reason."""
-    rows = registry_view(SqlUnitOfWork(make_session_factory(make_engine(ServiceSettings().database_url))), model)
+    rows = registry_view(uow_factory_for(ServiceSettings().database_url, "registry-cli", SqlUnitOfWork)(), model)
     if as_json:
         typer.echo(json.dumps(rows, indent=2, default=str))
         return

@@ -24,7 +24,8 @@ def registry_view(uow: SqlUnitOfWork, model: str | None = None) -> list[dict[str
     rows = []
     for v in versions:
         sc = v.details.get("supply_chain", {})
-        scan = v.details.get("scan") if isinstance(v.details.get("scan"), dict) else {}
+        raw_scan = v.details.get("scan")
+        scan: dict[str, Any] = raw_scan if isinstance(raw_scan, dict) else {}
         rows.append({"model": v.model, "version": v.version, "status": v.status.value,
                      "production": production[v.model] == v.version, "digest": v.artifact_digest,
                      "source_url": v.source_url, "submitted_at": v.created_at, "updated_at": v.updated_at,
