@@ -24,6 +24,7 @@ T = TypeVar("T")
 def window_config(settings: TelemetrySettings) -> WindowConfig:
     return WindowConfig(window_s=settings.window_s, step_s=settings.step_s, lateness_s=settings.lateness_s,
                         baseline_size=settings.baseline_size, early_eval_s=settings.early_eval_s,
+                        baseline_refresh_s=settings.baseline_refresh_s,
                         pattern_capacity=settings.pattern_capacity, max_open_windows=settings.max_open_windows)
 
 
@@ -43,12 +44,11 @@ class TelemetryService:
         state = _revive(self.states.get(key), MonitorState) or MonitorState(batch.model, batch.version)
         if state.baseline is None:  # after a restart the state comes back without it
             state.baseline = _revive(self.baselines.get(key), Baseline)
-        had_baseline = state.baseline is not None
         out = ingest(state, batch, delivery.partition, delivery.offset, self.clock(), self.cfg)
         if out.skipped_duplicate:
             return
-        if not had_baseline and state.baseline is not None:
-            self.baselines[key] = state.baseline  # written once per model version
+        if out.baseline_changed and state.baseline is not None:
+            self.baselines[key] = state.baseline  # written when learnt (and on each refresh), not per batch
         self.states[key] = state  # one changelog write per batch: state and offset move together
         self.counters["batches"] += 1
         self.counters["predictions"] += len(batch)

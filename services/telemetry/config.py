@@ -15,6 +15,7 @@ class TelemetrySettings(ServiceSettings):
     step_s: float = Field(default=10.0, gt=0, description="hop; equal to window_s gives tumbling windows")
     lateness_s: float = Field(default=2.0, ge=0, description="how long a window waits for late predictions")
     baseline_size: int = Field(default=10_000, ge=100, description="first N predictions form the baseline")
+    baseline_refresh_s: float = Field(default=0.0, ge=0, description="re-learn the baseline (604800 = weekly)")
     early_eval_s: float = Field(default=0.25, ge=0, description="re-evaluate an open window at most this often")
     pattern_capacity: int = Field(default=256, ge=16)
     max_open_windows: int = Field(default=64, ge=1, description="bounds memory when event times jump around")

@@ -30,6 +30,7 @@ class WindowConfig:
     step_s: float = 10.0
     lateness_s: float = 2.0
     baseline_size: int = 10_000
+    baseline_refresh_s: float = 0.0  # 0 = never; e.g. 604800 for a weekly refresh (event time)
     early_eval_s: float = 0.25
     pattern_capacity: int = 256
     max_open_windows: int = 64
@@ -52,6 +53,7 @@ class Outputs:
     closed: list[ClosedWindow] = field(default_factory=list)
     alerts: list[Alert] = field(default_factory=list)
     skipped_duplicate: bool = False
+    baseline_changed: bool = False
 
 
 @dataclass
@@ -66,6 +68,9 @@ class MonitorState:
     version: str
     builder: BaselineBuilder | None = None
     baseline: Baseline | None = None
+    baseline_at: float = -math.inf  # watermark when the current baseline was finished
+    refresh: BaselineBuilder | None = None
+    quiet_since: float = -math.inf  # no baseline learning until a full window after the last backdoor alert
     windows: dict[float, WindowStats] = field(default_factory=dict)
     last_eval: dict[float, float] = field(default_factory=dict)
     watermark: float = -math.inf
@@ -75,6 +80,9 @@ class MonitorState:
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version,
                 "builder": None if self.builder is None else self.builder.to_dict(),
+                "baseline_at": None if self.baseline_at == -math.inf else self.baseline_at,
+                "refresh": None if self.refresh is None else self.refresh.to_dict(),
+                "quiet_since": None if self.quiet_since == -math.inf else self.quiet_since,
                 "windows": {repr(s): w.to_dict() for s, w in self.windows.items()},
                 "last_eval": {repr(s): t for s, t in self.last_eval.items()},
                 "watermark": None if self.watermark == -math.inf else self.watermark,
@@ -82,12 +90,19 @@ class MonitorState:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MonitorState:
-        return cls(d["model"], d["version"],
-                   None if d["builder"] is None else BaselineBuilder.from_dict(d["builder"]), None,
-                   {float(s): WindowStats.from_dict(w) for s, w in d["windows"].items()},
-                   {float(s): float(t) for s, t in d["last_eval"].items()},
-                   -math.inf if d["watermark"] is None else float(d["watermark"]),
-                   {int(p): int(o) for p, o in d["offsets"].items()}, list(d["emitted"]))
+        def builder(key: str) -> BaselineBuilder | None:
+            return None if d.get(key) is None else BaselineBuilder.from_dict(d[key])
+
+        def time_or_never(key: str) -> float:
+            return -math.inf if d.get(key) is None else float(d[key])
+
+        return cls(d["model"], d["version"], builder=builder("builder"), baseline=None,
+                   baseline_at=time_or_never("baseline_at"), refresh=builder("refresh"),
+                   quiet_since=time_or_never("quiet_since"),
+                   windows={float(s): WindowStats.from_dict(w) for s, w in d["windows"].items()},
+                   last_eval={float(s): float(t) for s, t in d["last_eval"].items()},
+                   watermark=time_or_never("watermark"),
+                   offsets={int(p): int(o) for p, o in d["offsets"].items()}, emitted=list(d["emitted"]))
 
 
 def subset(batch: PredictionBatch, mask: np.ndarray) -> PredictionBatch:
@@ -119,6 +134,7 @@ def ingest(state: MonitorState, batch: PredictionBatch, partition: int, offset: 
         used = state.builder.add(batch)
         if state.builder.ready:
             state.baseline, state.builder = state.builder.build(), None
+            state.baseline_at, out.baseline_changed = float(batch.ts.max()), True
         if used == len(batch):
             return out
         batch = subset(batch, np.arange(len(batch)) >= used)
@@ -127,7 +143,29 @@ def ingest(state: MonitorState, batch: PredictionBatch, partition: int, offset: 
     out.alerts += _early(state, now, cfg)
     out.closed += close_due(state, state.watermark - cfg.lateness_s, now, cfg)
     out.alerts += [a for w in out.closed for a in _fresh(state, w.report.alerts)]
+    _refresh_baseline(state, batch, out, cfg)
     return out
+
+
+def _refresh_baseline(state: MonitorState, batch: PredictionBatch, out: Outputs, cfg: WindowConfig) -> None:
+    """Re-learn the baseline every ``baseline_refresh_s`` from traffic that raised no backdoor alert.
+
+    The old baseline stays in force until the new one is complete, and batches that coincide with a
+    backdoor finding are left out, so a trigger campaign cannot teach itself into the baseline.
+    """
+    if cfg.baseline_refresh_s <= 0 or state.watermark - state.baseline_at < cfg.baseline_refresh_s:
+        return
+    if any(a.is_backdoor for a in out.alerts):
+        # the campaign may have started before it was detected: drop what was learnt so far, too
+        state.refresh, state.quiet_since = None, state.watermark + cfg.window_s
+        return
+    if state.watermark < state.quiet_since + cfg.window_s:
+        return
+    state.refresh = state.refresh or BaselineBuilder(cfg.baseline_size)
+    state.refresh.add(batch)
+    if state.refresh.ready:
+        state.baseline, state.refresh = state.refresh.build(), None
+        state.baseline_at, out.baseline_changed = state.watermark, True
 
 
 def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConfig) -> None:

@@ -1,0 +1,70 @@
+"""The per-model-version monitor the faust agent calls per batch (no broker needed)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.telemetry.service_layer.monitor import MonitorState, WindowConfig, ingest
+from services.telemetry.simulation import Traffic
+
+CFG = WindowConfig(window_s=10.0, step_s=10.0, lateness_s=0.0, baseline_size=2_000, early_eval_s=0.0)
+BACKDOOR = {"targeted_misclassification", "rare_input_pattern", "trigger_pattern_match"}
+
+
+def _feed(state: MonitorState, traffic: Traffic, batches: int, start_offset: int, cfg: WindowConfig = CFG,
+          **kw: object) -> list:  # type: ignore[type-arg]
+    out = []
+    for i in range(batches):
+        out.append(ingest(state, traffic.batch(500, **kw), 0, start_offset + i, now=0.0, cfg=cfg))  # type: ignore[arg-type]
+    return out
+
+
+def test_a_redelivered_batch_is_not_counted_twice() -> None:
+    traffic, state = Traffic(10, seed=1), MonitorState("m", "1")
+    batch = traffic.batch(500)
+    ingest(state, batch, 0, 7, now=0.0, cfg=CFG)
+    assert ingest(state, batch, 0, 7, now=0.0, cfg=CFG).skipped_duplicate
+    assert state.builder is not None and state.builder.stats.count == 500
+
+
+def test_windows_close_with_exact_counts_and_expire_from_state() -> None:
+    traffic, state = Traffic(10, seed=2), MonitorState("m", "1")
+    outs = _feed(state, traffic, 4 + 40, 0)  # 2k baseline, then 20k predictions = 20 windows of 1,000
+    closed = [w for o in outs for w in o.closed]
+    assert len(closed) == 19 and {w.stats.count for w in closed} == {1000}
+    assert len(state.windows) == 1  # only the open window is kept: memory stays bounded
+
+
+def test_hopping_windows_count_each_prediction_in_every_window_that_covers_it() -> None:
+    cfg = WindowConfig(window_s=10.0, step_s=5.0, lateness_s=0.0, baseline_size=2_000, early_eval_s=0.0)
+    traffic, state = Traffic(10, seed=3), MonitorState("m", "1")
+    outs = _feed(state, traffic, 4 + 40, 0, cfg=cfg)
+    full = [w for o in outs for w in o.closed if w.stats.count == 1000]
+    assert len(full) >= 30 and all(w.end - w.start == 10.0 for w in full)
+
+
+def test_the_state_round_trips_through_its_changelog_form() -> None:
+    traffic, state = Traffic(10, seed=4), MonitorState("m", "1")
+    _feed(state, traffic, 10, 0)
+    again = MonitorState.from_dict(state.to_dict())
+    assert again.offsets == state.offsets and set(again.windows) == set(state.windows)
+    assert again.watermark == state.watermark and again.baseline is None  # the baseline has its own table
+
+
+@pytest.mark.parametrize("attack", [False, True])
+def test_a_scheduled_baseline_refresh_learns_only_from_traffic_without_backdoor_findings(attack: bool) -> None:
+    cfg = WindowConfig(window_s=10.0, step_s=10.0, lateness_s=0.0, baseline_size=2_000, early_eval_s=0.0,
+                       baseline_refresh_s=30.0)
+    traffic, state = Traffic(10, seed=5), MonitorState("m", "1")
+    _feed(state, traffic, 4, 0, cfg=cfg)
+    first = state.baseline
+    kw = {"trigger_rate": 0.2, "target": 3} if attack else {}
+    outs = _feed(state, traffic, 30, 100, cfg=cfg, **kw)
+    refreshed = any(o.baseline_changed for o in outs)
+    assert refreshed is not attack
+    assert (state.baseline is first) is attack
+    assert not math.isinf(state.baseline_at)
+    if attack:
+        assert {a.kind for o in outs for a in o.alerts} & BACKDOOR
