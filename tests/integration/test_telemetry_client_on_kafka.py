@@ -1,32 +1,28 @@
-"""Real-broker round trip of the telemetry client (runs only where KAFKA_BOOTSTRAP_SERVERS is set)."""
+"""Real-broker round trip of the telemetry client (the session broker: never skipped)."""
 
 from __future__ import annotations
 
-import os
 import uuid
 
 import numpy as np
 import orjson
-import pytest
 
 from services.telemetry.client import TelemetryClient, TelemetrySettings
 from services.telemetry.domain import PredictionBatch
 
-BOOTSTRAP = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-pytestmark = [pytest.mark.integration,
-              pytest.mark.skipif(not BOOTSTRAP, reason="KAFKA_BOOTSTRAP_SERVERS not set")]
 
-
-async def test_recorded_predictions_arrive_as_one_columnar_message_with_cloudevents_headers() -> None:
+async def test_recorded_predictions_arrive_as_one_columnar_message_with_cloudevents_headers(
+        kafka_bootstrap: str) -> None:
+    bootstrap = kafka_bootstrap
     from aiokafka import AIOKafkaConsumer
 
     topic = f"telemetry.predictions.v1.test-{uuid.uuid4().hex[:8]}"
-    client = TelemetryClient(TelemetrySettings(bootstrap_servers=BOOTSTRAP, topic=topic, batch_size=64,
+    client = TelemetryClient(TelemetrySettings(bootstrap_servers=bootstrap, topic=topic, batch_size=64,
                                                linger_ms=50))
     await client.start()
     rng = np.random.default_rng(0)
     client.record("m", "1", rng.random((64, 3, 8, 8)), rng.dirichlet(np.ones(5), size=64))
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     try:
         msg = await consumer.getone()
@@ -38,13 +34,15 @@ async def test_recorded_predictions_arrive_as_one_columnar_message_with_cloudeve
     assert dict(msg.headers)["ce_id"].decode() == batch.batch_id
 
 
-async def test_triggered_traffic_through_a_real_broker_raises_backdoor_alerts_in_the_domain() -> None:
+async def test_triggered_traffic_through_a_real_broker_raises_backdoor_alerts_in_the_domain(
+        kafka_bootstrap: str) -> None:
+    bootstrap = kafka_bootstrap
     from aiokafka import AIOKafkaConsumer
 
     from services.telemetry.domain import BaselineBuilder, WindowStats, evaluate_window
 
     topic = f"telemetry.predictions.v1.test-{uuid.uuid4().hex[:8]}"
-    client = TelemetryClient(TelemetrySettings(bootstrap_servers=BOOTSTRAP, topic=topic, batch_size=500,
+    client = TelemetryClient(TelemetrySettings(bootstrap_servers=bootstrap, topic=topic, batch_size=500,
                                                linger_ms=50, signature_grid=(4, 4)))
     await client.start()
     rng = np.random.default_rng(1)
@@ -64,7 +62,7 @@ async def test_triggered_traffic_through_a_real_broker_raises_backdoor_alerts_in
         client.record("m", "1", *traffic(500, 0.0))
     for _ in range(10):
         client.record("m", "1", *traffic(500, 0.05))
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
     await consumer.start()
     builder, window, seen = BaselineBuilder(10_000), WindowStats(), 0
     try:
