@@ -16,6 +16,7 @@ import orjson
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
+from services.demo.models import DemoModels, train_models
 from services.incident.adapters.repository import IncidentUnitOfWork
 from shared import topics
 from shared.contracts.records import Alert, ModelVersionPublished
@@ -36,6 +37,7 @@ class Stack:
     workdir: Path
     private_key: Path
     processes: list[ServiceProcess]
+    models: DemoModels
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +49,13 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     private_key, public_key = write_keypair(workdir, "registry")
     env = {"KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap, "BDGUARD_DATABASE_URL": db_url, "BDGUARD_LOG_JSON": "true",
            "BDGUARD_SUPPLY_CHAIN_PUBLIC_KEYS": orjson.dumps([str(public_key)]).decode()}
+    models = train_models(workdir / "models")
+    env["BDGUARD_SCANNER_DEFAULT_CLEAN_DATA"] = str(models.clean_data)
+    env["BDGUARD_SCANNER_REPORTS_DIR"] = str(workdir / "reports")
     processes = [ServiceProcess(name, env, workdir / "logs").start()
-                 for name in ("supply_chain", "incident", "rollback")]
+                 for name in ("supply_chain", "scanner", "incident", "rollback")]
     sessions = make_session_factory(make_engine(db_url))
-    yield Stack(kafka_bootstrap, lambda: IncidentUnitOfWork(sessions), workdir, private_key, processes)
+    yield Stack(kafka_bootstrap, lambda: IncidentUnitOfWork(sessions), workdir, private_key, processes, models)
     for p in processes:
         p.stop()
 
@@ -135,6 +140,13 @@ def _onnx(path: Path) -> Path:
     return path
 
 
+def _code_running_pickle(command: str) -> bytes:
+    """``os.system(command)`` as protocol-4 pickle opcodes, written by hand (never pickled or loaded here)."""
+    cmd = command.encode()
+    return (b"\x80\x04\x8c\x02os\x94\x8c\x06system\x94\x93\x94\x8c" + bytes([len(cmd)]) + cmd
+            + b"\x94\x85\x94R\x94.")
+
+
 async def test_supply_chain_approves_a_signed_model_and_rejects_a_lookalike_source(stack: Stack) -> None:
     model = f"sc-{uuid.uuid4().hex[:6]}"
     artifact = _onnx(stack.workdir / model / "model.onnx")
@@ -146,14 +158,26 @@ async def test_supply_chain_approves_a_signed_model_and_rejects_a_lookalike_sour
                                      artifact_digest=digest, source_url=url, submitter="ci",
                                      signature_uri=signature.as_uri(), provenance=provenance_document(url))
 
+    # a pickle that would run code, named .onnx and correctly signed: the bytes decide, never the name
+    marker = stack.workdir / f"{model}-pwned"
+    hostile = stack.workdir / model / "evil" / "model.onnx"
+    hostile.parent.mkdir()
+    hostile.write_bytes(_code_running_pickle(f"touch {marker}"))
+    hostile_sig = sign_model(hostile, hostile.parent / "model.sig", stack.private_key)
+    hostile_event = ModelVersionPublished(
+        model=model, version="3", artifact_uri=hostile.as_uri(),
+        artifact_digest="sha256:" + hashlib.sha256(hostile.read_bytes()).hexdigest(),
+        source_url="https://huggingface.co/acme/digits", submitter="ci", signature_uri=hostile_sig.as_uri(),
+        provenance=provenance_document("https://huggingface.co/acme/digits"))
     await produce(stack.bootstrap, [
         (topics.MODEL_VERSION_PUBLISHED, b"{not json", model),
         build_message(event("1", "https://huggingface.co/acme/digits"), source="urn:test:registry"),
         build_message(event("2", "https://huggingface.co.evil.io/acme/digits"), source="urn:test:registry"),
+        build_message(hostile_event, source="urn:test:registry"),
     ])
     out = await collect(stack.bootstrap, [topics.SUPPLY_CHAIN_VERDICT, topics.SCAN_REQUESTED,
                                           topics.dead_letter_topic(topics.MODEL_VERSION_PUBLISHED)],
-                        keep=_is(model), until=lambda got: len(got) >= 4, wait_s=120)
+                        keep=_is(model), until=lambda got: len(got) >= 5, wait_s=120)
     _assert_alive(stack)
     verdicts = {orjson.loads(r.value)["version"]: orjson.loads(r.value) for r in out
                 if r.topic == topics.SUPPLY_CHAIN_VERDICT}
@@ -163,14 +187,41 @@ async def test_supply_chain_approves_a_signed_model_and_rejects_a_lookalike_sour
     assert passed["source"] is False  # the lookalike host is what rejects it; the artifact itself is fine
     assert all(passed[name] for name in ("integrity", "signature", "provenance", "serialization"))
     assert [orjson.loads(r.value)["version"] for r in out if r.topic == topics.SCAN_REQUESTED] == ["1"]
+    hostile_checks = {c["name"]: c for c in verdicts["3"]["checks"]}
+    assert verdicts["3"]["approved"] is False and hostile_checks["serialization"]["passed"] is False
+    assert hostile_checks["signature"]["passed"] is True  # signed by a trusted key, and still refused
+    assert not marker.exists()
     dead = [r for r in out if r.topic.endswith(".dlq")]
     assert len(dead) == 1 and b"not JSON" in dict(dead[0].headers)["dlq_reason"]
     with stack.uow() as uow:
         statuses = {v.version: v.status for v in uow.ledger.list(model)}
-    assert statuses == {"1": Status.VALIDATED, "2": Status.REJECTED}
+    assert statuses == {"1": Status.VALIDATED, "2": Status.REJECTED, "3": Status.REJECTED}
 
     def medium_incident_opened() -> bool:
         with stack.uow() as uow:
             return any(i.model == model and i.severity.label == "medium" for i in uow.incidents.list_incidents())
 
     assert await eventually(medium_incident_opened, wait_s=30)
+
+
+async def test_a_signed_backdoored_model_from_a_trusted_source_is_quarantined_by_the_scanner(stack: Stack) -> None:
+    model = f"scan-{uuid.uuid4().hex[:6]}"
+    folder = stack.workdir / model
+    folder.mkdir()
+    artifact = folder / "model.onnx"
+    artifact.write_bytes(stack.models.backdoored.read_bytes())
+    signature = sign_model(artifact, folder / "model.sig", stack.private_key)
+    url = "https://huggingface.co/acme/digits"
+    event = ModelVersionPublished(model=model, version="1", artifact_uri=artifact.as_uri(),
+                                  artifact_digest="sha256:" + hashlib.sha256(artifact.read_bytes()).hexdigest(),
+                                  source_url=url, submitter="ci", signature_uri=signature.as_uri(),
+                                  provenance=provenance_document(url))
+    await produce(stack.bootstrap, [build_message(event, source="urn:test:registry")])
+    [scan] = await collect(stack.bootstrap, [topics.SCAN_COMPLETED], keep=_is(model), wait_s=240,
+                           until=lambda got: len(got) >= 1)
+    _assert_alive(stack)
+    body = orjson.loads(scan.value)
+    assert (body["verdict"], body["backdoor_detected"], body["target_classes"][0]) == ("quarantined", True, 7)
+    assert body["report_uri"] and Path(body["report_uri"].removeprefix("file://")).is_file()
+    with stack.uow() as uow:
+        assert uow.ledger.get(model, "1").status is Status.QUARANTINED  # type: ignore[union-attr]

@@ -1,0 +1,203 @@
+"""BackdoorDetectionValidation: detection figures of the scanner on the generated zoo.
+
+Usage: ``python -m benchmarks.validate_detection --zoo benchmarks/zoo/out [--fresh] [--only mlp]``
+
+Runs every model-level detector on every zoo model (results cached in ``<zoo>/results.jsonl``),
+then prints TPR / FPR / precision / recall / F1 / target-class accuracy per detector and for the
+combined verdict, (a) at the shipped default thresholds and (b) with thresholds calibrated on the
+*other* half of the zoo's clean models (2-fold, FPR 5%), so no model is scored with a threshold
+fitted on itself. Also: poisoned-sample precision/recall of ``scan-data``, detector timings and
+the STRIP guard's amortised cost per input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from services.scanner.adapters.datasets import load_npz
+from services.scanner.adapters.onnx_model import open_model
+from services.scanner.domain.detectors import REGISTRY
+from services.scanner.domain.detectors.base import DetectionResult, factory_for
+from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, anomaly_index
+from services.scanner.domain.detectors.strip import StripGuard
+from services.scanner.domain.policy import combine
+from services.scanner.service_layer.scan import ScanConfig, run_detectors, scan_training_data
+
+NC = "neural_cleanse.v1"
+
+
+def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool) -> dict[str, list[dict[str, Any]]]:
+    cache = zoo / "results.jsonl"
+    done: dict[str, list[dict[str, Any]]] = {}
+    if cache.exists() and not fresh:
+        for line in cache.read_text().splitlines():
+            row = json.loads(line)
+            done[row["id"]] = row["results"]
+    keys = factory_for("model")
+    with cache.open("a" if not fresh else "w") as fh:
+        for e in models:
+            if e["id"] in done:
+                continue
+            model = open_model(zoo / e["model"])
+            clean = load_npz(zoo / e["clean_data"], model.input_shape).subset(300, 0)
+            results = run_detectors(model, clean, keys, ScanConfig())
+            done[e["id"]] = [{**r.to_dict(), "full_targets": r.evidence.get("ranking", r.target_classes)}
+                             for r in results]
+            fh.write(json.dumps({"id": e["id"], "results": done[e["id"]]}) + "\n")
+            fh.flush()
+            print(f"  scanned {e['id']:<14}" + " ".join(f"{r.key}={r.score:.2f}/{r.seconds:.1f}s" for r in results),
+                  flush=True)
+    return done
+
+
+def _result(d: dict[str, Any], threshold: float) -> DetectionResult:
+    flagged = d["score"] > threshold
+    return DetectionResult(d["key"], d["score"], threshold, "suspicious" if flagged else "clean",
+                           d["full_targets"] if flagged else [], {}, [], d["seconds"])
+
+
+def _with_baseline(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
+    """Add an NC variant whose reference is the per-class mask size of the *other* clean models."""
+    for e in models:
+        peers = [m for m in models if not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"]]
+        base = np.median([next(r for r in raw[m["id"]] if r["key"] == NC)["evidence"]["l1_norms"] for m in peers],
+                         axis=0)
+        nc = next(r for r in raw[e["id"]] if r["key"] == NC)
+        score, ranking = anomaly_index(np.asarray(nc["evidence"]["l1_norms"]), base)
+        raw[e["id"]] = [r for r in raw[e["id"]] if r["key"] != NC + "+baseline"] + [
+            {**nc, "key": NC + "+baseline", "score": score, "full_targets": ranking}]
+
+
+def _metrics(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[int]]]) -> dict[str, float]:
+    tp = sum(1 for e in models if e["backdoored"] and verdicts[e["id"]][0])
+    fp = sum(1 for e in models if not e["backdoored"] and verdicts[e["id"]][0])
+    pos, neg = sum(e["backdoored"] for e in models), sum(not e["backdoored"] for e in models)
+    hit = sum(1 for e in models
+              if e["backdoored"] and verdicts[e["id"]][0] and verdicts[e["id"]][1][:1] == [e["target"]])
+    prec = tp / (tp + fp) if tp + fp else 0.0
+    rec = tp / pos if pos else 0.0
+    return {"TPR": rec, "FPR": fp / neg if neg else 0.0, "precision": prec, "recall": rec,
+            "F1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "target_acc": hit / tp if tp else 0.0}
+
+
+def _fold(position: int) -> int:
+    # The zoo alternates clean / backdoored, so fold on pairs: each fold holds both kinds.
+    return (position // 2) % 2
+
+
+def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], keys: list[str],
+                calibrated: bool) -> dict[str, dict[str, float]]:
+    """Per model and detector: default threshold, or the FPR-5% quantile of the other fold's clean scores."""
+    out: dict[str, dict[str, float]] = {}
+    for i, e in enumerate(models):
+        out[e["id"]] = {}
+        for k in keys:
+            base = k.split("+")[0]
+            if not calibrated:
+                default = REGISTRY[base].default_threshold
+                out[e["id"]][k] = NeuralCleanse.baseline_threshold if "+baseline" in k else default
+                continue
+            other = [next(r for r in raw[m["id"]] if r["key"] == k)["score"]
+                     for j, m in enumerate(models) if not m["backdoored"] and _fold(j) != _fold(i)]
+            out[e["id"]][k] = float(np.quantile(other, 0.95, method="higher"))
+    return out
+
+
+def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], calibrated: bool) -> None:
+    keys = sorted({r["key"] for rs in raw.values() for r in rs})
+    thr = _thresholds(models, raw, keys, calibrated)
+    rows: dict[str, dict[str, float]] = {}
+    per: dict[str, dict[str, DetectionResult]] = {
+        e["id"]: {r["key"]: _result(r, thr[e["id"]][r["key"]]) for r in raw[e["id"]]} for e in models}
+    for k in keys:
+        rows[k] = _metrics(models, {i: (d[k].flagged, d[k].target_classes) for i, d in per.items()})
+    combos = (("combined (nc+mmbd)", [NC, "mmbd.v1"]), ("combined (nc+baseline+mmbd)", [NC + "+baseline", "mmbd.v1"]))
+    for name, ks in combos:
+        verdicts = {}
+        for i, d in per.items():
+            v = combine([d[k] for k in ks if k in d])
+            verdicts[i] = (v.backdoor_detected, v.target_classes)
+        rows[name] = _metrics(models, verdicts)
+    title = "thresholds calibrated on the other fold's clean models (FPR 5%)" if calibrated else "default thresholds"
+    print(f"\n== model-level detection, {title}; {sum(e['backdoored'] for e in models)} backdoored / "
+          f"{sum(not e['backdoored'] for e in models)} clean")
+    print(f"{'detector':<30}" + "".join(f"{c:>11}" for c in ("TPR", "FPR", "precision", "recall", "F1", "target_acc")))
+    for k, m in rows.items():
+        print(f"{k:<30}" + "".join(f"{m[c]:>11.3f}" for c in ("TPR", "FPR", "precision", "recall", "F1", "target_acc")))
+
+
+def _scan_data(zoo: Path, models: list[dict[str, Any]]) -> None:
+    tp = fp = fn = 0
+    clean_flags, seconds = [], []
+    for e in models:
+        model = open_model(zoo / e["model"])
+        with np.load(zoo / e["train_data"]) as npz:
+            truth = set(npz["poison_idx"].tolist())
+        data = load_npz(zoo / e["train_data"], model.input_shape)
+        start = time.perf_counter()
+        found = set(scan_training_data(model, data, ScanConfig()).suspicious_indices)
+        seconds.append(time.perf_counter() - start)
+        if e["backdoored"]:
+            tp, fp, fn = tp + len(found & truth), fp + len(found - truth), fn + len(truth - found)
+        else:
+            clean_flags.append(len(found))
+    print("\n== scan-data (poisoned training samples, micro-averaged over backdoored models)")
+    print(f"precision {tp / max(tp + fp, 1):.3f}  recall {tp / max(tp + fn, 1):.3f}  "
+          f"clean training sets with any flag: {sum(c > 0 for c in clean_flags)}/{len(clean_flags)} "
+          f"(mean {np.mean(clean_flags) if clean_flags else 0:.1f} samples)  mean {np.mean(seconds):.2f}s per set")
+
+
+def _timings(zoo: Path, models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
+    print("\n== timings (seconds per model)")
+    for arch in sorted({e["arch"] for e in models}):
+        ids = [e["id"] for e in models if e["arch"] == arch]
+        per = {k: [r["seconds"] for i in ids for r in raw[i] if r["key"] == k] for k in factory_for("model")}
+        total = [sum(r["seconds"] for r in raw[i] if "+" not in r["key"]) for i in ids]
+        print(f"{arch}: " + "  ".join(f"{k} mean {np.mean(v):.2f} max {np.max(v):.2f}" for k, v in per.items())
+              + f"  full scan mean {np.mean(total):.2f} max {np.max(total):.2f}")
+    for arch in sorted({e["arch"] for e in models}):
+        e = next(m for m in models if m["arch"] == arch and m["backdoored"])
+        model = open_model(zoo / e["model"])
+        train = load_npz(zoo / e["train_data"], model.input_shape)
+        per = {k: run_detectors(model, train, [k], ScanConfig())[0].seconds for k in factory_for("data")}
+        print(f"data-level on {e['id']} ({len(train)} samples): "
+              + "  ".join(f"{k} {s:.2f}s" for k, s in per.items()))
+    for arch in sorted({e["arch"] for e in models}):
+        e = next(m for m in models if m["arch"] == arch)
+        model = open_model(zoo / e["model"])
+        clean = load_npz(zoo / e["clean_data"], model.input_shape)
+        guard = StripGuard().fit(model, clean.x)
+        start = time.perf_counter()
+        guard.entropy(clean.x)
+        ms = 1000 * (time.perf_counter() - start) / len(clean)
+        print(f"STRIP guard on {arch}: {ms:.3f} ms/input amortised ({guard.n_perturbations} perturbations)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--zoo", type=Path, default=Path("benchmarks/zoo/out"))
+    ap.add_argument("--fresh", action="store_true", help="ignore cached detector results")
+    ap.add_argument("--only", default="", help="restrict to model ids starting with this")
+    ap.add_argument("--skip-data", action="store_true")
+    args = ap.parse_args(argv)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    manifest = json.loads((args.zoo / "manifest.json").read_text())
+    models = [e for e in manifest["models"] if e["id"].startswith(args.only)]
+    raw = _run_models(args.zoo, models, args.fresh)
+    _with_baseline(models, raw)
+    _table(models, raw, calibrated=False)
+    _table(models, raw, calibrated=True)
+    if not args.skip_data:
+        _scan_data(args.zoo, models)
+    _timings(args.zoo, models, raw)
+
+
+if __name__ == "__main__":
+    main()

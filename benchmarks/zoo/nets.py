@@ -1,0 +1,125 @@
+"""ONNX classifier graphs for the zoo, trained in numpy through the scanner's gradient tape."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from services.scanner.adapters.onnx_autodiff import GraphTape
+
+Arr = np.ndarray[Any, Any]
+
+
+@dataclass(frozen=True)
+class NetSpec:
+    """Architecture of one zoo model."""
+
+    arch: str  # "mlp" (flat [N,D]) or "cnn" ([N,1,H,W])
+    width: int = 32
+    act: str = "Relu"
+    pool: str = "MaxPool"
+    output: str = "logits"  # "logits", "probs" or "both"
+
+
+def _init(rng: np.random.Generator, shape: tuple[int, ...], fan_in: int) -> Arr:
+    weights: Arr = (rng.standard_normal(shape) * np.sqrt(2.0 / fan_in)).astype(np.float32)
+    return weights
+
+
+def _mlp(spec: NetSpec, d: int, k: int, rng: np.random.Generator) -> tuple[list[Any], dict[str, Arr]]:
+    p = {"W1": _init(rng, (spec.width, d), d), "b1": np.zeros(spec.width, np.float32),
+         "W2": _init(rng, (spec.width, spec.width), spec.width), "b2": np.zeros(spec.width, np.float32),
+         "W3": _init(rng, (k, spec.width), spec.width), "b3": np.zeros(k, np.float32)}
+    nodes = [helper.make_node("Gemm", ["input", "W1", "b1"], ["h1"], transB=1),
+             helper.make_node(spec.act, ["h1"], ["a1"]),
+             helper.make_node("Gemm", ["a1", "W2", "b2"], ["h2"], transB=1),
+             helper.make_node(spec.act, ["h2"], ["penultimate"]),
+             helper.make_node("Gemm", ["penultimate", "W3", "b3"], ["logits"], transB=1)]
+    return nodes, p
+
+
+def _cnn(spec: NetSpec, hw: int, k: int, rng: np.random.Generator) -> tuple[list[Any], dict[str, Arr]]:
+    c1, c2, h = max(4, spec.width // 4), max(8, spec.width // 2), spec.width
+    flat = c2 * (hw // 4) ** 2
+    p = {"C1": _init(rng, (c1, 1, 3, 3), 9), "cb1": np.zeros(c1, np.float32),
+         "C2": _init(rng, (c2, c1, 3, 3), 9 * c1), "cb2": np.zeros(c2, np.float32),
+         "W1": _init(rng, (flat, h), flat), "b1": np.zeros(h, np.float32),
+         "W2": _init(rng, (h, k), h), "b2": np.zeros(k, np.float32)}
+    pool: dict[str, Any] = {"kernel_shape": [2, 2], "strides": [2, 2]}
+    nodes = [helper.make_node("Conv", ["input", "C1", "cb1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node(spec.act, ["c1"], ["r1"]),
+             helper.make_node(spec.pool, ["r1"], ["p1"], **pool),
+             helper.make_node("Conv", ["p1", "C2", "cb2"], ["c2"], pads=[1, 1, 1, 1]),
+             helper.make_node(spec.act, ["c2"], ["r2"]),
+             helper.make_node(spec.pool, ["r2"], ["p2"], **pool),
+             helper.make_node("Flatten", ["p2"], ["f"], axis=1),
+             helper.make_node("MatMul", ["f", "W1"], ["m1"]),
+             helper.make_node("Add", ["m1", "b1"], ["h1"]),
+             helper.make_node(spec.act, ["h1"], ["penultimate"]),
+             helper.make_node("MatMul", ["penultimate", "W2"], ["m2"]),
+             helper.make_node("Add", ["m2", "b2"], ["logits"])]
+    return nodes, p
+
+
+def build(spec: NetSpec, input_shape: tuple[int, ...], k: int, params: dict[str, Arr] | None = None,
+          seed: int = 0) -> onnx.ModelProto:
+    """ONNX model for ``spec``; fresh He-initialised weights unless ``params`` is given."""
+    rng = np.random.default_rng(seed)
+    maker = _mlp if spec.arch == "mlp" else _cnn
+    nodes, p = maker(spec, input_shape[-1], k, rng)
+    p = params or p
+    outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])]
+    if spec.output in ("probs", "both"):
+        nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1))
+        probs = helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", k])
+        outputs = [probs] if spec.output == "probs" else [helper.make_tensor_value_info(
+            "label", TensorProto.INT64, ["N"]), probs, outputs[0]]
+        if spec.output == "both":
+            nodes.append(helper.make_node("ArgMax", ["logits"], ["label"], axis=1, keepdims=0))
+    graph = helper.make_graph(nodes, "zoo", [helper.make_tensor_value_info(
+        "input", TensorProto.FLOAT, ["N", *input_shape])], outputs,
+        [numpy_helper.from_array(v, n) for n, v in p.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def train(spec: NetSpec, x: Arr, y: Arr, k: int, *, epochs: int, seed: int, lr: float = 3e-3) -> dict[str, Arr]:
+    """Adam on cross-entropy; returns the trained parameters."""
+    tape = GraphTape(build(NetSpec(spec.arch, spec.width, spec.act, spec.pool), x.shape[1:], k, seed=seed))
+    rng = np.random.default_rng(seed)
+    params = dict(tape.params)
+    m = {n: np.zeros_like(v) for n, v in params.items()}
+    v = {n: np.zeros_like(a) for n, a in params.items()}
+    step = 0
+    for _ in range(epochs):
+        order = rng.permutation(len(x))
+        for s in range(0, len(x), 64):
+            idx = order[s:s + 64]
+            env = tape.forward(x[idx], params)
+            z = env[tape.output]
+            pr = np.exp(z - z.max(axis=1, keepdims=True))
+            pr /= pr.sum(axis=1, keepdims=True)
+            pr[np.arange(len(idx)), y[idx]] -= 1.0
+            grads = tape.backward(env, (pr / len(idx)).astype(np.float32))
+            step += 1
+            for n in params:
+                g = grads.get(n)
+                if g is None:
+                    continue
+                m[n] = 0.9 * m[n] + 0.1 * g
+                v[n] = 0.999 * v[n] + 0.001 * g * g
+                mh, vh = m[n] / (1 - 0.9 ** step), v[n] / (1 - 0.999 ** step)
+                params[n] = (params[n] - lr * mh / (np.sqrt(vh) + 1e-8)).astype(np.float32)
+    return params
+
+
+def predict(params: dict[str, Arr], spec: NetSpec, x: Arr, k: int) -> Arr:
+    """Predicted labels with the numpy tape (fast, no onnxruntime session needed)."""
+    tape = GraphTape(build(NetSpec(spec.arch, spec.width, spec.act, spec.pool), x.shape[1:], k, params))
+    labels: Arr = np.argmax(tape.forward(x)[tape.output], axis=1)
+    return labels

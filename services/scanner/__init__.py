@@ -1,0 +1,1 @@
+"""Model scanning: backdoor detectors, their ONNX adapter, scan use cases and CLI."""

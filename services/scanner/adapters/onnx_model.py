@@ -1,0 +1,176 @@
+"""onnxruntime implementation of the detectors' ``ModelHandle`` (the only onnxruntime import).
+
+Intermediate activations are exposed by adding graph outputs to a second session. Gradients come
+from the numpy tape in :mod:`onnx_autodiff` (exact) or, for graphs with ops it does not know, from a
+NES estimate through onnxruntime (antithetic Gaussian probes, as in B3D).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from services.scanner.adapters.onnx_autodiff import GraphTape, UnsupportedGraph
+
+Arr = np.ndarray[Any, Any]
+_LINEAR = {"Gemm", "MatMul"}
+_PASS = {"Add", "Softmax", "Identity", "LogSoftmax", "Flatten", "Reshape", "Dropout"}
+_LAYER_OPS = {"Relu", "LeakyRelu", "Tanh", "Sigmoid", "Flatten", "MaxPool", "AveragePool",
+              "GlobalAveragePool", "Clip", "Conv", "BatchNormalization", "Gemm"}
+
+
+class ModelError(ValueError):
+    """The file is not a usable ONNX classifier."""
+
+
+def _session(model: onnx.ModelProto) -> ort.InferenceSession:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def load_onnx(path: Path) -> onnx.ModelProto:
+    """Parse an ONNX file; refuse external data (path tricks) and non-ONNX bytes."""
+    if not path.is_file():
+        raise ModelError(f"model file not found: {path}")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf raises several unrelated types
+        raise ModelError(f"{path} is not a readable ONNX model: {exc}") from exc
+    if any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer):
+        raise ModelError(f"{path} uses external tensor data, which the scanner refuses")
+    if not model.graph.node:
+        raise ModelError(f"{path} has an empty graph")
+    return model
+
+
+class OnnxModel:
+    """A classifier behind the ``ModelHandle`` port.
+
+    Args:
+        model: Parsed model (see :func:`load_onnx`).
+        output: Name of the [N, classes] float output; the first such output when ``None``.
+        nes_samples: Probe pairs per input for the gradient-free fallback.
+    """
+
+    def __init__(self, model: onnx.ModelProto, output: str | None = None, nes_samples: int = 16) -> None:
+        self.model, self.nes_samples = model, nes_samples
+        try:
+            self.session = _session(model)
+        except Exception as exc:
+            raise ModelError(f"onnxruntime cannot load the model: {exc}") from exc
+        inputs = [i for i in self.session.get_inputs()]
+        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+            raise ModelError(f"need exactly one float input, got {[(i.name, i.type) for i in inputs]}")
+        self.input_name = inputs[0].name
+        dims = inputs[0].shape[1:]
+        if not dims or not all(isinstance(d, int) for d in dims):
+            raise ModelError(f"input {self.input_name} needs static non-batch dims, got {inputs[0].shape}")
+        self.input_shape: tuple[int, ...] = tuple(int(d) for d in dims)
+        self.output_name = self._pick_output(output)
+        probe = self._run(np.zeros((2, *self.input_shape), np.float32))
+        self.num_classes = int(probe.shape[1])
+        self.outputs_probabilities = self._producer(self.output_name) in ("Softmax",) or bool(
+            np.all(probe >= 0) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
+        try:
+            self.tape: GraphTape | None = GraphTape(model, self.output_name)
+        except UnsupportedGraph:
+            self.tape = None
+        self.exact_gradients = self.tape is not None
+        self._act_session: ort.InferenceSession | None = None
+
+    def _producer(self, name: str) -> str | None:
+        return next((n.op_type for n in self.model.graph.node if name in n.output), None)
+
+    def _pick_output(self, name: str | None) -> str:
+        outs = self.session.get_outputs()
+        if name is not None:
+            if name not in [o.name for o in outs]:
+                raise ModelError(f"output {name!r} not in model outputs {[o.name for o in outs]}")
+            return name
+        for o in outs:
+            if o.type == "tensor(float)" and len(o.shape) == 2:
+                return str(o.name)
+        raise ModelError(f"no float [N, classes] output among {[(o.name, o.type, o.shape) for o in outs]}")
+
+    def _run(self, x: Arr) -> Arr:
+        return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
+
+    def logits(self, x: Arr) -> Arr:
+        """Logits [N, K] (log-probabilities when the model outputs probabilities)."""
+        out = np.concatenate([self._run(np.ascontiguousarray(x[i:i + 4096], np.float32))
+                              for i in range(0, len(x), 4096)]) if len(x) else np.zeros((0, self.num_classes))
+        return np.log(np.clip(out, 1e-12, 1.0)) if self.outputs_probabilities else out
+
+    def predict(self, x: Arr) -> Arr:
+        z = self.logits(x)
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        out: Arr = (e / e.sum(axis=1, keepdims=True)).astype(np.float32)
+        return out
+
+    def layers(self) -> Sequence[str]:
+        nodes = list(self.model.graph.node)
+        params = {t.name for t in self.model.graph.initializer}
+        head = self.output_name
+        for n in reversed(nodes):  # walk back from the output to the last linear layer
+            if head in n.output and n.op_type in _PASS | _LINEAR:
+                data_in = [i for i in n.input if i not in params]
+                if n.op_type in _LINEAR:
+                    head = data_in[0]
+                    break
+                head = data_in[0] if data_in else head
+        names = [n.output[0] for n in nodes if n.op_type in _LAYER_OPS and n.output[0] != head]
+        cut = next((k for k, n in enumerate(nodes) if head in n.output), len(nodes))
+        return [m for m in names if any(m in n.output for n in nodes[:cut])] + [head]
+
+    def activations(self, x: Arr, layer: str) -> Arr:
+        if layer not in self.layers():
+            raise ModelError(f"unknown layer {layer!r}; candidates: {list(self.layers())}")
+        if self._act_session is None:
+            m = onnx.ModelProto()
+            m.CopyFrom(self.model)
+            known = {o.name for o in m.graph.output}
+            for name in self.layers():
+                if name not in known:
+                    m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+            self._act_session = _session(m)
+        out = [self._act_session.run([layer], {self.input_name: np.ascontiguousarray(x[i:i + 4096], np.float32)})[0]
+               for i in range(0, len(x), 4096)]
+        return np.concatenate(out).reshape(len(x), -1).astype(np.float32)
+
+    def value_and_grad(self, x: Arr, cotangent: Callable[[Arr], Arr]) -> tuple[Arr, Arr]:
+        x = np.ascontiguousarray(x, np.float32)
+        if self.tape is None:
+            return self._nes(x, cotangent)
+        env = self.tape.forward(x)
+        out = env[self.tape.output]
+        if self.outputs_probabilities and not self.tape.applied_softmax:
+            z = np.log(np.clip(out, 1e-12, 1.0))
+            seed = cotangent(z) / np.clip(out, 1e-12, None)
+        else:
+            z, seed = out, cotangent(out)
+        gx = self.tape.backward(env, seed.astype(np.float32)).get(self.tape.input)
+        return z.astype(np.float32), (np.zeros_like(x) if gx is None else gx.astype(np.float32))
+
+    def _nes(self, x: Arr, cotangent: Callable[[Arr], Arr]) -> tuple[Arr, Arr]:
+        z = self.logits(x)
+        c = cotangent(z)
+        rng = np.random.default_rng(0)
+        sigma = 0.01 * max(float(np.ptp(x)), 1e-3)
+        u = rng.standard_normal((self.nes_samples, *x.shape)).astype(np.float32)
+        probes = np.concatenate([x[None] + sigma * u, x[None] - sigma * u]).reshape(-1, *self.input_shape)
+        zp = self.logits(probes).reshape(2, self.nes_samples, len(x), -1)
+        diff = ((zp[0] - zp[1]) * c[None]).sum(axis=-1)  # [S, N]
+        g = (diff.reshape(*diff.shape, *[1] * (x.ndim - 1)) * u).mean(axis=0) / (2 * sigma)
+        return z, g.astype(np.float32)
+
+
+def open_model(path: Path, output: str | None = None) -> OnnxModel:
+    """Load and wrap an ONNX classifier, with clear errors for anything unusable."""
+    return OnnxModel(load_onnx(path), output)

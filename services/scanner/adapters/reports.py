@@ -1,0 +1,113 @@
+"""Report writers: JSON, a self-contained HTML page (triggers inline as PNG) and SARIF 2.1.0."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+from PIL import Image
+
+from services.scanner.domain.detectors.base import DetectionResult
+from services.scanner.domain.policy import Verdict
+
+Arr = np.ndarray[Any, Any]
+
+
+def trigger_png(mask: Arr, pattern: Arr, scale: int = 8) -> bytes:
+    """PNG of ``mask * pattern`` (flat inputs are folded into a square when they can be)."""
+    img = np.asarray(pattern, dtype=np.float64)
+    img = img.mean(axis=0) if img.ndim == 3 else img
+    m = np.asarray(mask, dtype=np.float64)
+    if img.ndim == 1:
+        side = math.isqrt(img.size)
+        shape = (side, side) if side * side == img.size else (1, img.size)
+        img, m = img.reshape(shape), m.reshape(shape)
+    shown = m * img
+    lo, hi = float(shown.min()), float(shown.max())
+    px = np.round(255 * (shown - lo) / (hi - lo if hi > lo else 1.0)).astype(np.uint8)
+    h, w = int(px.shape[0]), int(px.shape[1])
+    pil = Image.fromarray(px, mode="L").resize((w * scale, h * scale), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    pil.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _triggers(r: DetectionResult) -> dict[str, str]:
+    return {str(c): base64.b64encode(trigger_png(m, p)).decode() for c, (m, p) in r.triggers.items()}
+
+
+def report_dict(verdict: Verdict, meta: dict[str, Any]) -> dict[str, Any]:
+    out = {**meta, **verdict.to_dict()}
+    for det, r in zip(out["detectors"], verdict.results, strict=True):
+        if r.triggers:
+            det["triggers_png_base64"] = _triggers(r)
+    return out
+
+
+def baseline_l1(path: Path) -> list[float]:
+    """Per-class Neural Cleanse mask sizes from an earlier JSON report (the clean baseline)."""
+    try:
+        report = orjson.loads(path.read_bytes())
+        nc = next(d for d in report["detectors"] if d["key"].startswith("neural_cleanse."))
+        return [float(v) for v in nc["evidence"]["l1_norms"]]
+    except (OSError, orjson.JSONDecodeError, KeyError, StopIteration, TypeError) as exc:
+        raise ValueError(f"{path} is not a scan report with Neural Cleanse results: {exc!r}") from exc
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    path.write_bytes(orjson.dumps(report, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY))
+
+
+def write_html(report: dict[str, Any], path: Path) -> None:
+    esc = html.escape
+    model = report.get("model", report.get("model_path"))
+    verdict = "BACKDOOR DETECTED" if report["backdoor_detected"] else "no backdoor found"
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>bdguard scan {esc(str(model))}"
+             "</title><style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}img{image-rendering:pixelated;margin:4px}"
+             ".bad{color:#b00}.ok{color:#070}</style></head><body>",
+             f"<h1>Backdoor Guard report</h1><p>Model: <code>{esc(str(model))}</code></p>",
+             f"<h2 class='{'bad' if report['backdoor_detected'] else 'ok'}'>{verdict}</h2>",
+             f"<p>confidence {report['confidence']:.3f}; target classes {esc(str(report['target_classes']))};"
+             f" block deployment: {report['block_deployment']}</p>",
+             "<table><tr><th>detector</th><th>verdict</th><th>score</th><th>threshold</th><th>targets</th>"
+             "<th>seconds</th></tr>"]
+    for d in report["detectors"]:
+        parts.append(f"<tr><td>{esc(d['key'])}</td><td>{esc(d['verdict'])}</td><td>{d['score']:.3f}</td>"
+                     f"<td>{d['threshold']:.3f}</td><td>{esc(str(d['target_classes']))}</td><td>{d['seconds']}</td></tr>")
+    parts.append("</table>")
+    for d in report["detectors"]:
+        parts.append(f"<h3>{esc(d['key'])}</h3><table>")
+        for k, v in d["evidence"].items():
+            parts.append(f"<tr><th>{esc(str(k))}</th><td><code>{esc(orjson.dumps(v).decode())}</code></td></tr>")
+        parts.append("</table>")
+        for c, png in d.get("triggers_png_base64", {}).items():
+            parts.append(f"<figure style='display:inline-block'><img alt='reversed trigger class {esc(c)}' "
+                         f"src='data:image/png;base64,{png}'><figcaption>class {esc(c)}</figcaption></figure>")
+    if report.get("suspicious_indices"):
+        parts.append(f"<h3>Suspicious samples ({len(report['suspicious_indices'])})</h3>"
+                     f"<p><code>{esc(str(report['suspicious_indices'][:500]))}</code></p>")
+    parts.append("</body></html>")
+    path.write_text("".join(parts), encoding="utf-8")
+
+
+def write_sarif(report: dict[str, Any], path: Path, artifact: str) -> None:
+    rules = [{"id": d["key"], "shortDescription": {"text": f"backdoor detector {d['key']}"}}
+             for d in report["detectors"]]
+    results = [{"ruleId": d["key"], "level": "error" if report["block_deployment"] else "warning",
+                "message": {"text": f"{d['key']} flags target classes {d['target_classes']} "
+                                    f"(score {d['score']:.3f} > threshold {d['threshold']:.3f})"},
+                "locations": [{"physicalLocation": {"artifactLocation": {"uri": artifact}}}],
+                "properties": {"score": d["score"], "threshold": d["threshold"]}}
+               for d in report["detectors"] if d["verdict"] == "suspicious"]
+    sarif = {"$schema": "https://json.schemastore.org/sarif-2.1.0.json", "version": "2.1.0",
+             "runs": [{"tool": {"driver": {"name": "bdguard-scanner", "rules": rules}}, "results": results,
+                       "properties": {"backdoor_detected": report["backdoor_detected"],
+                                      "confidence": report["confidence"]}}]}
+    path.write_bytes(orjson.dumps(sarif, option=orjson.OPT_INDENT_2))

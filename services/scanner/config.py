@@ -1,0 +1,19 @@
+"""Scanner service settings (env prefix ``BDGUARD_SCANNER_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import ServiceSettings
+
+
+class ScannerSettings(ServiceSettings):
+    model_config = SettingsConfigDict(env_prefix="BDGUARD_SCANNER_", env_file=".env", extra="ignore")
+
+    default_clean_data: Path | None = Field(default=None, description="clean .npz used when a request names none")
+    detectors: list[str] = Field(default_factory=list, description="detector keys; empty = the scanner default")
+    seed: int = 0
+    reports_dir: Path = Field(default=Path(".bdguard/reports"))

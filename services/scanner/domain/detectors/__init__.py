@@ -1,0 +1,16 @@
+"""Detector plugins; importing this package registers every built-in detector."""
+
+from services.scanner.domain.detectors import (
+    activation_clustering,
+    label_consistency,
+    mmbd,
+    neural_cleanse,
+    spectral,
+    strip,
+    trigger_response,
+)
+from services.scanner.domain.detectors.base import REGISTRY, DetectionResult, Detector, NotFittedError, create
+
+__all__ = ["REGISTRY", "DetectionResult", "Detector", "NotFittedError", "activation_clustering", "create",
+           "label_consistency", "mmbd", "neural_cleanse", "spectral", "strip",
+           "trigger_response"]

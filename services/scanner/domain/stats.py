@@ -1,0 +1,50 @@
+"""Small robust statistics and optimisers shared by detectors (numpy only)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+Arr = np.ndarray[Any, Any]
+MAD_SCALE = 1.4826  # makes the MAD a consistent estimate of sigma under normality
+
+
+def robust_z(values: Arr, reference: Arr | None = None, floor: float = 0.0) -> Arr:
+    """(value - median) / (1.4826 * MAD) of ``reference`` (``values`` itself by default).
+
+    ``floor`` bounds the scale from below: shares that are almost all zero have a MAD of zero, and a
+    handful of samples must not turn into an infinite z-score.
+    """
+    ref = np.asarray(values if reference is None else reference, dtype=float)
+    med = float(np.median(ref))
+    mad = MAD_SCALE * float(np.median(np.abs(ref - med)))
+    return (np.asarray(values, dtype=float) - med) / max(mad, floor, 1e-6 * max(abs(med), 1.0))
+
+
+def sigmoid(a: Arr) -> Arr:
+    return 1.0 / (1.0 + np.exp(-a))
+
+
+def entropy(p: Arr, axis: int = -1) -> Arr:
+    """Shannon entropy (nats) along ``axis``."""
+    q = np.clip(p, 1e-12, 1.0)
+    return -(q * np.log(q)).sum(axis=axis)  # type: ignore[no-any-return]
+
+
+class Adam:
+    """Adam over a list of arrays, updated in place (minimisation)."""
+
+    def __init__(self, params: list[Arr], lr: float) -> None:
+        self.params, self.lr, self.t = params, lr, 0
+        self.m = [np.zeros_like(p) for p in params]
+        self.v = [np.zeros_like(p) for p in params]
+
+    def step(self, grads: list[Arr]) -> None:
+        self.t += 1
+        for p, g, m, v in zip(self.params, grads, self.m, self.v, strict=True):
+            m *= 0.9
+            m += 0.1 * g
+            v *= 0.999
+            v += 0.001 * g * g
+            p -= self.lr * (m / (1 - 0.9**self.t)) / (np.sqrt(v / (1 - 0.999**self.t)) + 1e-8)

@@ -1,0 +1,126 @@
+"""``bdguard scan`` and ``bdguard scan-data``: exit 0 clean, 1 backdoor/suspicious found, 2 error."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from services.scanner.adapters.datasets import DataError
+from services.scanner.adapters.onnx_model import ModelError
+from services.scanner.adapters.reports import baseline_l1, report_dict, write_html, write_json, write_sarif
+from services.scanner.domain.policy import Verdict
+from services.scanner.service_layer.scan import ScanConfig, scan_data_file, scan_model_file
+
+EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
+_ERRORS = (ModelError, DataError, ValueError, KeyError, OSError)
+
+
+@contextmanager
+def _progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
+    """Rich progress on stderr; plain lines when there is no TTY (CI=true, pipes)."""
+    console = Console(stderr=True)
+    live = console.is_terminal and not os.environ.get("CI")
+    if not live:
+        yield lambda key, done, total: console.print(f"[{done}/{total}] {label}: {key}", highlight=False)
+        return
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console, transient=True) as bar:
+        task = bar.add_task(label, total=1)
+
+        def update(key: str, done: int, total: int) -> None:
+            bar.update(task, description=f"{label}: {key}", completed=done, total=total)
+
+        yield update
+
+
+def _config(detectors: str | None, seed: int, baseline: Path | None = None) -> ScanConfig:
+    names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else []
+    params = {"neural_cleanse.v1": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
+    return ScanConfig(detectors=names, seed=seed, params=params)
+
+
+def _fail(exc: BaseException) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
+def _emit(verdict: Verdict, meta: dict[str, Any], report: Path | None, html_out: Path | None,
+          sarif: Path | None, artifact: str) -> dict[str, Any]:
+    data = report_dict(verdict, meta)
+    if report:
+        write_json(data, report)
+    if html_out:
+        write_html(data, html_out)
+    if sarif:
+        write_sarif(data, sarif, artifact)
+    return data
+
+
+def scan(
+    model: Annotated[Path, typer.Argument(help="ONNX classifier to scan")],
+    clean_data: Annotated[Path, typer.Option("--clean-data", help=".npz with clean x and y")],
+    report: Annotated[Path | None, typer.Option("--report", help="write the JSON report here")] = None,
+    html_out: Annotated[Path | None, typer.Option("--html", help="write a self-contained HTML report")] = None,
+    sarif: Annotated[Path | None, typer.Option("--sarif", help="write SARIF 2.1.0 findings")] = None,
+    output: Annotated[str | None, typer.Option("--output", help="model output to use")] = None,
+    detectors: Annotated[str | None, typer.Option("--detectors", help="comma-separated detector keys")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
+    baseline: Annotated[Path | None, typer.Option(
+        "--baseline", help="JSON report of an earlier clean version: its per-class trigger sizes become the "
+                           "Neural Cleanse reference")] = None,
+) -> None:
+    """Scan a model for backdoors. Exit 0 clean, 1 backdoor detected, 2 error."""
+    start = time.perf_counter()
+    try:
+        with _progress("scan") as progress:
+            verdict = scan_model_file(model, clean_data, _config(detectors, seed, baseline), output, progress)
+        data = _emit(verdict, {"model": str(model), "seconds": round(time.perf_counter() - start, 3)},
+                     report, html_out, sarif, str(model))
+    except _ERRORS as exc:
+        _fail(exc)
+    status = "BACKDOOR DETECTED" if verdict.backdoor_detected else "clean"
+    typer.echo(f"{status}: confidence={data['confidence']:.3f} target_classes={data['target_classes']}")
+    raise typer.Exit(EXIT_FOUND if verdict.backdoor_detected else EXIT_CLEAN)
+
+
+def scan_data(
+    model: Annotated[Path, typer.Argument(help="ONNX classifier trained on the data")],
+    data: Annotated[Path, typer.Option("--data", help=".npz training data with x and y")],
+    report: Annotated[Path | None, typer.Option("--report", help="write the JSON report here")] = None,
+    output: Annotated[str | None, typer.Option("--output", help="model output to use")] = None,
+    detectors: Annotated[str | None, typer.Option("--detectors", help="comma-separated detector keys")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
+) -> None:
+    """Find poisoned training samples. Exit 0 none suspicious, 1 suspicious found, 2 error."""
+    start = time.perf_counter()
+    try:
+        with _progress("scan-data") as progress:
+            verdict = scan_data_file(model, data, _config(detectors, seed), output, progress)
+        out = _emit(verdict, {"model": str(model), "data": str(data),
+                              "seconds": round(time.perf_counter() - start, 3)}, report, None, None, str(data))
+    except _ERRORS as exc:
+        _fail(exc)
+    n = len(out["suspicious_indices"])
+    typer.echo(f"{n} suspicious sample(s); target_classes={out['target_classes']}")
+    raise typer.Exit(EXIT_FOUND if n else EXIT_CLEAN)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``scan`` and ``scan-data`` to the root ``bdguard`` app."""
+    app.command("scan")(scan)
+    app.command("scan-data")(scan_data)
+
+
+def main() -> None:  # pragma: no cover - convenience for ``python -m``
+    app = typer.Typer(add_completion=False)
+    register(app)
+    app(sys.argv[1:])

@@ -1,0 +1,91 @@
+"""Use cases: scan a model (model-level detectors) and validate training data (data-level).
+
+Called by the CLI and, later, the Kafka scan worker. I/O happens through adapters passed in or
+opened here from paths; the domain only sees ``ModelHandle`` and ``Dataset``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.scanner.adapters.datasets import load_npz
+from services.scanner.adapters.onnx_model import open_model
+from services.scanner.domain.detectors import REGISTRY, create
+from services.scanner.domain.detectors.base import DetectionResult, Level
+from services.scanner.domain.model import Dataset, ModelHandle
+from services.scanner.domain.policy import Verdict, VerdictPolicy, combine
+
+DEFAULT_MODEL_DETECTORS = ("neural_cleanse.v1", "mmbd.v1")
+DEFAULT_DATA_DETECTORS = ("trigger_response.v1", "label_consistency.v1")
+Progress = Callable[[str, int, int], None]  # (detector key, done, total)
+
+
+@dataclass(frozen=True)
+class ScanConfig:
+    """Which detectors run, with what parameters and thresholds; plain data so it can come from YAML."""
+
+    detectors: Sequence[str] = ()
+    params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    seed: int = 0
+    max_clean_samples: int = 300
+    policy: VerdictPolicy = field(default_factory=VerdictPolicy)
+
+
+def resolve(names: Sequence[str], level: Level) -> list[str]:
+    """Full keys for requested detector names; unknown or wrong-level names raise ``ValueError``."""
+    keys = []
+    for name in names:
+        match = [k for k in REGISTRY if k == name or k.split(".")[0] == name]
+        if not match:
+            raise ValueError(f"unknown detector {name!r}; available: {', '.join(sorted(REGISTRY))}")
+        if REGISTRY[match[0]].level != level:
+            raise ValueError(f"detector {match[0]!r} works on {REGISTRY[match[0]].level} level, not {level}")
+        keys.append(match[0])
+    return keys
+
+
+def run_detectors(model: ModelHandle, data: Dataset, keys: Sequence[str], config: ScanConfig,
+                  progress: Progress | None = None) -> list[DetectionResult]:
+    results = []
+    for n, key in enumerate(keys):
+        if progress:
+            progress(key, n, len(keys))
+        params = {"seed": config.seed, **dict(config.params.get(key, {}))}
+        results.append(create(key, **params).fit(model, data).result())
+    if progress:
+        progress("done", len(keys), len(keys))
+    return results
+
+
+def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = None,
+               progress: Progress | None = None) -> Verdict:
+    """Model-level scan: is there a backdoor, which target classes, how confident."""
+    config = config or ScanConfig()
+    keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
+    data = clean.subset(config.max_clean_samples, config.seed)
+    return combine(run_detectors(model, data, keys, config, progress), config.policy)
+
+
+def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | None = None,
+                       progress: Progress | None = None) -> Verdict:
+    """Data-level scan: which training samples look poisoned (``suspicious_indices``)."""
+    config = config or ScanConfig()
+    keys = resolve(config.detectors or DEFAULT_DATA_DETECTORS, "data")
+    return combine(run_detectors(model, data, keys, config, progress), config.policy)
+
+
+def scan_model_file(model_path: Path, clean_path: Path, config: ScanConfig | None = None, output: str | None = None,
+                    progress: Progress | None = None) -> Verdict:
+    model = open_model(model_path, output)
+    clean = load_npz(clean_path, model.input_shape, model.num_classes)
+    return scan_model(model, clean, config, progress)
+
+
+def scan_data_file(model_path: Path, data_path: Path, config: ScanConfig | None = None, output: str | None = None,
+                   progress: Progress | None = None) -> Verdict:
+    model = open_model(model_path, output)
+    data = load_npz(data_path, model.input_shape, model.num_classes)
+    return scan_training_data(model, data, config, progress)

@@ -1,0 +1,65 @@
+"""The onnxruntime ModelHandle: output choice, probabilities vs logits, activations, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from services.scanner.adapters.datasets import DataError, load_npz
+from services.scanner.adapters.onnx_model import ModelError, open_model
+from services.scanner.domain.model import ModelHandle
+
+from .conftest import Zoo
+
+pytestmark = pytest.mark.unit
+
+
+def test_handle_satisfies_the_domain_protocol(zoo: Zoo) -> None:
+    assert isinstance(open_model(zoo.clean_model), ModelHandle)
+
+
+def test_first_float_class_output_is_used_and_a_named_output_can_be_chosen(zoo: Zoo) -> None:
+    x = load_npz(zoo.clean_npz).x[:20]
+    auto = open_model(zoo.backdoored_model)  # outputs: label (int64), probabilities, logits
+    named = open_model(zoo.backdoored_model, output="logits")
+    assert auto.output_name == "probabilities" and auto.outputs_probabilities
+    assert named.output_name == "logits" and not named.outputs_probabilities
+    np.testing.assert_allclose(auto.predict(x), named.predict(x), atol=1e-5)
+    np.testing.assert_allclose(auto.predict(x).sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_penultimate_layer_is_listed_last_and_activations_are_flat(zoo: Zoo) -> None:
+    model = open_model(zoo.clean_model)
+    assert model.layers()[-1] == "penultimate"
+    acts = model.activations(load_npz(zoo.clean_npz).x[:7], "penultimate")
+    assert acts.shape == (7, 32)
+    with pytest.raises(ModelError, match="unknown layer"):
+        model.activations(load_npz(zoo.clean_npz).x[:7], "nope")
+
+
+def test_unknown_output_name_and_non_onnx_files_are_clear_errors(zoo: Zoo, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="not in model outputs"):
+        open_model(zoo.clean_model, output="missing")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x80\x04not a model")
+    with pytest.raises(ModelError):
+        open_model(junk)
+    with pytest.raises(ModelError, match="not found"):
+        open_model(tmp_path / "absent.onnx")
+
+
+def test_npz_loader_refuses_pickles_and_checks_shapes(tmp_path: Path) -> None:
+    obj = tmp_path / "obj.npz"
+    np.savez(obj, x=np.array([{"a": 1}], dtype=object), y=np.zeros(1, np.int64))
+    with pytest.raises(DataError, match="pickle"):
+        load_npz(obj)
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, x=np.zeros((3, 5), np.float32), y=np.zeros(3, np.int64))
+    with pytest.raises(DataError, match="expects"):
+        load_npz(bad, input_shape=(64,))
+    nolabels = tmp_path / "nolabels.npz"
+    np.savez(nolabels, x=np.zeros((3, 5), np.float32))
+    with pytest.raises(DataError, match="lacks"):
+        load_npz(nolabels)
