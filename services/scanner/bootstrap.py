@@ -14,6 +14,7 @@ from services.scanner.service_layer.handlers import ScanOutcome, admit, record_s
 from shared.contracts.records import ScanRequested
 from shared.db.unit_of_work import SqlUnitOfWork, uow_factory_for
 from shared.files import local_path, sha256_file
+from shared.ledger.model import DEPLOYABLE
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
 from shared.messaging.outbox import OutboxRelay
@@ -21,19 +22,22 @@ from shared.messaging.publisher import Publisher
 
 log = get_logger(__name__)
 PRODUCER = "scanner"
-Scanner = Callable[[Path, Path, Path], ScanOutcome]
+Scanner = Callable[[Path, Path, Path, Path | None], ScanOutcome]  # model, clean data, report base, baseline
 
 
 def onnx_scanner(settings: ScannerSettings) -> Scanner:
     """The real scan: detectors over onnxruntime, JSON + HTML reports written next to each other."""
 
-    def scan(model_path: Path, clean_path: Path, report_base: Path) -> ScanOutcome:
-        from services.scanner.adapters.reports import report_dict, write_html, write_json
+    def scan(model_path: Path, clean_path: Path, report_base: Path, baseline: Path | None) -> ScanOutcome:
+        from services.scanner.adapters.reports import baseline_l1, report_dict, write_html, write_json
         from services.scanner.service_layer.scan import ScanConfig, scan_model_file
 
         began = time.perf_counter()
-        verdict = scan_model_file(model_path, clean_path, ScanConfig(detectors=settings.detectors, seed=settings.seed))
-        report = report_dict(verdict, {"model_path": str(model_path), "clean_data": str(clean_path)})
+        params = {"neural_cleanse.v1": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
+        config = ScanConfig(detectors=settings.detectors, seed=settings.seed, params=params)
+        verdict = scan_model_file(model_path, clean_path, config)
+        report = report_dict(verdict, {"model_path": str(model_path), "clean_data": str(clean_path),
+                                       "baseline_report": None if baseline is None else str(baseline)})
         report_base.parent.mkdir(parents=True, exist_ok=True)
         write_json(report, report_base.with_suffix(".json"))
         write_html(report, report_base.with_suffix(".html"))
@@ -77,10 +81,26 @@ class ScannerService:
             if clean is None:
                 raise ValueError("no clean data: the request names none and no default is configured")
             base = self.settings.reports_dir / request.model / request.version / "scan"
-            return self.scanner(model_path, Path(clean), base)
+            return self.scanner(model_path, Path(clean), base, self._baseline_report(request))
         except Exception as exc:  # a model that breaks the scanner is quarantined, never waved through
             log.warning("scan failed", error=str(exc))
             return ScanOutcome(False, 0.0, [], [], time.perf_counter() - began, None, f"{type(exc).__name__}: {exc}")
+
+
+    def _baseline_report(self, request: ScanRequested) -> Path | None:
+        """The scan report of the latest earlier clean version: its per-class trigger sizes are a far
+        better reference for Neural Cleanse than the median over one model's own classes."""
+        if not self.settings.use_previous_version_baseline:
+            return None
+        with self.uow_factory() as uow:
+            earlier = [v for v in uow.ledger.list(request.model)
+                       if v.version != request.version and v.status in DEPLOYABLE
+                       and isinstance(v.details.get("scan"), dict) and v.details["scan"].get("report_uri")]
+        for mv in sorted(earlier, key=lambda v: v.created_at, reverse=True):
+            path = local_path(mv.details["scan"]["report_uri"])
+            if path.is_file():
+                return path
+        return None
 
 
 def bootstrap(settings: ScannerSettings, publisher: Publisher, *,

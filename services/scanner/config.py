@@ -16,4 +16,6 @@ class ScannerSettings(ServiceSettings):
     default_clean_data: Path | None = Field(default=None, description="clean .npz used when a request names none")
     detectors: list[str] = Field(default_factory=list, description="detector keys; empty = the scanner default")
     seed: int = 0
+    use_previous_version_baseline: bool = Field(
+        default=True, description="compare trigger sizes with the latest clean version's scan report")
     reports_dir: Path = Field(default=Path(".bdguard/reports"))

@@ -69,7 +69,7 @@ async def test_bytes_swapped_after_validation_are_quarantined_without_being_scan
     artifact.write_bytes(b"something else entirely")
     scanned: list[Path] = []
 
-    def scanner(model: Path, clean: Path, base: Path) -> ScanOutcome:
+    def scanner(model: Path, clean: Path, base: Path, baseline: Path | None) -> ScanOutcome:
         scanned.append(model)
         return ScanOutcome(False, 0.0, [], [], 0.0)
 
@@ -85,3 +85,30 @@ async def test_bytes_swapped_after_validation_are_quarantined_without_being_scan
         mv = uow.ledger.get("digits", "1")
     assert mv is not None and mv.status is Status.QUARANTINED
     assert "digest mismatch" in mv.details["scan"]["error"]
+
+
+async def test_the_latest_clean_versions_report_is_the_neural_cleanse_baseline(
+        uow_factory: Callable[[], SqlUnitOfWork], artifact: Path, tmp_path: Path) -> None:
+    old_report = tmp_path / "v1-scan.json"
+    old_report.write_text("{}")
+    with uow_factory() as uow:
+        uow.ledger.add(ModelVersion("digits", "1", artifact.as_uri(), sha256_file(artifact), status=Status.PRODUCTION,
+                                    created_at=1.0, details={"scan": {"report_uri": old_report.as_uri()}}))
+        uow.ledger.add(ModelVersion("digits", "0", artifact.as_uri(), sha256_file(artifact), status=Status.QUARANTINED,
+                                    created_at=2.0, details={"scan": {"report_uri": old_report.as_uri()}}))
+        uow.commit()
+    _ledger(uow_factory(), artifact, Status.VALIDATED, version="2")
+    seen: list[Path | None] = []
+
+    def scanner(model: Path, clean: Path, base: Path, baseline: Path | None) -> ScanOutcome:
+        seen.append(baseline)
+        return ScanOutcome(False, 0.1, [], [], 1.0)
+
+    service = ScannerService(ScannerSettings(default_clean_data=artifact), uow_factory,
+                             OutboxRelay(uow_factory, RecordingPublisher()), scanner)
+    from shared.contracts.cloudevents import CloudEventAttributes
+    from shared.messaging.delivery import Delivery
+
+    attrs = CloudEventAttributes.for_topic(topics.SCAN_REQUESTED, source="t", subject="digits/2")
+    await service.on_scan_requested(Delivery(_request(artifact, "2"), attrs, topics.SCAN_REQUESTED, 0, 1))
+    assert seen == [old_report]  # the production version's report, never the quarantined one's
