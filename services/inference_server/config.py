@@ -15,3 +15,5 @@ class InferenceServerSettings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8080
     admin_token: str | None = None
+    trigger_files: list[str] = []  # the scanner's *.triggers.npz: inputs matching them are marked
+    trigger_tolerance: float = 0.25  # reversed triggers are approximations: 0.1 matched none, 0.25 ~90% (demo)

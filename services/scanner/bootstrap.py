@@ -29,7 +29,13 @@ def onnx_scanner(settings: ScannerSettings) -> Scanner:
     """The real scan: detectors over onnxruntime, JSON + HTML reports written next to each other."""
 
     def scan(model_path: Path, clean_path: Path, report_base: Path, baseline: Path | None) -> ScanOutcome:
-        from services.scanner.adapters.reports import baseline_l1, report_dict, write_html, write_json
+        from services.scanner.adapters.reports import (
+            baseline_l1,
+            report_dict,
+            write_html,
+            write_json,
+            write_triggers,
+        )
         from services.scanner.service_layer.scan import ScanConfig, scan_model_file
 
         began = time.perf_counter()
@@ -41,6 +47,7 @@ def onnx_scanner(settings: ScannerSettings) -> Scanner:
         report_base.parent.mkdir(parents=True, exist_ok=True)
         write_json(report, report_base.with_suffix(".json"))
         write_html(report, report_base.with_suffix(".html"))
+        write_triggers(verdict, report_base.with_suffix(".triggers.npz"))  # feeds the telemetry trigger library
         return ScanOutcome(verdict.backdoor_detected, verdict.confidence, list(verdict.target_classes),
                            [_wire(r.to_dict()) for r in verdict.results], time.perf_counter() - began,
                            report_base.with_suffix(".json").resolve().as_uri())

@@ -111,3 +111,20 @@ def write_sarif(report: dict[str, Any], path: Path, artifact: str) -> None:
                        "properties": {"backdoor_detected": report["backdoor_detected"],
                                       "confidence": report["confidence"]}}]}
     path.write_bytes(orjson.dumps(sarif, option=orjson.OPT_INDENT_2))
+
+
+def write_triggers(verdict: Verdict, path: Path) -> int:
+    """Reversed triggers of the target classes as ``mask_<c>``/``pattern_<c>`` arrays (npz, no pickle).
+
+    The telemetry client's trigger library loads this file, so what the scanner reverse-engineered
+    is matched against live inputs. Returns how many triggers were written (none: no file).
+    """
+    arrays: dict[str, np.ndarray] = {}
+    for result in verdict.results:
+        for cls, (mask, pattern) in result.triggers.items():
+            if cls in verdict.target_classes and f"mask_{cls}" not in arrays:
+                arrays[f"mask_{cls}"] = np.asarray(mask, dtype=np.float32)
+                arrays[f"pattern_{cls}"] = np.asarray(pattern, dtype=np.float32)
+    if arrays:
+        np.savez(path, **arrays)  # type: ignore[arg-type]
+    return len(arrays) // 2
