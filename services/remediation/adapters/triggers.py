@@ -1,0 +1,45 @@
+"""Read a trigger (.npz with ``mask``, ``pattern`` and optional ``target``) without pickles."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from services.remediation.domain.trigger import Trigger
+
+
+class TriggerError(ValueError):
+    """The trigger file is missing, unsafe or does not fit the model."""
+
+
+def load_trigger(path: Path, input_shape: tuple[int, ...]) -> Trigger:
+    """Load and reshape a trigger for inputs of ``input_shape``.
+
+    ``mask`` may hold ``prod(input_shape)`` values or, for images, ``H*W`` (shared across channels);
+    ``pattern`` holds ``prod(input_shape)`` values. Flattened arrays, as Neural Cleanse keeps them, are
+    accepted.
+    """
+    if not path.is_file():
+        raise TriggerError(f"trigger file not found: {path}")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if not {"mask", "pattern"} <= set(npz.files):
+                raise TriggerError(f"{path} needs arrays 'mask' and 'pattern', has {sorted(npz.files)}")
+            mask, pattern = npz["mask"], npz["pattern"]
+            target = int(npz["target"]) if "target" in npz.files else None
+    except (OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise TriggerError(f"{path} is not a readable .npz file: {exc}") from exc
+    except (ValueError, TypeError) as exc:
+        raise TriggerError(f"{path}: unusable or pickled arrays refused: {exc}") from exc
+    full, hw = int(np.prod(input_shape)), int(np.prod(input_shape[-2:]))
+    shapes = {full: input_shape, hw: input_shape[-2:]}
+    if mask.size not in shapes or pattern.size != full:
+        raise TriggerError(f"{path}: mask of {mask.size} and pattern of {pattern.size} values do not fit "
+                           f"inputs {input_shape}")
+    try:
+        return Trigger(mask.astype(np.float32).reshape(shapes[mask.size]),
+                       pattern.astype(np.float32).reshape(input_shape), target)
+    except ValueError as exc:
+        raise TriggerError(f"{path}: {exc}") from exc

@@ -1,0 +1,1 @@
+"""Pure model of backdoor removal: configuration, pruning schedule, triggers, report (numpy only)."""
