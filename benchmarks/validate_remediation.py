@@ -33,14 +33,12 @@ from typing import Any
 import numpy as np
 
 from benchmarks.zoo.attacks import Attack
-from services.remediation.domain.fine_pruning import RemediationConfig, split_indices
+from services.remediation.domain.fine_pruning import RemediationConfig
 from services.remediation.domain.report import RemediationReport
 from services.remediation.domain.trigger import Trigger
 from services.remediation.service_layer.remediate import remediate_model
-from services.scanner.adapters.datasets import load_npz
+from services.remediation.service_layer.rounds import reversed_trigger
 from services.scanner.adapters.onnx_model import open_model
-from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, reverse_triggers
-from services.scanner.domain.model import Dataset
 
 
 def true_trigger(attack: Attack, shape: tuple[int, ...]) -> Trigger:
@@ -52,23 +50,6 @@ def true_trigger(attack: Attack, shape: tuple[int, ...]) -> Trigger:
             attack.row:attack.row + attack.size, attack.col:attack.col + attack.size] = 1.0
         return Trigger(mask, attack.apply(z)[0], attack.target)
     return Trigger(np.full(shape, attack.alpha, np.float32), attack.apply(z)[0] / attack.alpha, attack.target)
-
-
-def reversed_trigger(model_path: Path, clean: Path, cfg: RemediationConfig, seconds: float,
-                     target: int | None = None) -> Trigger:
-    """Neural Cleanse's trigger, reversed on the fine-tuning split only: for its top-ranked class, or
-    for ``target`` (a later round keeps chasing the class the first scan found)."""
-    model, data = open_model(model_path), load_npz(clean)
-    tune, _ = split_indices(data.y, cfg.holdout_fraction, cfg.seed)
-    nc = NeuralCleanse(max_seconds=seconds, max_samples=100, seed=cfg.seed)
-    if target is not None:
-        x = Dataset(data.x[tune], data.y[tune]).subset(nc.max_samples, nc.seed).x
-        masks, patterns, _, _ = reverse_triggers(model, x, nc, np.random.default_rng(cfg.seed))
-        return Trigger(np.clip(masks[target], 0.0, 1.0), patterns[target], target)
-    res = nc.fit(model, Dataset(data.x[tune], data.y[tune])).result()
-    top = int(res.evidence["ranking"][0])
-    mask, pattern = res.triggers[top]
-    return Trigger(np.clip(mask, 0.0, 1.0), pattern, top)
 
 
 def run_one(entry: dict[str, Any], zoo: Path, mode: str, cfg: RemediationConfig, work: Path,

@@ -6,6 +6,10 @@ import hashlib
 from pathlib import Path
 from typing import Any
 
+from shared.signing import sign_model
+
+__all__ = ["provenance_document", "sign_model", "write_keypair"]
+
 
 def write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
     """A fresh P-256 key pair as PEM files; returns (private, public)."""
@@ -19,14 +23,6 @@ def write_keypair(directory: Path, name: str) -> tuple[Path, Path]:
     public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
                                                      serialization.PublicFormat.SubjectPublicKeyInfo))
     return private, public
-
-
-def sign_model(model_path: Path, signature: Path, private_key: Path) -> Path:
-    """Sign with OpenSSF model-signing (elliptic-curve key); the bundle lands at ``signature``."""
-    from model_signing import signing
-
-    signing.Config().use_elliptic_key_signer(private_key=private_key).sign(model_path, signature)  # type: ignore[no-untyped-call]
-    return signature
 
 
 def provenance_document(origin: str, training_data: bytes = b"digits") -> dict[str, Any]:

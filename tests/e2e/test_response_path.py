@@ -225,3 +225,30 @@ async def test_a_signed_backdoored_model_from_a_trusted_source_is_quarantined_by
     assert body["report_uri"] and Path(body["report_uri"].removeprefix("file://")).is_file()
     with stack.uow() as uow:
         assert uow.ledger.get(model, "1").status is Status.QUARANTINED  # type: ignore[union-attr]
+
+
+async def test_a_remediated_candidate_goes_through_supply_chain_and_scanning_again(stack: Stack) -> None:
+    from services.registry.service_layer.remediation import propose_remediated_version
+
+    model = f"fix-{uuid.uuid4().hex[:6]}"
+    parent = stack.workdir / model / "parent.onnx"
+    parent.parent.mkdir()
+    parent.write_bytes(stack.models.backdoored.read_bytes())
+    with stack.uow() as uow:
+        digest = "sha256:" + hashlib.sha256(parent.read_bytes()).hexdigest()
+        uow.ledger.add(ModelVersion(model, "1", parent.as_uri(), digest, status=Status.QUARANTINED))
+        uow.commit()
+    event = await asyncio.to_thread(
+        propose_remediated_version, model, "1", stack.models.clean_data, stack.uow(), out_dir=stack.workdir / "fixed",
+        who="alice", source_url="https://huggingface.co/acme/digits", signing_key=stack.private_key)
+    assert event.version == "1-fp1" and event.provenance["model_provenance"]["parent"]["version"] == "1"
+    await produce(stack.bootstrap, [build_message(event, source="urn:test:remediation")])
+    out = await collect(stack.bootstrap, [topics.SUPPLY_CHAIN_VERDICT, topics.SCAN_COMPLETED], keep=_is(model),
+                        until=lambda got: any(r.topic == topics.SCAN_COMPLETED for r in got), wait_s=240)
+    _assert_alive(stack)
+    verdict = next(orjson.loads(r.value) for r in out if r.topic == topics.SUPPLY_CHAIN_VERDICT)
+    scan = next(orjson.loads(r.value) for r in out if r.topic == topics.SCAN_COMPLETED)
+    assert verdict["approved"] is True, verdict["rationale"]
+    assert scan["version"] == "1-fp1" and scan["verdict"] == "scanned-clean", scan
+    with stack.uow() as uow:
+        assert "remediation.proposed" in [e.action for e in uow.audit.iterate(subject=f"{model}/1")]

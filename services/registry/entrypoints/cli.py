@@ -88,5 +88,28 @@ def view(model: str | None = None, as_json: bool = typer.Option(False, "--json")
     Console().print(table)
 
 
+@registry_app.command("remediate")
+def remediate_cmd(model: str, version: str, clean_data: Path = typer.Option(..., exists=True),
+                  source_url: str = typer.Option(..., help="where the candidate is published (internal registry)"),
+                  signing_key: Path | None = typer.Option(None, exists=True), rounds: int = 2, who: str = "cli",
+                  out_dir: Path = Path(".bdguard/remediated")) -> None:
+    """Remediate a quarantined version and publish the candidate, which must pass supply chain and scanning."""
+    from services.registry.service_layer.remediation import propose_remediated_version
+
+    settings = ServiceSettings()
+    factory = uow_factory_for(settings.database_url, "registry-cli", SqlUnitOfWork)
+    try:
+        event = propose_remediated_version(model, version, clean_data, factory(), out_dir=out_dir, who=who,
+                                           source_url=source_url, signing_key=signing_key, rounds=rounds)
+    except (LookupError, InvalidTransition, ValueError) as exc:
+        console.print(f"[red]refused:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    remediation = (event.provenance or {}).get("remediation", {})
+    console.print(f"candidate {model}/{event.version}: accuracy drop {remediation.get('accuracy_drop_total')}, "
+                  f"last round {remediation.get('rounds', [{}])[-1].get('asr_after')} ASR on the reversed trigger")
+    typer.echo(asyncio.run(_send(event)))
+    asyncio.run(flush_once(factory, settings.kafka_bootstrap_servers))
+
+
 def register(app: typer.Typer) -> None:
     app.add_typer(registry_app, name="registry")
