@@ -252,3 +252,8 @@ async def test_a_remediated_candidate_goes_through_supply_chain_and_scanning_aga
     assert scan["version"] == "1-fp1" and scan["verdict"] == "scanned-clean", scan
     with stack.uow() as uow:
         assert "remediation.proposed" in [e.action for e in uow.audit.iterate(subject=f"{model}/1")]
+        candidate = uow.ledger.get(model, "1-fp1")
+    assert candidate is not None and candidate.status is Status.SCANNED_CLEAN
+    lineage = candidate.details["provenance"]
+    assert lineage["model_provenance"]["parent"]["version"] == "1"
+    assert lineage["remediation"]["rounds"][0]["pruned"]["indices"]  # which units were pruned

@@ -52,7 +52,8 @@ def record_verdict(record: ModelVersionPublished, verdict: Verdict, event_id: st
         else:
             mv = ModelVersion(record.model, record.version, record.artifact_uri, verdict.artifact_digest,
                               source_url=record.source_url, created_at=now, updated_at=now,
-                              details={"submitter": record.submitter, "declared_digest": record.artifact_digest})
+                              details={"submitter": record.submitter, "declared_digest": record.artifact_digest,
+                                       "provenance": record.provenance or {}})
             mv.move_to(Status.VALIDATED if verdict.approved else Status.REJECTED, now,
                        supply_chain={"approved": verdict.approved, "failed": _failed(verdict)})
             uow.ledger.add(mv)
