@@ -10,6 +10,7 @@ telemetry and rolled back automatically.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import time
 from pathlib import Path
@@ -47,6 +48,8 @@ def summary(demo: Demo) -> None:
 
 
 def main() -> None:
+    # the story is the output; transient client chatter (a coordinator not elected yet) is not
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     began = time.monotonic()
     home = Path(os.environ.get("BDGUARD_DEMO_HOME", ".bdguard/demo")).resolve()
     stack = Stack(home)
