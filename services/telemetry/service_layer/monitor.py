@@ -34,6 +34,8 @@ class WindowConfig:
     early_eval_s: float = 0.25
     pattern_capacity: int = 256
     max_open_windows: int = 64
+    min_judged: int = 200  # a window with fewer predictions is judged together with the ones before it
+    max_carry_s: float = 600.0  # ... over at most this much event time
 
     @property
     def kind(self) -> str:
@@ -46,6 +48,7 @@ class ClosedWindow:
     end: float
     report: WindowReport
     stats: WindowStats
+    carried_alerts: list[Alert] = field(default_factory=list)  # findings over this and earlier small windows
 
 
 @dataclass
@@ -71,6 +74,8 @@ class MonitorState:
     baseline_at: float = -math.inf  # watermark when the current baseline was finished
     refresh: BaselineBuilder | None = None
     quiet_since: float = -math.inf  # no baseline learning until a full window after the last backdoor alert
+    carry: WindowStats | None = None  # closed windows too small to judge alone (low-rate traffic)
+    carry_start: float = -math.inf
     windows: dict[float, WindowStats] = field(default_factory=dict)
     last_eval: dict[float, float] = field(default_factory=dict)
     watermark: float = -math.inf
@@ -83,6 +88,8 @@ class MonitorState:
                 "baseline_at": None if self.baseline_at == -math.inf else self.baseline_at,
                 "refresh": None if self.refresh is None else self.refresh.to_dict(),
                 "quiet_since": None if self.quiet_since == -math.inf else self.quiet_since,
+                "carry": None if self.carry is None else self.carry.to_dict(),
+                "carry_start": None if self.carry_start == -math.inf else self.carry_start,
                 "windows": {repr(s): w.to_dict() for s, w in self.windows.items()},
                 "last_eval": {repr(s): t for s, t in self.last_eval.items()},
                 "watermark": None if self.watermark == -math.inf else self.watermark,
@@ -98,7 +105,8 @@ class MonitorState:
 
         return cls(d["model"], d["version"], builder=builder("builder"), baseline=None,
                    baseline_at=time_or_never("baseline_at"), refresh=builder("refresh"),
-                   quiet_since=time_or_never("quiet_since"),
+                   quiet_since=time_or_never("quiet_since"), carry_start=time_or_never("carry_start"),
+                   carry=None if d.get("carry") is None else WindowStats.from_dict(d["carry"]),
                    windows={float(s): WindowStats.from_dict(w) for s, w in d["windows"].items()},
                    last_eval={float(s): float(t) for s, t in d["last_eval"].items()},
                    watermark=time_or_never("watermark"),
@@ -142,7 +150,7 @@ def ingest(state: MonitorState, batch: PredictionBatch, partition: int, offset: 
     state.watermark = max(state.watermark, float(batch.ts.max()))
     out.alerts += _early(state, now, cfg)
     out.closed += close_due(state, state.watermark - cfg.lateness_s, now, cfg)
-    out.alerts += [a for w in out.closed for a in _fresh(state, w.report.alerts)]
+    out.alerts += [a for w in out.closed for a in _fresh(state, w.report.alerts + w.carried_alerts)]
     _refresh_baseline(state, batch, out, cfg)
     return out
 
@@ -183,10 +191,11 @@ def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConf
         state.last_eval.pop(oldest, None)
 
 
-def _evaluate(state: MonitorState, start: float, stats: WindowStats, now: float, cfg: WindowConfig) -> WindowReport:
+def _evaluate(state: MonitorState, start: float, stats: WindowStats, now: float, cfg: WindowConfig,
+              end: float | None = None) -> WindowReport:
     assert state.baseline is not None
     return evaluate_window(stats, state.baseline, model=state.model, version=state.version, window_start=start,
-                           window_end=start + cfg.window_s, now=now)
+                           window_end=start + cfg.window_s if end is None else end, now=now)
 
 
 def _early(state: MonitorState, now: float, cfg: WindowConfig) -> list[Alert]:
@@ -197,7 +206,33 @@ def _early(state: MonitorState, now: float, cfg: WindowConfig) -> list[Alert]:
             continue
         state.last_eval[start] = now
         found += _fresh(state, _evaluate(state, start, stats, now, cfg).backdoor_alerts)
+        if stats.count < cfg.min_judged and _carries(state, start, cfg):
+            assert state.carry is not None
+            found += _fresh(state, _evaluate(state, state.carry_start, state.carry.merge(stats), now, cfg,
+                                             end=start + cfg.window_s).backdoor_alerts)
     return found
+
+
+def _carries(state: MonitorState, start: float, cfg: WindowConfig) -> bool:
+    """Whether earlier small windows are waiting to be judged with this one (tumbling windows only:
+    hopping windows overlap, so adding them up would count predictions twice)."""
+    return (cfg.kind == "tumbling" and state.carry is not None
+            and start + cfg.window_s - state.carry_start <= cfg.max_carry_s)
+
+
+def _close_small(state: MonitorState, start: float, stats: WindowStats, now: float,
+                 cfg: WindowConfig) -> list[Alert]:
+    """Judge a small window together with the small ones before it; keep accumulating while small."""
+    if cfg.kind != "tumbling" or stats.count >= cfg.min_judged:
+        state.carry = None
+        return []
+    if not _carries(state, start, cfg):
+        state.carry, state.carry_start = None, start
+    view = stats if state.carry is None else state.carry.merge(stats)
+    alerts = [] if view is stats else _evaluate(state, state.carry_start, view, now, cfg,
+                                                 end=start + cfg.window_s).alerts
+    state.carry = view if view.count < cfg.min_judged else None
+    return alerts
 
 
 def close_due(state: MonitorState, watermark: float, now: float, cfg: WindowConfig) -> list[ClosedWindow]:
@@ -206,7 +241,9 @@ def close_due(state: MonitorState, watermark: float, now: float, cfg: WindowConf
     for start in sorted(s for s in state.windows if s + cfg.window_s <= watermark):
         stats = state.windows.pop(start)
         state.last_eval.pop(start, None)
-        closed.append(ClosedWindow(start, start + cfg.window_s, _evaluate(state, start, stats, now, cfg), stats))
+        report = _evaluate(state, start, stats, now, cfg)
+        carried = _close_small(state, start, stats, now, cfg)
+        closed.append(ClosedWindow(start, start + cfg.window_s, report, stats, carried))
     return closed
 
 

@@ -68,3 +68,18 @@ def test_a_scheduled_baseline_refresh_learns_only_from_traffic_without_backdoor_
     assert not math.isinf(state.baseline_at)
     if attack:
         assert {a.kind for o in outs for a in o.alerts} & BACKDOOR
+
+
+@pytest.mark.parametrize("attack", [False, True])
+def test_low_rate_traffic_is_judged_over_several_small_windows(attack: bool) -> None:
+    # 5 predictions/s: a 10 s window holds 50, a quarter of what one window needs to be judged
+    traffic, state = Traffic(10, seed=6, spacing_s=0.2), MonitorState("m", "1")
+    _feed(state, traffic, 4, 0)
+    kw = {"trigger_rate": 0.1, "target": 4} if attack else {}
+    alerts = [a for o in _feed(state, traffic, 8, 100, **kw) for a in o.alerts]
+    kinds = {a.kind for a in alerts}
+    if attack:
+        assert kinds & BACKDOOR and {a.target_class for a in alerts if a.kind in BACKDOOR} == {4}
+    else:
+        assert not kinds & BACKDOOR
+    assert all(w.count < 200 for w in state.windows.values())
