@@ -42,7 +42,9 @@ class TelemetryService:
         batch = delivery.record.batch
         key = f"{batch.model}|{batch.version}"
         state = _revive(self.states.get(key), MonitorState) or MonitorState(batch.model, batch.version)
-        if state.baseline is None:  # after a restart the state comes back without it
+        if state.baseline is None and state.builder is None:  # after a restart the state comes back without it
+            # (a state still building its baseline keeps building: the baseline table may be ahead of a
+            # state recovered from an older changelog entry, and mixing the two would count twice)
             state.baseline = _revive(self.baselines.get(key), Baseline)
         out = ingest(state, batch, delivery.partition, delivery.offset, self.clock(), self.cfg)
         if out.skipped_duplicate:

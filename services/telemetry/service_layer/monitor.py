@@ -22,6 +22,7 @@ from services.telemetry.domain.evaluate import WindowReport, evaluate_window
 from services.telemetry.domain.window import WindowStats
 
 MAX_REMEMBERED_ALERTS = 512
+MAX_REMEMBERED_BATCHES = 256  # a producer retry can write one batch twice, a few offsets apart
 
 
 @dataclass(frozen=True)
@@ -81,6 +82,7 @@ class MonitorState:
     watermark: float = -math.inf
     offsets: dict[int, int] = field(default_factory=dict)
     emitted: list[str] = field(default_factory=list)
+    batch_ids: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version,
@@ -93,7 +95,8 @@ class MonitorState:
                 "windows": {repr(s): w.to_dict() for s, w in self.windows.items()},
                 "last_eval": {repr(s): t for s, t in self.last_eval.items()},
                 "watermark": None if self.watermark == -math.inf else self.watermark,
-                "offsets": {str(p): o for p, o in self.offsets.items()}, "emitted": self.emitted}
+                "offsets": {str(p): o for p, o in self.offsets.items()}, "emitted": self.emitted,
+                "batch_ids": self.batch_ids}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MonitorState:
@@ -110,7 +113,8 @@ class MonitorState:
                    windows={float(s): WindowStats.from_dict(w) for s, w in d["windows"].items()},
                    last_eval={float(s): float(t) for s, t in d["last_eval"].items()},
                    watermark=time_or_never("watermark"),
-                   offsets={int(p): int(o) for p, o in d["offsets"].items()}, emitted=list(d["emitted"]))
+                   offsets={int(p): int(o) for p, o in d["offsets"].items()}, emitted=list(d["emitted"]),
+                   batch_ids=list(d.get("batch_ids", [])))
 
 
 def subset(batch: PredictionBatch, mask: np.ndarray) -> PredictionBatch:
@@ -131,9 +135,12 @@ def window_starts(ts: np.ndarray, cfg: WindowConfig) -> np.ndarray:
 
 def ingest(state: MonitorState, batch: PredictionBatch, partition: int, offset: int, now: float,
            cfg: WindowConfig) -> Outputs:
-    if offset <= state.offsets.get(partition, -1):
+    # redelivery after a crash (same offset) and a producer retry (same batch, new offset) both skip
+    batch_key = batch.batch_id[:16]  # the changelog carries these with every update: keep them short
+    if offset <= state.offsets.get(partition, -1) or batch_key in state.batch_ids:
         return Outputs(skipped_duplicate=True)
     state.offsets[partition] = offset
+    state.batch_ids = [*state.batch_ids[-(MAX_REMEMBERED_BATCHES - 1):], batch_key]
     out = Outputs()
     if len(batch) == 0:
         return out

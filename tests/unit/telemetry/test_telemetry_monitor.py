@@ -83,3 +83,11 @@ def test_low_rate_traffic_is_judged_over_several_small_windows(attack: bool) -> 
     else:
         assert not kinds & BACKDOOR
     assert all(w.count < 200 for w in state.windows.values())
+
+
+def test_a_batch_written_twice_by_a_retrying_producer_is_counted_once() -> None:
+    traffic, state = Traffic(10, seed=7), MonitorState("m", "1")
+    batch = traffic.batch(500)
+    ingest(state, batch, 0, 1, now=0.0, cfg=CFG)
+    assert ingest(state, batch, 0, 2, now=0.0, cfg=CFG).skipped_duplicate  # same batch id, next offset
+    assert state.builder is not None and state.builder.stats.count == 500
