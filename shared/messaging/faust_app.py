@@ -6,6 +6,8 @@ from typing import Any
 
 import faust
 
+from shared.contracts.validation import decode_record
+from shared.messaging.delivery import deliver
 from shared.settings import ServiceSettings
 
 
@@ -56,8 +58,6 @@ def register_agent(app: faust.App, *, topic: str, name: str, handle: Any, publis
     Offsets are acknowledged after ``deliver`` returns, so a crash mid-message redelivers it
     (handlers are idempotent on the CloudEvents id).
     """
-    from shared.contracts.validation import decode_record
-    from shared.messaging.delivery import deliver
 
     source = raw_topic(app, topic)
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from typing import Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -29,15 +28,6 @@ class KafkaPublisher:
         await self._producer.send_and_wait(message.topic, message.value,
                                            key=message.key.encode() if message.key is not None else None,
                                            headers=list(message.headers))
-
-    async def publish_many(self, messages: Iterable[OutgoingMessage]) -> None:
-        futures = [
-            await self._producer.send(m.topic, m.value, key=m.key.encode() if m.key is not None else None,
-                                      headers=list(m.headers))
-            for m in messages
-        ]
-        for fut in futures:
-            await fut
 
 
 class RecordingPublisher:

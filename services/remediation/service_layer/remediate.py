@@ -7,7 +7,6 @@ message that names the problem; the caller maps them to exit codes or failure ev
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from services.remediation.domain.trigger import Trigger, attack_success_rate, in
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import OnnxModel, open_model
 from services.scanner.domain.model import Dataset
+from shared.files import sha256_file
 
 Arr = np.ndarray[Any, Any]
 Progress = Callable[[str, int, int], None]
@@ -38,7 +38,8 @@ class RemediationError(ValueError):
 
 
 def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    """Bare hex digest for the report, streamed by the shared helper (models can be large)."""
+    return sha256_file(path).removeprefix("sha256:")
 
 
 def _asr(model: OnnxModel, trigger: Trigger | None, x: Arr, y: Arr, target: int | None) -> float | None:
