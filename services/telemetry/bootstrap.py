@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from services.telemetry.config import TelemetrySettings
 from services.telemetry.domain.baseline import Baseline
-from services.telemetry.service_layer.monitor import MonitorState, Outputs, WindowConfig, ingest
+from services.telemetry.domain.batch import PredictionBatch
+from services.telemetry.service_layer.monitor import MonitorState, Outputs, WindowConfig, ingest_many
 from services.telemetry.service_layer.wire import DecodedBatch, alert_record, window_stats_record
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
@@ -19,6 +20,28 @@ from shared.messaging.publisher import Publisher
 log = get_logger(__name__)
 SOURCE = "urn:bdguard:telemetry"
 T = TypeVar("T")
+
+
+class StateStore(Protocol):
+    """Where the monitor keeps its state per model version; ``put`` returns once the write is durable
+    enough for the input offset to be committed after it (see adapters/faust_tables.py)."""
+
+    def get(self, key: str) -> object | None: ...
+
+    async def put(self, key: str, value: object, partition: int) -> None: ...
+
+
+class InMemoryStore:
+    """A process-local store (in-process runs and tests of the service layer)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, object] = {}
+
+    def get(self, key: str) -> object | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: object, partition: int) -> None:
+        self.data[key] = value
 
 
 def window_config(settings: TelemetrySettings) -> WindowConfig:
@@ -31,30 +54,43 @@ def window_config(settings: TelemetrySettings) -> WindowConfig:
 @dataclass
 class TelemetryService:
     cfg: WindowConfig
-    states: MutableMapping[str, MonitorState]
-    baselines: MutableMapping[str, Baseline]
+    states: StateStore
+    baselines: StateStore
     publisher: Publisher
     clock: Callable[[], float] = time.time
     counters: dict[str, int] = field(default_factory=lambda: {"batches": 0, "predictions": 0, "alerts": 0})
 
     async def on_batch(self, delivery: Delivery) -> None:
-        assert isinstance(delivery.record, DecodedBatch)
-        batch = delivery.record.batch
-        key = f"{batch.model}|{batch.version}"
-        state = _revive(self.states.get(key), MonitorState) or MonitorState(batch.model, batch.version)
+        await self.on_batches([delivery])
+
+    async def on_batches(self, deliveries: list[Delivery]) -> None:
+        """Batches in arrival order, grouped per model version: one state update per version per call."""
+        groups: dict[str, list[Delivery]] = {}
+        for delivery in deliveries:
+            assert isinstance(delivery.record, DecodedBatch)
+            groups.setdefault(_state_key(delivery.record.batch), []).append(delivery)
+        for key, group in groups.items():
+            await self._ingest(key, group)
+
+    async def _ingest(self, key: str, group: list[Delivery]) -> None:
+        batches = [d.record.batch for d in group if isinstance(d.record, DecodedBatch)]
+        state = _revive(self.states.get(key), MonitorState) or MonitorState(batches[0].model, batches[0].version)
         if state.baseline is None and state.builder is None:  # after a restart the state comes back without it
             # (a state still building its baseline keeps building: the baseline table may be ahead of a
             # state recovered from an older changelog entry, and mixing the two would count twice)
             state.baseline = _revive(self.baselines.get(key), Baseline)
-        out = ingest(state, batch, delivery.partition, delivery.offset, self.clock(), self.cfg)
+        out = ingest_many(state, [(b, d.partition, d.offset) for b, d in zip(batches, group, strict=True)],
+                          self.clock(), self.cfg)
         if out.skipped_duplicate:
             return
+        partition = group[-1].partition
         if out.baseline_changed and state.baseline is not None:
-            self.baselines[key] = state.baseline  # written when learnt (and on each refresh), not per batch
-        self.states[key] = state  # one changelog write per batch: state and offset move together
-        self.counters["batches"] += 1
-        self.counters["predictions"] += len(batch)
-        await self._publish(state, out, delivery.attrs.id)
+            # written when learnt (and on each refresh), not per batch
+            await self.baselines.put(key, state.baseline, partition)
+        await self.states.put(key, state, partition)  # one changelog write per group: state and offsets together
+        self.counters["batches"] += len(batches)
+        self.counters["predictions"] += sum(len(b) for b in batches)
+        await self._publish(state, out, group[-1].attrs.id)
 
     async def _publish(self, state: MonitorState, out: Outputs, correlation_id: str) -> None:
         for closed in out.closed:
@@ -69,6 +105,10 @@ class TelemetryService:
                                                        correlation_id=correlation_id, event_id=alert.alert_id))
 
 
+def _state_key(batch: PredictionBatch) -> str:
+    return f"{batch.model}|{batch.version}"
+
+
 def _revive(value: object, cls: type[T]) -> T | None:
     """Table values recovered from a changelog arrive as decoded JSON (faust bypasses the codec there)."""
     if value is None or isinstance(value, cls):
@@ -77,7 +117,6 @@ def _revive(value: object, cls: type[T]) -> T | None:
 
 
 def bootstrap(settings: TelemetrySettings, publisher: Publisher,
-              states: MutableMapping[str, MonitorState] | None = None,
-              baselines: MutableMapping[str, Baseline] | None = None) -> TelemetryService:
-    return TelemetryService(window_config(settings), {} if states is None else states,
-                            {} if baselines is None else baselines, publisher)
+              states: StateStore | None = None, baselines: StateStore | None = None) -> TelemetryService:
+    return TelemetryService(window_config(settings), InMemoryStore() if states is None else states,
+                            InMemoryStore() if baselines is None else baselines, publisher)

@@ -20,6 +20,8 @@ class TelemetrySettings(ServiceSettings):
     min_judged: int = Field(default=200, ge=1, description="smaller windows are judged with the ones before them")
     pattern_capacity: int = Field(default=256, ge=16)
     max_open_windows: int = Field(default=64, ge=1, description="bounds memory when event times jump around")
+    group_max_batches: int = Field(default=64, ge=1, description="batches handled per window update under load")
+    group_within_s: float = Field(default=0.02, gt=0, description="longest a batch waits for others to join it")
 
     @model_validator(mode="after")
     def _step_divides(self) -> TelemetrySettings:

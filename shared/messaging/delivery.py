@@ -36,6 +36,18 @@ class Delivery:
 
 
 Handler = Callable[[Delivery], Awaitable[None]]
+GroupHandler = Callable[[list[Delivery]], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class RawEvent:
+    """One consumed Kafka message, as it came off the wire."""
+
+    value: bytes | None
+    key: Any
+    headers: Any
+    partition: int
+    offset: int
 
 
 def header_pairs(headers: Mapping[str, bytes] | Iterable[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
@@ -92,3 +104,44 @@ async def _dead_letter(topic: str, consumer: str, value: bytes | None, key: Any,
     await publisher.publish(dead_letter(topic=topic, value=value, key=key, headers=headers, partition=partition,
                                         offset=offset, reason=reason, consumer=consumer))
     return False
+
+
+async def deliver_group(*, topic: str, consumer: str, events: list[RawEvent], handle: GroupHandler,
+                        publisher: Publisher, decode: Callable[[str, bytes | None], Decoded] = decode_record) -> int:
+    """:func:`deliver` for many messages at once: each is validated (bad ones are dead-lettered with the
+    reason), the valid ones go to ``handle`` in one call. If that call fails, each message is handed over
+    alone, so one hostile message is dead-lettered and the rest still count. Returns how many were handled.
+    """
+    valid: list[tuple[RawEvent, Delivery]] = []
+    for event in events:
+        pairs = header_pairs(event.headers)
+        try:
+            record = decode(topic, event.value)
+            attrs = attributes_for(topic, event.partition, event.offset, pairs, record.ce_subject())
+        except ContractViolation as exc:
+            await _dead_letter(topic, consumer, event.value, event.key, pairs, event.partition, event.offset,
+                               str(exc), publisher)
+            continue
+        valid.append((event, Delivery(record, attrs, topic, event.partition, event.offset)))
+    if not valid:
+        return 0
+    bind_message_context(correlation_id=valid[-1][1].attrs.correlationid, event_id=valid[-1][1].attrs.id,
+                         topic=topic, consumer=consumer)
+    try:
+        await handle([d for _, d in valid])
+        return len(valid)
+    except Exception as exc:
+        log.warning("group handler failed; handling the messages one by one", error=str(exc), size=len(valid))
+    handled = 0
+    for event, single in valid:
+        bind_message_context(correlation_id=single.attrs.correlationid, event_id=single.attrs.id,
+                             subject=single.attrs.subject, topic=topic, consumer=consumer)
+        try:
+            await handle([single])
+            handled += 1
+        except Exception as exc:
+            log.exception("handler failed", error=str(exc))
+            await _dead_letter(topic, consumer, event.value, event.key, header_pairs(event.headers),
+                               event.partition, event.offset, f"handler failed: {type(exc).__name__}: {exc}",
+                               publisher)
+    return handled

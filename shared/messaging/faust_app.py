@@ -7,7 +7,7 @@ from typing import Any
 import faust
 
 from shared.contracts.validation import decode_record
-from shared.messaging.delivery import deliver
+from shared.messaging.delivery import RawEvent, deliver, deliver_group
 from shared.settings import ServiceSettings
 
 
@@ -69,3 +69,20 @@ def register_agent(app: faust.App, *, topic: str, name: str, handle: Any, publis
 
     agent.__name__ = agent.__qualname__ = name
     return app.agent(source, name=name, concurrency=concurrency)(agent)
+
+
+def register_group_agent(app: faust.App, *, topic: str, name: str, handle: Any, publisher: Any, decode: Any,
+                         max_events: int = 64, within_s: float = 0.02) -> Any:
+    """Like :func:`register_agent`, but the handler gets up to ``max_events`` messages at a time (whatever
+    arrived within ``within_s``), so per-update costs are paid once per group under load. Offsets are
+    acknowledged after the group's handler returns."""
+    source = raw_topic(app, topic)
+
+    async def agent(stream: Any) -> None:
+        async for events in stream.take_events(max_events, within=within_s):
+            raw = [RawEvent(e.value, e.key, e.headers, e.message.partition, e.message.offset) for e in events]
+            await deliver_group(topic=topic, consumer=name, events=raw, handle=handle, publisher=publisher,
+                                decode=decode)
+
+    agent.__name__ = agent.__qualname__ = name
+    return app.agent(source, name=name)(agent)

@@ -51,10 +51,10 @@ class PredictionBatch:
             [np.nan if v is None else v for v in strip_raw], dtype=np.float64)
         return cls(
             model=str(value["model"]), version=str(value["version"]), server_id=str(value["server_id"]),
-            batch_id=str(value["batch_id"]), n_classes=n_classes, ids=[str(i) for i in value["ids"]],
+            batch_id=str(value["batch_id"]), n_classes=n_classes, ids=_strings(value["ids"], "ids"),
             ts=np.asarray(value["ts"], dtype=np.float64), pred=pred,
             conf=np.asarray(value["conf"], dtype=np.float64),
-            entropy=np.asarray(value["entropy"], dtype=np.float64), sig=list(value["sig"]), strip=strip,
+            entropy=np.asarray(value["entropy"], dtype=np.float64), sig=_strings(value["sig"], "sig"), strip=strip,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -66,6 +66,13 @@ class PredictionBatch:
             "conf": self.conf.tolist(), "entropy": self.entropy.tolist(), "sig": self.sig, "strip": strip,
             "n_classes": self.n_classes,
         }
+
+
+def _strings(column: Any, name: str) -> list[str]:
+    """The column itself when it is a list of strings (checked at C speed), else a clear error."""
+    if not isinstance(column, list) or not set(map(type, column)) <= {str}:
+        raise ValueError(f"column {name!r} must be a list of strings")
+    return column
 
 
 def summarise_probs(
@@ -80,3 +87,24 @@ def summarise_probs(
     safe = np.clip(p, 1e-12, 1.0)
     entropy = -(p * np.log(safe)).sum(axis=1)
     return pred, conf, np.maximum(entropy, 0.0)
+
+
+def concat(batches: list[PredictionBatch]) -> PredictionBatch:
+    """One batch out of several of the same model version (in order), so that the window math runs once.
+
+    STRIP entropies missing in some of the batches become NaN (not measured) in the result.
+    """
+    if len(batches) == 1:
+        return batches[0]
+    first = batches[0]
+    if any((b.model, b.version, b.n_classes) != (first.model, first.version, first.n_classes) for b in batches):
+        raise ValueError("batches of different model versions or class counts cannot be merged")
+    strip = None
+    if any(b.strip is not None for b in batches):
+        strip = np.concatenate([np.full(len(b), np.nan) if b.strip is None else b.strip for b in batches])
+    return PredictionBatch(
+        model=first.model, version=first.version, server_id=first.server_id, batch_id=batches[-1].batch_id,
+        n_classes=first.n_classes, ids=[i for b in batches for i in b.ids],
+        ts=np.concatenate([b.ts for b in batches]), pred=np.concatenate([b.pred for b in batches]),
+        conf=np.concatenate([b.conf for b in batches]), entropy=np.concatenate([b.entropy for b in batches]),
+        sig=[s for b in batches for s in b.sig], strip=strip)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import faust
 
+from services.telemetry.adapters.faust_tables import changelogged_table
 from services.telemetry.adapters.state_codec import register_codecs
 from services.telemetry.bootstrap import TelemetryService, bootstrap
 from services.telemetry.config import TelemetrySettings
 from services.telemetry.service_layer.wire import decode_batch
 from shared import topics
-from shared.messaging.faust_app import FaustPublisher, create_faust_app, register_agent
+from shared.messaging.faust_app import FaustPublisher, create_faust_app, register_group_agent
 
 
 def create_app(settings: TelemetrySettings) -> faust.App:
@@ -25,17 +24,12 @@ def build(settings: TelemetrySettings, app_id: str = "bdguard-telemetry") -> tup
     # state per model version, changelogged: a restarted worker recovers it, and batch offsets stored
     # beside the windows keep a redelivered batch from being counted twice
     state_codec, baseline_codec = register_codecs()
-    monitor_state_by_model_version = _table(app, "monitor_state_by_model_version", state_codec)
-    baseline_by_model_version = _table(app, "baseline_by_model_version", baseline_codec)
+    monitor_state_by_model_version = changelogged_table(app, "monitor_state_by_model_version", state_codec)
+    baseline_by_model_version = changelogged_table(app, "baseline_by_model_version", baseline_codec)
     service = bootstrap(settings, FaustPublisher(app), monitor_state_by_model_version, baseline_by_model_version)
-    register_agent(app, topic=topics.PREDICTIONS, name="track_predictions", handle=service.on_batch,
-                   publisher=service.publisher, decode=decode_batch)
+    # a group of batches per update: under load the window math runs once per model version per group
+    register_group_agent(app, topic=topics.PREDICTIONS, name="track_predictions", handle=service.on_batches,
+                         publisher=service.publisher, decode=decode_batch, max_events=settings.group_max_batches,
+                         within_s=settings.group_within_s)
     return app, service
 
-
-def _table(app: faust.App, name: str, codec: str) -> Any:
-    table: Any = app.Table(name, key_type=str, default=None)
-    # faust derives the codec from a Record value_type; ours are plain objects with their own codec.
-    # The store and the changelog topic are created lazily, so setting it here reaches both.
-    table.value_serializer = codec
-    return table

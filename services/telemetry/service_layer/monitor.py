@@ -17,7 +17,7 @@ import numpy as np
 
 from services.telemetry.domain.alerts import Alert
 from services.telemetry.domain.baseline import Baseline, BaselineBuilder
-from services.telemetry.domain.batch import PredictionBatch
+from services.telemetry.domain.batch import PredictionBatch, concat
 from services.telemetry.domain.evaluate import WindowReport, evaluate_window
 from services.telemetry.domain.window import WindowStats
 
@@ -119,10 +119,15 @@ class MonitorState:
 
 def subset(batch: PredictionBatch, mask: np.ndarray) -> PredictionBatch:
     idx = np.flatnonzero(mask)
+    if idx.size and idx[-1] - idx[0] + 1 == idx.size:  # one run (event time mostly ascends): slice
+        rows: slice | np.ndarray = slice(int(idx[0]), int(idx[-1]) + 1)
+        ids, sig = batch.ids[rows], batch.sig[rows]
+    else:
+        rows = idx
+        ids, sig = [batch.ids[i] for i in idx], [batch.sig[i] for i in idx]
     return dataclasses.replace(
-        batch, ids=[batch.ids[i] for i in idx], ts=batch.ts[idx], pred=batch.pred[idx], conf=batch.conf[idx],
-        entropy=batch.entropy[idx], sig=[batch.sig[i] for i in idx],
-        strip=None if batch.strip is None else batch.strip[idx])
+        batch, ids=ids, ts=batch.ts[rows], pred=batch.pred[rows], conf=batch.conf[rows],
+        entropy=batch.entropy[rows], sig=sig, strip=None if batch.strip is None else batch.strip[rows])
 
 
 def window_starts(ts: np.ndarray, cfg: WindowConfig) -> np.ndarray:
@@ -135,15 +140,47 @@ def window_starts(ts: np.ndarray, cfg: WindowConfig) -> np.ndarray:
 
 def ingest(state: MonitorState, batch: PredictionBatch, partition: int, offset: int, now: float,
            cfg: WindowConfig) -> Outputs:
-    # redelivery after a crash (same offset) and a producer retry (same batch, new offset) both skip
-    batch_key = batch.batch_id[:16]  # the changelog carries these with every update: keep them short
-    if offset <= state.offsets.get(partition, -1) or batch_key in state.batch_ids:
+    return ingest_many(state, [(batch, partition, offset)], now, cfg)
+
+
+def ingest_many(state: MonitorState, items: list[tuple[PredictionBatch, int, int]], now: float,
+                cfg: WindowConfig) -> Outputs:
+    """Add batches of one model version (with their Kafka positions, in order) and run the window math
+    once over all of them: a worker under load pays the per-update cost per group, not per message.
+
+    Batches are remembered as seen only once they are counted, so a batch that makes this raise is
+    still new when it is handed over again on its own (and then dead-lettered).
+    """
+    fresh = _first_deliveries(state, items)
+    if not fresh:
         return Outputs(skipped_duplicate=True)
-    state.offsets[partition] = offset
-    state.batch_ids = [*state.batch_ids[-(MAX_REMEMBERED_BATCHES - 1):], batch_key]
+    counted = [b for b, _, _ in fresh if len(b)]
+    out = _ingest(state, concat(counted), now, cfg) if counted else Outputs()
+    for batch, partition, offset in fresh:
+        state.offsets[partition] = max(offset, state.offsets.get(partition, -1))
+        state.batch_ids = [*state.batch_ids[-(MAX_REMEMBERED_BATCHES - 1):], _batch_key(batch)]
+    return out
+
+
+def _batch_key(batch: PredictionBatch) -> str:
+    return batch.batch_id[:16]  # the changelog carries these with every update: keep them short
+
+
+def _first_deliveries(state: MonitorState, items: list[tuple[PredictionBatch, int, int]],
+                      ) -> list[tuple[PredictionBatch, int, int]]:
+    """Leave out redeliveries after a crash (offset already counted) and producer retries (same batch
+    id under a new offset, possibly within the same group)."""
+    seen, fresh = set(state.batch_ids), []
+    for batch, partition, offset in items:
+        if offset <= state.offsets.get(partition, -1) or _batch_key(batch) in seen:
+            continue
+        seen.add(_batch_key(batch))
+        fresh.append((batch, partition, offset))
+    return fresh
+
+
+def _ingest(state: MonitorState, batch: PredictionBatch, now: float, cfg: WindowConfig) -> Outputs:
     out = Outputs()
-    if len(batch) == 0:
-        return out
     if state.baseline is None:
         state.builder = state.builder or BaselineBuilder(cfg.baseline_size)
         used = state.builder.add(batch)

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from services.telemetry.service_layer.monitor import MonitorState, WindowConfig, ingest
+from services.telemetry.service_layer.monitor import MonitorState, WindowConfig, ingest, ingest_many
 from services.telemetry.simulation import Traffic
 
 CFG = WindowConfig(window_s=10.0, step_s=10.0, lateness_s=0.0, baseline_size=2_000, early_eval_s=0.0)
@@ -91,3 +91,36 @@ def test_a_batch_written_twice_by_a_retrying_producer_is_counted_once() -> None:
     ingest(state, batch, 0, 1, now=0.0, cfg=CFG)
     assert ingest(state, batch, 0, 2, now=0.0, cfg=CFG).skipped_duplicate  # same batch id, next offset
     assert state.builder is not None and state.builder.stats.count == 500
+
+
+def test_a_group_of_batches_counts_like_the_same_batches_one_by_one() -> None:
+    one, grouped = Traffic(10, seed=8), Traffic(10, seed=8)
+    state_one, state_grouped = MonitorState("m", "1"), MonitorState("m", "1")
+    closed_one = [w for o in _feed(state_one, one, 4 + 30, 0) for w in o.closed]
+    batches = [grouped.batch(500) for _ in range(4 + 30)]
+    closed_grouped = []
+    for first in range(0, len(batches), 8):  # groups straddle window boundaries
+        items = [(b, 0, first + i) for i, b in enumerate(batches[first:first + 8])]
+        closed_grouped += ingest_many(state_grouped, items, now=0.0, cfg=CFG).closed
+    assert [(w.start, w.stats.count) for w in closed_grouped] == [(w.start, w.stats.count) for w in closed_one]
+    assert {w.stats.count for w in closed_grouped} == {1000}
+    assert state_grouped.offsets == {0: len(batches) - 1}
+
+
+def test_a_group_skips_redelivered_and_retried_batches_within_and_across_groups() -> None:
+    traffic, state = Traffic(10, seed=9), MonitorState("m", "1")
+    a, b, c = traffic.batch(500), traffic.batch(500), traffic.batch(500)
+    ingest_many(state, [(a, 0, 1), (b, 0, 2), (b, 0, 3)], now=0.0, cfg=CFG)  # b retried by its producer
+    assert state.builder is not None and state.builder.stats.count == 1000
+    ingest_many(state, [(b, 0, 2), (c, 0, 4)], now=0.0, cfg=CFG)  # b redelivered after a crash
+    assert state.builder.stats.count == 1500
+    assert ingest_many(state, [(a, 0, 1), (c, 0, 4)], now=0.0, cfg=CFG).skipped_duplicate
+
+
+def test_a_batch_that_makes_the_monitor_fail_is_not_remembered_as_counted() -> None:
+    traffic, state = Traffic(10, seed=10), MonitorState("m", "1")
+    ingest(state, traffic.batch(500), 0, 1, now=0.0, cfg=CFG)
+    odd = Traffic(7, seed=10).batch(500)  # same model version, other class count: cannot be merged
+    with pytest.raises(ValueError):
+        ingest_many(state, [(traffic.batch(500), 0, 2), (odd, 0, 3)], now=0.0, cfg=CFG)
+    assert state.offsets == {0: 1}
