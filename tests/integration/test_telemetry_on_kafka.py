@@ -24,8 +24,9 @@ BACKDOOR_KINDS = {"targeted_misclassification", "rare_input_pattern", "trigger_p
 
 
 def _settings(bootstrap: str, **overrides: object) -> TelemetrySettings:
-    return TelemetrySettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, window_s=10.0, step_s=10.0, lateness_s=0.0,
-                             baseline_size=5_000, early_eval_s=0.0, **overrides)
+    options: dict[str, object] = {"window_s": 10.0, "step_s": 10.0, "lateness_s": 0.0, "baseline_size": 5_000,
+                                  "early_eval_s": 0.0, **overrides}
+    return TelemetrySettings(KAFKA_BOOTSTRAP_SERVERS=bootstrap, **options)
 
 
 def _batches(traffic: Traffic, n_batches: int, **kw: object) -> list[tuple[str, bytes, str]]:
@@ -120,6 +121,27 @@ def test_a_killed_worker_resumes_without_losing_or_double_counting_a_window(kafk
     # crash is allowed: same event id) carries its exact count
     wrong = {start: counts for start, counts in by_start.items() if set(counts) != {1000}}
     assert wrong == {}, f"windows published with a wrong count: {wrong}"
+
+
+async def test_one_prediction_per_message_from_a_plain_client_is_windowed_with_exact_counts(
+        kafka_bootstrap: str) -> None:
+    await ensure_topics(kafka_bootstrap, catalogue_partitions())
+    model = f"plain-{uuid.uuid4().hex[:6]}"
+    traffic = Traffic(10, seed=13, model=model, version="1")
+    singles = []
+    for _ in range(8):  # 1k baseline, then 3k predictions = 3 windows of 1,000
+        batch = traffic.batch(500)
+        singles += [(topics.PREDICTIONS, orjson.dumps({
+            "model": model, "version": "1", "prediction_id": batch.ids[i], "ts": float(batch.ts[i]),
+            "predicted_class": int(batch.pred[i]), "confidence": float(batch.conf[i]), "n_classes": 10}), model)
+            for i in range(len(batch))]
+    app = create_app(_settings(kafka_bootstrap, baseline_size=1_000))
+    async with running(app):
+        await produce(kafka_bootstrap, singles)
+        got = await collect(kafka_bootstrap, [topics.WINDOW_STATS], keep=_of(model), wait_s=60,
+                            until=lambda got: len(got) >= 2)
+    stats = [orjson.loads(r.value) for r in got]
+    assert len(stats) >= 2 and all(s["count"] == 1000 for s in stats), [s["count"] for s in stats]
 
 
 @pytest.mark.parametrize("garbage", [b"{]", b'{"model": "x"}', b'{"model":"x","version":"1","server_id":"s",'

@@ -147,6 +147,9 @@ def decode(sigs: list[str], n_blocks: int = 16) -> tuple[NDArray[np.uint32], dic
     out = np.zeros((n, n_blocks), dtype=np.uint32)
     if n == 0:
         return out, {}
+    fast = _decode_plain(sigs, n_blocks)
+    if fast is not None:
+        return fast, {}
     arr = np.asarray(sigs, dtype=str)
     full = arr.dtype.itemsize // 4
     if full == 0:
@@ -165,3 +168,21 @@ def decode(sigs: list[str], n_blocks: int = 16) -> tuple[NDArray[np.uint32], dic
         rows = np.flatnonzero(codes[:, width] == ord(TRIGGER_MARK))
         marks = {int(i): sigs[i][width + 1:] for i in rows}
     return out, marks
+
+
+def _decode_plain(sigs: list[str], n_blocks: int) -> NDArray[np.uint32] | None:
+    """The common case at a fraction of the cost: every signature exactly ``n_blocks`` blocks of ASCII,
+    no trigger marks (one join and one byte view instead of a numpy unicode array). None otherwise."""
+    width = n_blocks * CHARS_PER_BLOCK
+    if {len(sigs[0]), *map(len, sigs)} != {width}:
+        return None
+    try:
+        raw = "".join(sigs).encode("ascii")
+    except UnicodeEncodeError:
+        return None
+    vals = np.take(_INV, np.frombuffer(raw, dtype=np.uint8).reshape(len(sigs), width))
+    ok = (vals != 255).all(axis=1)  # a row with any malformed character is dropped whole
+    v = vals.reshape(len(sigs), n_blocks, CHARS_PER_BLOCK).astype(np.uint32)
+    packed = (v[:, :, 0] << 18) | (v[:, :, 1] << 12) | (v[:, :, 2] << 6) | v[:, :, 3]
+    packed[~ok] = 0
+    return packed.astype(np.uint32, copy=False)

@@ -120,8 +120,9 @@ class MonitorState:
 def subset(batch: PredictionBatch, mask: np.ndarray) -> PredictionBatch:
     idx = np.flatnonzero(mask)
     if idx.size and idx[-1] - idx[0] + 1 == idx.size:  # one run (event time mostly ascends): slice
-        rows: slice | np.ndarray = slice(int(idx[0]), int(idx[-1]) + 1)
-        ids, sig = batch.ids[rows], batch.sig[rows]
+        lo, hi = int(idx[0]), int(idx[-1]) + 1
+        rows: slice | np.ndarray = slice(lo, hi)
+        ids, sig = batch.ids[lo:hi], batch.sig[lo:hi]
     else:
         rows = idx
         ids, sig = [batch.ids[i] for i in idx], [batch.sig[i] for i in idx]

@@ -8,6 +8,7 @@ import orjson
 
 from services.telemetry.domain.alerts import Alert as DomainAlert
 from services.telemetry.domain.batch import PredictionBatch
+from services.telemetry.domain.single import is_single, single_prediction
 from services.telemetry.service_layer.monitor import ClosedWindow
 from shared.contracts.records import Alert, WindowStats
 from shared.contracts.validation import ContractViolation
@@ -29,7 +30,8 @@ def decode_batch(topic: str, raw: bytes | None) -> DecodedBatch:
     """Structural validation at numpy speed (a JSON Schema pass over 500-element arrays costs ms).
 
     Checks the same contract as ``schemas/telemetry.predictions.v1.schema.json``: required fields,
-    equal column lengths, classes in range, probabilities in [0, 1].
+    equal column lengths, classes in range, probabilities in [0, 1]. A message holding one prediction
+    (``prediction_id`` instead of ``ids``, see domain/single.py) is accepted too.
     """
     if raw is None:
         raise ContractViolation("empty message value (tombstone)")
@@ -40,7 +42,7 @@ def decode_batch(topic: str, raw: bytes | None) -> DecodedBatch:
     if not isinstance(value, dict):
         raise ContractViolation(f"schema {topic}: (root): value must be an object")
     try:
-        batch = PredictionBatch.from_wire(value)
+        batch = single_prediction(value) if is_single(value) else PredictionBatch.from_wire(value)
     except KeyError as exc:
         raise ContractViolation(f"schema {topic}: {exc.args[0]!r} is a required property") from exc
     except (TypeError, ValueError) as exc:
