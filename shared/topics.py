@@ -11,6 +11,8 @@ WINDOW_STATS = "telemetry.window-stats.v1"
 ALERTS = "monitoring.alert.v1"
 INCIDENT_ESCALATED = "incident.escalated.v1"
 ROLLBACK_COMPLETED = "rollback.completed.v1"
+REMEDIATION_REQUESTED = "remediation.requested.v1"
+REMEDIATION_COMPLETED = "remediation.completed.v1"
 AUDIT = "audit.record.v1"
 
 ALL_TOPICS = (
@@ -23,6 +25,8 @@ ALL_TOPICS = (
     ALERTS,
     INCIDENT_ESCALATED,
     ROLLBACK_COMPLETED,
+    REMEDIATION_REQUESTED,
+    REMEDIATION_COMPLETED,
     AUDIT,
 )
 

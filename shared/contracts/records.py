@@ -144,6 +144,30 @@ class RollbackCompleted(WireRecord):
     affected: dict[str, Any] | None = None
 
 
+class RemediationRequested(WireRecord):
+    model: str
+    version: str
+    requested_by: str
+    clean_data_uri: str | None = None
+    incident_id: str | None = None
+
+
+class RemediationCompleted(WireRecord):
+    request_id: str
+    model: str
+    version: str
+    status: str
+    requested_by: str
+    completed_at: float
+    reason: str | None = None
+    candidate_version: str | None = None
+    candidate_uri: str | None = None
+    candidate_digest: str | None = None
+    meets_bar: bool | None = None
+    figures: dict[str, Any] | None = None
+    incident_id: str | None = None
+
+
 class AuditRecord(WireRecord):
     seq: int
     recorded_at: float
@@ -165,6 +189,8 @@ RECORD_BY_TOPIC: dict[str, type[WireRecord]] = {
     topics.ALERTS: Alert,
     topics.INCIDENT_ESCALATED: IncidentEscalated,
     topics.ROLLBACK_COMPLETED: RollbackCompleted,
+    topics.REMEDIATION_REQUESTED: RemediationRequested,
+    topics.REMEDIATION_COMPLETED: RemediationCompleted,
     topics.AUDIT: AuditRecord,
 }
 TOPIC_BY_RECORD: dict[type[WireRecord], str] = {cls: topic for topic, cls in RECORD_BY_TOPIC.items()}

@@ -1,4 +1,5 @@
-"""Services as separate processes on a real broker: supply chain, incident response, rollback."""
+"""Services as separate processes on a real broker: supply chain, scanning, incident response, rollback,
+remediation."""
 
 from __future__ import annotations
 
@@ -52,8 +53,12 @@ def stack(kafka_bootstrap: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     models = train_models(workdir / "models")
     env["BDGUARD_SCANNER_DEFAULT_CLEAN_DATA"] = str(models.clean_data)
     env["BDGUARD_SCANNER_REPORTS_DIR"] = str(workdir / "reports")
+    env |= {"BDGUARD_REMEDIATION_DEFAULT_CLEAN_DATA": str(models.clean_data),
+            "BDGUARD_REMEDIATION_OUT_DIR": str(workdir / "fixed"),
+            "BDGUARD_REMEDIATION_SOURCE_URL": "https://huggingface.co/acme/digits",
+            "BDGUARD_REMEDIATION_SIGNING_KEY": str(private_key)}
     processes = [ServiceProcess(name, env, workdir / "logs").start()
-                 for name in ("supply_chain", "scanner", "incident", "rollback")]
+                 for name in ("supply_chain", "scanner", "incident", "rollback", "remediation")]
     sessions = make_session_factory(make_engine(db_url))
     yield Stack(kafka_bootstrap, lambda: IncidentUnitOfWork(sessions), workdir, private_key, processes, models)
     for p in processes:
@@ -227,9 +232,21 @@ async def test_a_signed_backdoored_model_from_a_trusted_source_is_quarantined_by
         assert uow.ledger.get(model, "1").status is Status.QUARANTINED  # type: ignore[union-attr]
 
 
-async def test_a_remediated_candidate_goes_through_supply_chain_and_scanning_again(stack: Stack) -> None:
-    from services.registry.service_layer.remediation import propose_remediated_version
+def _request_remediation(stack: Stack, *args: str) -> str:
+    """``bdguard registry request-remediation`` as a responder runs it; returns the request's event id."""
+    from typer.testing import CliRunner
 
+    from services.cli import app, build_app
+
+    build_app()
+    result = CliRunner().invoke(app, ["registry", "request-remediation", *args],
+                                env={"KAFKA_BOOTSTRAP_SERVERS": stack.bootstrap})
+    assert result.exit_code == 0, result.output
+    return result.stdout.strip()
+
+
+async def test_a_remediation_request_on_the_bus_yields_a_candidate_that_passes_supply_chain_and_scanning(
+        stack: Stack) -> None:
     model = f"fix-{uuid.uuid4().hex[:6]}"
     parent = stack.workdir / model / "parent.onnx"
     parent.parent.mkdir()
@@ -238,21 +255,35 @@ async def test_a_remediated_candidate_goes_through_supply_chain_and_scanning_aga
         digest = "sha256:" + hashlib.sha256(parent.read_bytes()).hexdigest()
         uow.ledger.add(ModelVersion(model, "1", parent.as_uri(), digest, status=Status.QUARANTINED))
         uow.commit()
-    event = await asyncio.to_thread(
-        propose_remediated_version, model, "1", stack.models.clean_data, stack.uow(), out_dir=stack.workdir / "fixed",
-        who="alice", source_url="https://huggingface.co/acme/digits", signing_key=stack.private_key)
-    assert event.version == "1-fp1" and event.provenance["model_provenance"]["parent"]["version"] == "1"
-    await produce(stack.bootstrap, [build_message(event, source="urn:test:remediation")])
-    out = await collect(stack.bootstrap, [topics.SUPPLY_CHAIN_VERDICT, topics.SCAN_COMPLETED], keep=_is(model),
-                        until=lambda got: any(r.topic == topics.SCAN_COMPLETED for r in got), wait_s=240)
+    # same key, same partition: the refusal and the dead letter come first, then the real request
+    await produce(stack.bootstrap, [(topics.REMEDIATION_REQUESTED, b'{"model": "x"}', model)])
+    refused_id = await asyncio.to_thread(_request_remediation, stack, model, "9", "--who", "alice")
+    request_id = await asyncio.to_thread(_request_remediation, stack, model, "1", "--who", "alice",
+                                         "--incident", "inc-7")
+    out = await collect(stack.bootstrap, [topics.REMEDIATION_COMPLETED, topics.SUPPLY_CHAIN_VERDICT,
+                                          topics.SCAN_COMPLETED,
+                                          topics.dead_letter_topic(topics.REMEDIATION_REQUESTED)],
+                        keep=_is(model), until=lambda got: any(r.topic == topics.SCAN_COMPLETED for r in got),
+                        wait_s=300)
     _assert_alive(stack)
+    dead = [r for r in out if r.topic.endswith(".dlq")]
+    assert len(dead) == 1 and b"required property" in dict(dead[0].headers)["dlq_reason"]
+    outcomes = {o["request_id"]: o for r in out if r.topic == topics.REMEDIATION_COMPLETED
+                for o in [orjson.loads(r.value)]}
+    assert outcomes[refused_id]["status"] == "refused" and "not in the ledger" in outcomes[refused_id]["reason"]
+    done = outcomes[request_id]
+    assert (done["status"], done["version"], done["candidate_version"]) == ("proposed", "1", "1-fp1"), done
+    assert done["incident_id"] == "inc-7" and done["figures"]["rounds"] == 2
+    assert done["figures"]["asr_after"] < done["figures"]["asr_before"]
     verdict = next(orjson.loads(r.value) for r in out if r.topic == topics.SUPPLY_CHAIN_VERDICT)
     scan = next(orjson.loads(r.value) for r in out if r.topic == topics.SCAN_COMPLETED)
     assert verdict["approved"] is True, verdict["rationale"]
+    assert verdict["artifact_digest"] == done["candidate_digest"]
     assert scan["version"] == "1-fp1" and scan["verdict"] == "scanned-clean", scan
     with stack.uow() as uow:
-        assert "remediation.proposed" in [e.action for e in uow.audit.iterate(subject=f"{model}/1")]
+        actions = [e.action for e in uow.audit.iterate(subject=f"{model}/1")]
         candidate = uow.ledger.get(model, "1-fp1")
+    assert "remediation.proposed" in actions
     assert candidate is not None and candidate.status is Status.SCANNED_CLEAN
     lineage = candidate.details["provenance"]
     assert lineage["model_provenance"]["parent"]["version"] == "1"

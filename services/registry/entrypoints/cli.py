@@ -1,4 +1,4 @@
-"""`bdguard registry publish|promote`: what a model registry and a release manager do."""
+"""`bdguard registry publish|promote|remediate|request-remediation`: what a registry and a release manager do."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from rich.table import Table
 
 from services.registry.service_layer.promote import promote
 from services.registry.service_layer.views import registry_view
-from shared.contracts.records import ModelVersionPublished
+from shared.contracts.records import ModelVersionPublished, RemediationRequested, WireRecord
 from shared.db.unit_of_work import SqlUnitOfWork, uow_factory_for
 from shared.files import sha256_file
 from shared.ledger.model import InvalidTransition
@@ -25,8 +25,8 @@ registry_app = typer.Typer(help="Publish model versions and move the production 
 console = Console(stderr=True)
 
 
-async def _send(event: ModelVersionPublished) -> str:
-    message = build_message(event, source="urn:bdguard:registry-cli")
+async def _send(event: WireRecord, correlation_id: str | None = None) -> str:
+    message = build_message(event, source="urn:bdguard:registry-cli", correlation_id=correlation_id)
     publisher = KafkaPublisher(ServiceSettings().kafka_bootstrap_servers)
     await publisher.start()
     try:
@@ -109,6 +109,16 @@ def remediate_cmd(model: str, version: str, clean_data: Path = typer.Option(...,
                   f"last round {remediation.get('rounds', [{}])[-1].get('asr_after')} ASR on the reversed trigger")
     typer.echo(asyncio.run(_send(event)))
     asyncio.run(flush_once(factory, settings.kafka_bootstrap_servers))
+
+
+@registry_app.command("request-remediation")
+def request_remediation(model: str, version: str, who: str = "cli", incident: str | None = None,
+                        clean_data: Path | None = typer.Option(None, exists=True,
+                                                               help="default: the service's clean data")) -> None:
+    """Ask the remediation service (over Kafka) to remediate a quarantined or rolled-back version."""
+    event = RemediationRequested(model=model, version=version, requested_by=who, incident_id=incident,
+                                 clean_data_uri=clean_data.resolve().as_uri() if clean_data else None)
+    typer.echo(asyncio.run(_send(event, correlation_id=incident)))
 
 
 def register(app: typer.Typer) -> None:
