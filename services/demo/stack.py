@@ -53,6 +53,7 @@ class Stack:
                 "BDGUARD_LOG_JSON": "true", "BDGUARD_LOG_LEVEL": "INFO",
                 "BDGUARD_SUPPLY_CHAIN_PUBLIC_KEYS": orjson.dumps([str(public_key)]).decode(),
                 "BDGUARD_SCANNER_DEFAULT_CLEAN_DATA": str(clean_data),
+                "BDGUARD_INFERENCE_STRIP_CLEAN_DATA": str(clean_data),  # runtime STRIP entropies in telemetry
                 "BDGUARD_SCANNER_REPORTS_DIR": str(self.home / "reports"),
                 "BDGUARD_TELEMETRY_BASELINE_SIZE": "2000", "BDGUARD_TELEMETRY_WINDOW_S": "5",
                 "BDGUARD_TELEMETRY_STEP_S": "5", "BDGUARD_TELEMETRY_LATENESS_S": "1",

@@ -11,9 +11,11 @@ from typing import Annotated
 import numpy as np
 from fastapi import FastAPI, Header, HTTPException
 from fastapi.concurrency import run_in_threadpool
+from numpy.typing import NDArray
 from pydantic import BaseModel, Field
 
 from services.inference_server.onnx_model import OnnxModel
+from services.inference_server.strip_guard import ServingStripGuard
 from services.telemetry.client import TelemetryClient
 
 
@@ -50,7 +52,8 @@ class DivertRequest(BaseModel):
 
 
 def create_app(model_path: str | Path, model_name: str, version: str, telemetry_client: TelemetryClient,
-               *, admin_token: str | None = None) -> FastAPI:
+               *, admin_token: str | None = None, strip_clean: NDArray[np.floating] | None = None,
+               strip_perturbations: int = 8) -> FastAPI:
     """Build the server; the telemetry client is started and stopped with the app.
 
     Args:
@@ -59,8 +62,13 @@ def create_app(model_path: str | Path, model_name: str, version: str, telemetry_
         version: version served at start.
         telemetry_client: embedded producer; ``record`` is called on every request.
         admin_token: if set, ``POST /admin/model`` requires header ``X-Admin-Token`` to equal it.
+        strip_clean: clean inputs; when given, the client sends each prediction's STRIP entropy computed
+            with the model being served (the telemetry service's runtime STRIP signal).
+        strip_perturbations: blends per input for STRIP.
     """
     serving = _Serving(OnnxModel(model_path, version))
+    if strip_clean is not None:
+        telemetry_client.strip_guard = ServingStripGuard(lambda: serving.model, strip_clean, strip_perturbations)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

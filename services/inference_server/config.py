@@ -17,3 +17,5 @@ class InferenceServerSettings(BaseSettings):
     admin_token: str | None = None
     trigger_files: list[str] = []  # the scanner's *.triggers.npz: inputs matching them are marked
     trigger_tolerance: float = 0.25  # reversed triggers are approximations: 0.1 matched none, 0.25 ~90% (demo)
+    strip_clean_data: str | None = None  # clean .npz: run the STRIP guard and send each input's entropy
+    strip_perturbations: int = 8

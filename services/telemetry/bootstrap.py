@@ -83,6 +83,9 @@ class TelemetryService:
                           self.clock(), self.cfg)
         if out.skipped_duplicate:
             return
+        # outputs first, acknowledged by the broker, then the state that no longer holds what they carry:
+        # a crash in between repeats them (same event ids) instead of losing a closed window
+        await self._publish(state, out, group[-1].attrs.id)
         partition = group[-1].partition
         if out.baseline_changed and state.baseline is not None:
             # written when learnt (and on each refresh), not per batch
@@ -90,7 +93,6 @@ class TelemetryService:
         await self.states.put(key, state, partition)  # one changelog write per group: state and offsets together
         self.counters["batches"] += len(batches)
         self.counters["predictions"] += sum(len(b) for b in batches)
-        await self._publish(state, out, group[-1].attrs.id)
 
     async def _publish(self, state: MonitorState, out: Outputs, correlation_id: str) -> None:
         for closed in out.closed:

@@ -2,8 +2,10 @@
 
 Clean inputs get random block hashes (what distinct natural inputs produce) plus two natural
 recurring patterns: a shared dark border block on 30% of inputs of every class, and a rare
-class-specific detail (0.5% of traffic, always class 0). Triggered inputs carry one fixed block
-hash and are predicted as the target class with high confidence.
+class-specific detail (0.5% of traffic, always class 0). Triggered inputs are predicted as the target
+class with high confidence; a patch trigger also carries one fixed block hash, a blended one does not
+(it shows in no block). With ``strip=True`` each prediction carries a STRIP entropy as the server's
+guard would report it: class-dependent and spread for clean inputs, near zero for triggered ones.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ class Traffic:
         self.counter = 0
 
     def batch(self, n: int, *, trigger_rate: float = 0.0, target: int = 0,
-              priors: np.ndarray | None = None, margin: float = 5.0) -> PredictionBatch:
+              priors: np.ndarray | None = None, margin: float = 5.0, trigger_kind: str = "patch",
+              strip: bool = False) -> PredictionBatch:
         rng = self.rng
         labels = rng.choice(self.k, size=n, p=self.priors if priors is None else priors)
         hashes = rng.integers(1, 2**24, size=(n, N_BLOCKS), dtype=np.uint32)
@@ -42,7 +45,8 @@ class Traffic:
         hashes[detail, 5] = DETAIL_HASH
         triggered = rng.random(n) < trigger_rate
         labels[triggered] = target
-        hashes[triggered, N_BLOCKS - 1] = TRIGGER_HASH
+        if trigger_kind == "patch":
+            hashes[triggered, N_BLOCKS - 1] = TRIGGER_HASH
         logits = rng.normal(0.0, 1.0, size=(n, self.k))
         m = rng.normal(margin, 1.0, size=n)
         m[triggered] = margin + 4.0
@@ -54,8 +58,12 @@ class Traffic:
         self.counter += n
         ts = (self.t + np.arange(n) * self.spacing_s).astype(np.float64)
         self.t += n * self.spacing_s
+        strip_entropy = None
+        if strip:
+            strip_entropy = np.clip(rng.normal(0.9 + 0.1 * (labels % 7), 0.3), 0.02, np.log(self.k))
+            strip_entropy[triggered] = np.abs(rng.normal(0.1, 0.05, size=int(triggered.sum())))
         return PredictionBatch(self.model, self.version, "srv", uuid.uuid4().hex, self.k, ids, ts, pred, conf, ent,
-                               encode(hashes))
+                               encode(hashes), strip_entropy)
 
     def window(self, n: int, batch_size: int = 500, **kw: object):  # type: ignore[no-untyped-def]
         from services.telemetry.domain import WindowStats

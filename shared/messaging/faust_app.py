@@ -37,7 +37,12 @@ def raw_topic(app: faust.App, name: str, **kwargs: Any) -> Any:
 
 
 class FaustPublisher:
-    """Publisher that sends through the app's own producer (flushed before offsets are committed)."""
+    """Publisher that sends through the app's own producer and returns once the broker has the message.
+
+    Waiting for the acknowledgement is what lets a caller order its writes: an outbox row is marked
+    sent, or a monitor state that no longer holds a closed window is written, only after the message
+    that carries it is durable (a crash in between then repeats the message rather than losing it).
+    """
 
     def __init__(self, app: faust.App) -> None:
         self.app = app
@@ -47,8 +52,9 @@ class FaustPublisher:
         topic = self._topics.get(message.topic)
         if topic is None:
             topic = self._topics[message.topic] = raw_topic(self.app, message.topic)
-        await topic.send(key=message.key.encode() if message.key is not None else None, value=message.value,
-                         headers=list(message.headers))
+        delivery = await topic.send(key=message.key.encode() if message.key is not None else None,
+                                    value=message.value, headers=list(message.headers))
+        await delivery
 
 
 def register_agent(app: faust.App, *, topic: str, name: str, handle: Any, publisher: Any,

@@ -11,13 +11,14 @@ AlertKind = Literal[
     "targeted_misclassification",
     "rare_input_pattern",
     "trigger_pattern_match",
+    "strip_trojaned_inputs",
     "class_distribution_drift",
     "confidence_drop",
 ]
 Severity = Literal["critical", "high", "medium", "low"]
 
 BACKDOOR_KINDS: frozenset[str] = frozenset(
-    {"targeted_misclassification", "rare_input_pattern", "trigger_pattern_match"}
+    {"targeted_misclassification", "rare_input_pattern", "trigger_pattern_match", "strip_trojaned_inputs"}
 )
 DRIFT_KINDS: frozenset[str] = frozenset({"class_distribution_drift", "confidence_drop"})
 SEVERITY_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2, "critical": 3}

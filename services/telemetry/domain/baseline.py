@@ -37,6 +37,7 @@ class Baseline:
     class_conf_mean: NDArray[np.float64]
     sketch: CountMinSketch | None = None
     sketch_n: int = 0
+    strip_hist: NDArray[np.int64] | None = None  # STRIP entropies per class (window.py grid), if measured
 
     @property
     def n_classes(self) -> int:
@@ -68,7 +69,7 @@ class Baseline:
         with np.errstate(invalid="ignore", divide="ignore"):
             per_class = np.where(counts > 0, stats.class_conf_sum / np.maximum(counts, 1), conf_mean)
         return cls(counts, float(stats.count), conf_mean, conf_std, ent_mean, ent_std, per_class,
-                   sketch, sketch_n)
+                   sketch, sketch_n, None if stats.strip_hist is None else stats.strip_hist.copy())
 
     @classmethod
     def supplied(cls, class_probs: list[float] | NDArray[np.float64], conf_mean: float, conf_std: float,
@@ -85,7 +86,8 @@ class Baseline:
         return {"class_counts": self.class_counts.tolist(), "n": self.n, "conf_mean": self.conf_mean,
                 "conf_std": self.conf_std, "ent_mean": self.ent_mean, "ent_std": self.ent_std,
                 "class_conf_mean": self.class_conf_mean.tolist(), "sketch_n": self.sketch_n,
-                "sketch": None if self.sketch is None else self.sketch.to_dict()}
+                "sketch": None if self.sketch is None else self.sketch.to_dict(),
+                "strip_hist": None if self.strip_hist is None else self.strip_hist.tolist()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Baseline:
@@ -93,7 +95,8 @@ class Baseline:
                    float(data["conf_std"]), float(data["ent_mean"]), float(data["ent_std"]),
                    np.asarray(data["class_conf_mean"], dtype=np.float64),
                    None if data["sketch"] is None else CountMinSketch.from_dict(data["sketch"]),
-                   int(data["sketch_n"]))
+                   int(data["sketch_n"]),
+                   None if data.get("strip_hist") is None else np.asarray(data["strip_hist"], dtype=np.int64))
 
 
 class BaselineBuilder:

@@ -18,6 +18,7 @@ from services.telemetry.domain.findings import (
     targeted,
 )
 from services.telemetry.domain.rare import rare_patterns, trigger_matches
+from services.telemetry.domain.strip_signal import strip_trojaned
 from services.telemetry.domain.thresholds import Thresholds
 from services.telemetry.domain.window import WindowStats
 
@@ -64,7 +65,8 @@ def evaluate_window(
         findings += [f for f in drift(stats, baseline, thr)
                      if target is None or f.kind != "class_distribution_drift"]
         rare = rare_patterns(stats, baseline, thr)
-        findings += _corroborate(target, rare, findings)
+        trojaned = strip_trojaned(stats, baseline, thr)
+        findings += _corroborate(target, rare + ([] if trojaned is None else [trojaned]), findings)
     counts, probs = class_view(stats, baseline)
     metrics = {**stats.summary(), "judged": judged,
                "kl_divergence": kl_divergence(counts, probs) if stats.count else None,

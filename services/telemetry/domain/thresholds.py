@@ -28,6 +28,10 @@ class Thresholds:
         pattern_max_reference_freq: a rare pattern is below this share of baseline traffic.
         trigger_min_matches: library matches in a window before a trigger alert.
         entropy_shift_sd: entropy mean shift, in baseline standard deviations, to call a shift.
+        strip_low_quantile: STRIP entropies below this quantile of the baseline's count as "low".
+        strip_min_low: low-STRIP predictions of one class in a window before it is judged.
+        strip_min_lift: the class's low-STRIP rate must be this many times its baseline rate.
+        strip_min_baseline: STRIP-measured baseline predictions needed to use the signal.
     """
 
     kl_drift: float = 0.05
@@ -44,6 +48,10 @@ class Thresholds:
     pattern_max_reference_freq: float = 0.01
     trigger_min_matches: int = 3
     entropy_shift_sd: float = 0.5
+    strip_low_quantile: float = 0.02
+    strip_min_low: int = 8
+    strip_min_lift: float = 3.0
+    strip_min_baseline: int = 500
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -13,6 +13,10 @@ from services.telemetry.domain.patterns import PatternSummary
 from services.telemetry.domain.signature import CHARS_PER_BLOCK, TRIGGER_MARK, decode
 
 MAX_TRIGGER_IDS = 1000
+# STRIP entropies (nats) per predicted class on a fixed grid, so windows merge exactly and a
+# baseline can name its low quantile: 1/16-nat bins over [0, 8), the last bin open-ended
+STRIP_BINS, STRIP_BINS_PER_NAT = 128, 16
+MAX_STRIP_CLASSES = 100  # above this the per-class histogram would outweigh the rest of the state
 
 
 class WindowStats:
@@ -29,6 +33,7 @@ class WindowStats:
         self.conf_sum = self.conf_sumsq = self.ent_sum = self.ent_sumsq = 0.0
         self.strip_count = 0
         self.strip_sum = self.strip_sumsq = 0.0
+        self.strip_hist: NDArray[np.int64] | None = None  # [n_classes, STRIP_BINS] once STRIP values arrive
         self.ts_min, self.ts_max = math.inf, -math.inf
         self.first_id: str | None = None
         self.last_id: str | None = None
@@ -44,6 +49,8 @@ class WindowStats:
             extra = n_classes - self.n_classes
             self.class_counts = np.concatenate([self.class_counts, np.zeros(extra, dtype=np.int64)])
             self.class_conf_sum = np.concatenate([self.class_conf_sum, np.zeros(extra)])
+            if self.strip_hist is not None:
+                self.strip_hist = np.vstack([self.strip_hist, np.zeros((extra, STRIP_BINS), dtype=np.int64)])
 
     def add(self, batch: PredictionBatch) -> None:
         """Accumulate one batch (no per-prediction Python loop except for trigger-marked rows)."""
@@ -60,10 +67,13 @@ class WindowStats:
         self.ent_sum += float(batch.entropy.sum())
         self.ent_sumsq += float(np.dot(batch.entropy, batch.entropy))
         if batch.strip is not None:
-            s = batch.strip[np.isfinite(batch.strip)]
+            measured = np.isfinite(batch.strip)
+            s = batch.strip[measured]
             self.strip_count += int(s.size)
             self.strip_sum += float(s.sum())
             self.strip_sumsq += float(np.dot(s, s))
+            if s.size and k <= MAX_STRIP_CLASSES:
+                self._add_strip(batch.pred[measured], s, k)
         lo, hi = int(batch.ts.argmin()), int(batch.ts.argmax())
         if batch.ts[lo] < self.ts_min:
             self.ts_min, self.first_id = float(batch.ts[lo]), batch.ids[lo]
@@ -76,6 +86,12 @@ class WindowStats:
             self.patterns.update(hashes, batch.pred, batch.ids)
             for row, pattern_id in marks.items():
                 self._count_trigger(pattern_id, int(batch.pred[row]), 1)
+
+    def _add_strip(self, pred: NDArray[np.int64], strip: NDArray[np.float64], k: int) -> None:
+        bins = np.clip((strip * STRIP_BINS_PER_NAT).astype(np.int64), 0, STRIP_BINS - 1)
+        counts = np.bincount(pred * STRIP_BINS + bins, minlength=k * STRIP_BINS)[: k * STRIP_BINS]
+        hist = counts.reshape(k, STRIP_BINS)
+        self.strip_hist = hist if self.strip_hist is None else self.strip_hist + hist
 
     def _count_trigger(self, pattern_id: str, cls: int, count: int) -> None:
         if pattern_id not in self.triggers and len(self.triggers) >= MAX_TRIGGER_IDS:
@@ -104,6 +120,10 @@ class WindowStats:
             for pid, tally in part.triggers.items():
                 for cls, cnt in tally.items():
                     out._count_trigger(pid, int(cls), cnt)
+            if part.strip_hist is not None:
+                if out.strip_hist is None:
+                    out.strip_hist = np.zeros((out.n_classes, STRIP_BINS), dtype=np.int64)
+                out.strip_hist[: part.strip_hist.shape[0]] += part.strip_hist
         out.patterns = self.patterns.merge(other.patterns)
         return out
 
@@ -132,6 +152,7 @@ class WindowStats:
             "ts_min": self.ts_min if self.count else None, "ts_max": self.ts_max if self.count else None,
             "first_id": self.first_id, "last_id": self.last_id,
             "patterns": self.patterns.to_dict(), "triggers": self.triggers,
+            "strip_hist": None if self.strip_hist is None else self.strip_hist.tolist(),
         }
 
     @classmethod
@@ -148,6 +169,8 @@ class WindowStats:
         out.first_id, out.last_id = data["first_id"], data["last_id"]
         out.patterns = PatternSummary.from_dict(data["patterns"])
         out.triggers = {str(k): {str(c): int(n) for c, n in v.items()} for k, v in data["triggers"].items()}
+        if data.get("strip_hist") is not None:
+            out.strip_hist = np.asarray(data["strip_hist"], dtype=np.int64).reshape(-1, STRIP_BINS)
         return out
 
 

@@ -129,3 +129,17 @@ def test_diverted_traffic_is_refused_until_a_safe_version_is_loaded(models: tupl
         assert refused.status_code == 503 and "no safe version" in refused.json()["detail"]
         http.post("/admin/model", json={"model_path": str(models[1]), "version": "2"}, headers=token)
         assert http.post("/predict", json={"inputs": [[0.0] * 4]}).status_code == 200
+
+
+def test_with_clean_data_the_server_sends_strip_entropies_of_the_served_model(models: tuple[Path, Path]) -> None:
+    import orjson
+
+    telemetry, sender = _client()
+    clean = np.random.default_rng(0).uniform(0.0, 1.0, size=(64, 4)).astype(np.float32)
+    with TestClient(create_app(models[0], "tiny", "1", telemetry, strip_clean=clean)) as http:
+        # an input that dominates any blend (as a trigger does) and one that does not
+        r = http.post("/predict", json={"inputs": [[12, 0, 0, 0], [0.4, 0.5, 0.45, 0]], "ids": ["t", "c"]})
+        assert r.status_code == 200, r.text
+    strip = orjson.loads(sender.values[0])["strip"]
+    assert len(strip) == 2 and all(v is not None and v >= 0 for v in strip)
+    assert strip[0] < 0.05 < strip[1]
