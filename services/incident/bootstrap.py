@@ -8,8 +8,12 @@ from dataclasses import dataclass
 from services.incident.adapters.notifier import Notifier, NullNotifier, WebhookNotifier
 from services.incident.adapters.repository import IncidentUnitOfWork
 from services.incident.config import IncidentSettings
-from services.incident.service_layer.handlers import handle_alert, handle_rollback_completed
-from shared.contracts.records import Alert, RollbackCompleted
+from services.incident.service_layer.handlers import (
+    handle_alert,
+    handle_remediation_completed,
+    handle_rollback_completed,
+)
+from shared.contracts.records import Alert, RemediationCompleted, RollbackCompleted
 from shared.db.unit_of_work import uow_factory_for
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
@@ -39,6 +43,10 @@ class IncidentService:
     async def on_rollback_completed(self, delivery: Delivery) -> None:
         assert isinstance(delivery.record, RollbackCompleted)
         handle_rollback_completed(delivery.record, delivery.attrs.id, self.uow_factory())
+
+    async def on_remediation_completed(self, delivery: Delivery) -> None:
+        assert isinstance(delivery.record, RemediationCompleted)
+        handle_remediation_completed(delivery.record, delivery.attrs.id, self.uow_factory())
 
 
 def bootstrap(settings: IncidentSettings, publisher: Publisher, *,

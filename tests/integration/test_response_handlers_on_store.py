@@ -9,14 +9,14 @@ import pytest
 
 from services.incident.adapters.repository import IncidentUnitOfWork
 from services.incident.config import IncidentSettings
-from services.incident.service_layer.handlers import handle_alert, respond
+from services.incident.service_layer.handlers import handle_alert, handle_remediation_completed, respond
 from services.registry.service_layer.promote import promote
 from services.rollback.service_layer.handlers import handle_escalation
 from services.supply_chain.domain.model import CheckResult
 from services.supply_chain.domain.model import SupplyChainVerdict as Verdict
 from services.supply_chain.service_layer.handlers import already_handled, record_verdict
 from shared import topics
-from shared.contracts.records import Alert, IncidentEscalated, ModelVersionPublished
+from shared.contracts.records import Alert, IncidentEscalated, ModelVersionPublished, RemediationCompleted
 from shared.db.engine import make_engine, make_session_factory
 from shared.db.unit_of_work import SqlUnitOfWork
 from shared.ledger.model import InvalidTransition, ModelVersion, Status
@@ -83,6 +83,25 @@ def test_no_safe_version_is_never_silent(incident_uow: Callable[[], IncidentUnit
     assert done is not None and done.completed.status == "no_safe_version" and done.completed.traffic_diverted
     escalations = _staged(incident_uow(), topics.INCIDENT_ESCALATED)
     assert any("NO SAFE VERSION" in e["summary"] and e["severity"] == "critical" for e in escalations)
+
+
+def test_a_remediation_outcome_lands_on_its_incident_timeline_once(
+        incident_uow: Callable[[], IncidentUnitOfWork]) -> None:
+    _seed(incident_uow(), "digits", {"1": Status.SCANNED_CLEAN, "2": Status.PRODUCTION}, production="2")
+    outcome = handle_alert(_alert("digits", "2", "a-5"), "evt-5", incident_uow(), IncidentSettings())
+    done = RemediationCompleted(request_id="req-1", model="digits", version="2", status="proposed",
+                                requested_by="alice", completed_at=300.0, incident_id=outcome.incident_id,
+                                candidate_version="2-fp1", meets_bar=True, figures={"asr_after": 0.01})
+    assert handle_remediation_completed(done, "evt-r1", incident_uow())
+    assert not handle_remediation_completed(done, "evt-r1", incident_uow())  # redelivered
+    assert not handle_remediation_completed(RemediationCompleted(  # not tied to an incident: nothing to note
+        request_id="req-2", model="digits", version="2", status="refused", requested_by="bob", completed_at=301.0,
+        reason="no clean data"), "evt-r2", incident_uow())
+    with incident_uow() as uow:
+        incident = uow.incidents.get(outcome.incident_id or "")
+    assert incident is not None
+    notes = [e for e in incident.timeline if e["what"] == "remediation proposed"]
+    assert len(notes) == 1 and notes[0]["candidate_version"] == "2-fp1" and notes[0]["meets_bar"] is True
 
 
 def test_a_false_positive_is_audited_and_kept_as_detector_feedback(

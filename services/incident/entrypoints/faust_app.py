@@ -1,4 +1,4 @@
-"""faust agents of the incident service: alerts in, escalations out; rollbacks onto the timeline."""
+"""faust agents of the incident service: alerts in, escalations out; rollbacks and remediations onto the timeline."""
 
 from __future__ import annotations
 
@@ -17,4 +17,6 @@ def create_app(settings: IncidentSettings) -> faust.App:
                    publisher=service.relay.publisher)
     register_agent(app, topic=topics.ROLLBACK_COMPLETED, name="record_rollbacks",
                    handle=service.on_rollback_completed, publisher=service.relay.publisher)
+    register_agent(app, topic=topics.REMEDIATION_COMPLETED, name="record_remediations",
+                   handle=service.on_remediation_completed, publisher=service.relay.publisher)
     return app

@@ -10,7 +10,7 @@ from services.incident.adapters.repository import IncidentUnitOfWork
 from services.incident.config import IncidentSettings
 from services.incident.domain.incident import Escalation, Incident
 from services.incident.domain.severity import Signal
-from shared.contracts.records import Alert, IncidentEscalated, RollbackCompleted
+from shared.contracts.records import Alert, IncidentEscalated, RemediationCompleted, RollbackCompleted
 from shared.ledger.model import Status
 from shared.messaging.envelope import build_message
 from shared.messaging.outbox import audit, stage
@@ -80,6 +80,22 @@ def handle_rollback_completed(done: RollbackCompleted, event_id: str, uow: Incid
         if incident is not None:
             incident.record_rollback(done.completed_at, done.status, done.to_version, dict(done.affected or {}),
                                      done.duration_ms)
+            uow.incidents.save(incident)
+        uow.processed.mark(CONSUMER, event_id, uow.now())
+        uow.commit()
+        return incident is not None
+
+
+def handle_remediation_completed(done: RemediationCompleted, event_id: str, uow: IncidentUnitOfWork) -> bool:
+    """A remediation requested for an incident lands on its timeline (candidate, figures or the reason)."""
+    with uow:
+        if uow.processed.seen(CONSUMER, event_id):
+            return False
+        incident = uow.incidents.get(done.incident_id) if done.incident_id else None
+        if incident is not None:
+            incident.note(done.completed_at, f"remediation {done.status}", version=done.version,
+                          candidate_version=done.candidate_version, meets_bar=done.meets_bar, reason=done.reason,
+                          figures=dict(done.figures or {}))
             uow.incidents.save(incident)
         uow.processed.mark(CONSUMER, event_id, uow.now())
         uow.commit()
