@@ -30,7 +30,7 @@ from services.scanner.domain.detectors.strip import StripGuard
 from services.scanner.domain.policy import combine
 from services.scanner.service_layer.scan import ScanConfig, run_detectors, scan_training_data
 
-NC = "neural_cleanse.v1"
+NC = "neural_cleanse.v2"
 
 
 def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool) -> dict[str, list[dict[str, Any]]]:
@@ -39,7 +39,8 @@ def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool) -> dict[st
     if cache.exists() and not fresh:
         for line in cache.read_text().splitlines():
             row = json.loads(line)
-            done[row["id"]] = row["results"]
+            if {r["key"] for r in row["results"]} == set(factory_for("model")):  # stale when detectors change
+                done[row["id"]] = row["results"]
     keys = factory_for("model")
     with cache.open("a" if not fresh else "w") as fh:
         for e in models:
@@ -70,7 +71,9 @@ def _with_baseline(models: list[dict[str, Any]], raw: dict[str, list[dict[str, A
         base = np.median([next(r for r in raw[m["id"]] if r["key"] == NC)["evidence"]["l1_norms"] for m in peers],
                          axis=0)
         nc = next(r for r in raw[e["id"]] if r["key"] == NC)
-        score, ranking = anomaly_index(np.asarray(nc["evidence"]["l1_norms"]), base)
+        persist = nc["evidence"].get("persistence")
+        score, ranking = anomaly_index(np.asarray(nc["evidence"]["l1_norms"]), base,
+                                       None if persist is None else np.asarray(persist))
         raw[e["id"]] = [r for r in raw[e["id"]] if r["key"] != NC + "+baseline"] + [
             {**nc, "key": NC + "+baseline", "score": score, "full_targets": ranking}]
 

@@ -39,7 +39,7 @@ def onnx_scanner(settings: ScannerSettings) -> Scanner:
         from services.scanner.service_layer.scan import ScanConfig, scan_model_file
 
         began = time.perf_counter()
-        params = {"neural_cleanse.v1": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
+        params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
         config = ScanConfig(detectors=settings.detectors, seed=settings.seed, params=params)
         verdict = scan_model_file(model_path, clean_path, config)
         report = report_dict(verdict, {"model_path": str(model_path), "clean_data": str(clean_path),

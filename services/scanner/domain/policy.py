@@ -18,16 +18,21 @@ class VerdictPolicy:
     A detector's probability of a backdoor is ``sigmoid(sharpness * (score / threshold - 1))``
     (0.5 at its threshold). Probabilities of flagging detectors are combined noisy-OR; the model is
     reported backdoored when at least ``min_flags`` detectors flag it, and deployment is blocked when
-    the confidence reaches ``block_confidence``.
+    the confidence reaches ``block_confidence``. At data level, when the sample labels are given,
+    suspicious samples are kept only in classes whose vote reaches ``class_vote_share`` of the top
+    class's vote: a detector that names the wrong class (a naturally odd class) does not quarantine it
+    when the others agree on another.
     """
 
     sharpness: float = 4.0
     min_flags: int = 1
     block_confidence: float = 0.9
     min_votes: int = 1  # data level: detectors that must agree on a sample
+    class_vote_share: float = 0.5  # data level: keep samples of classes with this share of the top vote
 
     def __post_init__(self) -> None:
-        if self.sharpness <= 0 or self.min_flags < 1 or self.min_votes < 1 or not 0 < self.block_confidence <= 1:
+        if self.sharpness <= 0 or self.min_flags < 1 or self.min_votes < 1 or not 0 < self.block_confidence <= 1 \
+                or not 0 <= self.class_vote_share <= 1:
             raise ValueError(f"invalid policy {self!r}")
 
 
@@ -53,8 +58,16 @@ def _prob(r: DetectionResult, sharpness: float) -> float:
     return 1.0 / (1.0 + math.exp(-max(min(sharpness * (ratio - 1.0), 50.0), -50.0)))
 
 
-def combine(results: Sequence[DetectionResult], policy: VerdictPolicy | None = None) -> Verdict:
-    """Combine per-detector results into one verdict (model or data level)."""
+def combine(results: Sequence[DetectionResult], policy: VerdictPolicy | None = None,
+            labels: Sequence[int] | None = None) -> Verdict:
+    """Combine per-detector results into one verdict (model or data level).
+
+    Args:
+        results: One result per detector.
+        policy: Combination rule; the defaults when ``None``.
+        labels: Data level only: the label of every sample [N], to keep suspicious samples to the
+            classes the detectors agree on.
+    """
     policy = policy or VerdictPolicy()
     flagged = [r for r in results if r.flagged]
     probs = {r.key: _prob(r, policy.sharpness) for r in results}
@@ -69,5 +82,9 @@ def combine(results: Sequence[DetectionResult], policy: VerdictPolicy | None = N
     targets = [c for c, _ in sorted(votes.items(), key=lambda kv: (-kv[1], kv[0]))] if detected else []
     sample_votes = Counter(i for r in flagged for i in r.suspicious_indices)
     suspicious = sorted(i for i, v in sample_votes.items() if v >= policy.min_votes)
+    if labels is not None and votes:
+        top = max(votes.values())
+        keep = {c for c, v in votes.items() if v >= policy.class_vote_share * top}
+        suspicious = [i for i in suspicious if int(labels[i]) in keep]
     return Verdict(detected, float(confidence), targets, detected and confidence >= policy.block_confidence,
                    list(results), suspicious)

@@ -44,7 +44,7 @@ def _progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
 
 def _config(detectors: str | None, seed: int, baseline: Path | None = None) -> ScanConfig:
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else []
-    params = {"neural_cleanse.v1": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
+    params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
     return ScanConfig(detectors=names, seed=seed, params=params)
 
 

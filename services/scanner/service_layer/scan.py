@@ -18,8 +18,8 @@ from services.scanner.domain.detectors.base import DetectionResult, Level
 from services.scanner.domain.model import Dataset, ModelHandle
 from services.scanner.domain.policy import Verdict, VerdictPolicy, combine
 
-DEFAULT_MODEL_DETECTORS = ("neural_cleanse.v1", "mmbd.v1")
-DEFAULT_DATA_DETECTORS = ("trigger_response.v1", "label_consistency.v1")
+DEFAULT_MODEL_DETECTORS = ("neural_cleanse.v2", "mmbd.v1")
+DEFAULT_DATA_DETECTORS = ("trigger_response.v1", "label_consistency.v1", "strip.v1")
 Progress = Callable[[str, int, int], None]  # (detector key, done, total)
 
 
@@ -74,7 +74,7 @@ def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | N
     """Data-level scan: which training samples look poisoned (``suspicious_indices``)."""
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_DATA_DETECTORS, "data")
-    return combine(run_detectors(model, data, keys, config, progress), config.policy)
+    return combine(run_detectors(model, data, keys, config, progress), config.policy, data.y.tolist())
 
 
 def scan_model_file(model_path: Path, clean_path: Path, config: ScanConfig | None = None, output: str | None = None,

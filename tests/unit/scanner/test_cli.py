@@ -37,7 +37,7 @@ def test_clean_model_exits_zero_with_a_report(app: typer.Typer, zoo: Zoo, tmp_pa
     assert res.exit_code == 0, res.output
     data = json.loads(report.read_text())
     assert data["backdoor_detected"] is False and data["target_classes"] == []
-    assert 0 <= data["confidence"] < 0.5 and "neural_cleanse.v1" in data["timings"]
+    assert 0 <= data["confidence"] < 0.5 and "neural_cleanse.v2" in data["timings"]
 
 
 def test_backdoored_model_exits_one_and_writes_json_html_and_sarif(app: typer.Typer, zoo: Zoo, tmp_path: Path) -> None:
@@ -47,11 +47,11 @@ def test_backdoored_model_exits_one_and_writes_json_html_and_sarif(app: typer.Ty
     assert res.exit_code == 1, res.output
     data = json.loads(r.read_text())
     assert data["backdoor_detected"] is True and data["target_classes"][0] == ATTACK.target
-    nc = next(d for d in data["detectors"] if d["key"] == "neural_cleanse.v1")
+    nc = next(d for d in data["detectors"] if d["key"] == "neural_cleanse.v2")
     png = base64.b64decode(nc["triggers_png_base64"][str(ATTACK.target)])
     assert png.startswith(b"\x89PNG")
     page = h.read_text()
-    assert "data:image/png;base64," in page and "neural_cleanse.v1" in page
+    assert "data:image/png;base64," in page and "neural_cleanse.v2" in page
     sarif = json.loads(s.read_text())
     assert sarif["version"] == "2.1.0" and sarif["runs"][0]["results"]
 

@@ -18,7 +18,7 @@ from services.scanner.domain.model import Dataset
 from .conftest import ATTACK, BLEND, Zoo
 
 pytestmark = pytest.mark.unit
-FAST: dict[str, dict[str, Any]] = {"neural_cleanse.v1": {"steps": 60}, "mmbd.v1": {"steps": 30, "starts": 3}}
+FAST: dict[str, dict[str, Any]] = {"neural_cleanse.v2": {"steps": 60}, "mmbd.v1": {"steps": 30, "starts": 3}}
 
 
 def _data(zoo: Zoo, cls: type[Detector]) -> tuple[Any, Dataset]:
@@ -70,14 +70,14 @@ def test_fit_refuses_data_whose_shape_does_not_match_the_model(key: str, zoo: Zo
 
 
 def test_calibrate_sets_the_threshold_at_the_requested_false_positive_rate() -> None:
-    det = create("neural_cleanse.v1").calibrate(np.arange(100.0), fpr=0.05)
+    det = create("neural_cleanse.v2").calibrate(np.arange(100.0), fpr=0.05)
     assert det.threshold_ == 95.0
     with pytest.raises(ValueError, match=r"fpr=1\.5"):
         det.calibrate([1.0], fpr=1.5)
 
 
 @pytest.mark.parametrize(("key", "which", "target"), [
-    ("neural_cleanse.v1", "backdoored_model", ATTACK.target), ("neural_cleanse.v1", "blended_model", BLEND.target),
+    ("neural_cleanse.v2", "backdoored_model", ATTACK.target), ("neural_cleanse.v2", "blended_model", BLEND.target),
     ("mmbd.v1", "blended_model", BLEND.target)])
 def test_model_level_detector_flags_the_planted_trigger_and_names_its_target(
         key: str, which: str, target: int, zoo: Zoo) -> None:
@@ -86,14 +86,14 @@ def test_model_level_detector_flags_the_planted_trigger_and_names_its_target(
     assert result.flagged and result.target_classes[0] == target
 
 
-@pytest.mark.parametrize("key", ["neural_cleanse.v1", "mmbd.v1"])
+@pytest.mark.parametrize("key", ["neural_cleanse.v2", "mmbd.v1"])
 def test_model_level_detector_passes_the_clean_model(key: str, zoo: Zoo) -> None:
     result = create(key).fit(open_model(zoo.clean_model), load_npz(zoo.clean_npz)).result()
     assert not result.flagged and result.target_classes == []
 
 
 def test_neural_cleanse_returns_a_small_reversed_trigger_for_the_target_class(zoo: Zoo) -> None:
-    result = create("neural_cleanse.v1").fit(open_model(zoo.backdoored_model), load_npz(zoo.clean_npz)).result()
+    result = create("neural_cleanse.v2").fit(open_model(zoo.backdoored_model), load_npz(zoo.clean_npz)).result()
     mask, pattern = result.triggers[ATTACK.target]
     assert mask.shape == (64,) and pattern.shape == (64,)
     l1 = result.evidence["l1_norms"]

@@ -47,3 +47,15 @@ def test_verdict_serialises_with_per_detector_results_and_timings() -> None:
     d = combine([_r("a", 3.0, 2.0, [4])]).to_dict()
     assert d["detectors"][0]["key"] == "a" and d["timings"] == {"a": 0.1}
     assert set(d) >= {"backdoor_detected", "confidence", "target_classes", "suspicious_indices"}
+
+
+def _d(key: str, score: float, targets: list[int], indices: list[int]) -> DetectionResult:
+    return DetectionResult(key, score, 3.0, "suspicious", targets, {}, indices, 0.1)
+
+
+def test_with_labels_samples_are_kept_only_in_the_classes_the_detectors_agree_on() -> None:
+    labels = [7, 7, 7, 9, 9, 1]
+    results = [_d("a", 9.0, [7], [0, 1]), _d("b", 6.0, [7], [1, 2]), _d("c", 3.2, [9], [3, 4])]
+    assert combine(results).suspicious_indices == [0, 1, 2, 3, 4]
+    assert combine(results, labels=labels).suspicious_indices == [0, 1, 2]
+    assert combine(results, VerdictPolicy(class_vote_share=0.0), labels).suspicious_indices == [0, 1, 2, 3, 4]

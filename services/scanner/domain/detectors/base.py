@@ -146,7 +146,7 @@ def register(cls: type[D]) -> type[D]:
 
 
 def create(key: str, **params: Any) -> Detector:
-    """Instantiate a registered detector by key (``"neural_cleanse.v1"``) or bare name."""
+    """Instantiate a registered detector by key (``"neural_cleanse.v2"``) or bare name."""
     matches = [k for k in REGISTRY if k == key or k.split(".")[0] == key]
     if not matches:
         raise KeyError(f"unknown detector {key!r}; available: {', '.join(sorted(REGISTRY))}")
