@@ -5,7 +5,10 @@ commit path waits only 0.1 s for that buffer before it commits the input offsets
 large state record can still be queued when the offset is committed; a crash then recovers a state
 older than the position the worker resumes from, and the predictions in between are lost from the
 windows (seen as a window re-published with part of its count). Here the record is handed straight
-to the Kafka producer before the batch is acknowledged, so the commit's producer flush covers it.
+to the Kafka producer and acknowledged by the broker before the batch is: the committed offset can
+never pass the changelog, and a rebalance that re-reads the changelog into the store (faust recovers
+a reassigned partition from it) finds the latest state, not one a write still in flight would follow.
+One broker round trip per group of batches, not per batch.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ class ChangeloggedTable:
         their source topic, which is how a restarted worker finds the state of its partitions)."""
         table = self.table
         table.data[key] = value  # the local store only: no buffered changelog write
-        await table.changelog_topic.send(key=key, value=value, partition=partition,
-                                         key_serializer=table.key_serializer,
-                                         value_serializer=table.value_serializer)
+        delivery = await table.changelog_topic.send(key=key, value=value, partition=partition,
+                                                    key_serializer=table.key_serializer,
+                                                    value_serializer=table.value_serializer)
+        await delivery
 
 
 def changelogged_table(app: faust.App, name: str, codec: str) -> ChangeloggedTable:
