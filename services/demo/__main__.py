@@ -1,10 +1,11 @@
 """``python -m services.demo`` (``make demo``): the whole story on embedded defaults.
 
 A fresh real Kafka broker (from the Maven Central jars), a SQLite store, and every service as its own
-process: supply chain, scanner, incident response, rollback, telemetry, and the reference inference
-server. Four acts: a clean model reaches production; a lookalike source is rejected; a backdoored model
-is caught by the scanner; a backdoored model that slipped through is caught in production by
-telemetry and rolled back automatically.
+process: supply chain, scanner, incident response, rollback, telemetry, remediation and the reference
+inference server. Five acts: a clean model reaches production; a lookalike source is rejected; a
+backdoored model is caught by the scanner; a backdoored model that slipped through is caught in
+production by telemetry and rolled back automatically; the responder asks for a repaired version,
+which goes through supply chain and scanning again.
 """
 
 from __future__ import annotations
@@ -20,7 +21,14 @@ from rich.table import Table
 
 from services.demo.models import train_models
 from services.demo.stack import Stack
-from services.demo.story import Demo, act_clean_model, act_lookalike, act_scanner_catches, act_slipped
+from services.demo.story import (
+    Demo,
+    act_clean_model,
+    act_lookalike,
+    act_remediation,
+    act_scanner_catches,
+    act_slipped,
+)
 from shared.audit.chain import verify_chain
 from shared.messaging.outbox import flush_once
 from shared.testing.artifacts import write_keypair
@@ -29,7 +37,7 @@ console = Console()
 
 
 async def run(demo: Demo) -> None:
-    for act in (act_clean_model, act_lookalike, act_scanner_catches, act_slipped):
+    for act in (act_clean_model, act_lookalike, act_scanner_catches, act_slipped, act_remediation):
         await act(demo)
     await flush_once(demo.uow, demo.stack.bootstrap)
 
@@ -61,7 +69,7 @@ def main() -> None:
                   f"attack success with the trigger {models.attack_success}")
     private_key, public_key = write_keypair(home, "registry")
     try:
-        stack.start_services(stack.env(public_key, models.clean_data), "digits", models.clean, "1")
+        stack.start_services(stack.env(public_key, models.clean_data, private_key), "digits", models.clean, "1")
         console.print(f"services running as processes: {', '.join(p.name for p in stack.processes)}")
         demo = Demo(stack, models, private_key)
         asyncio.run(run(demo))

@@ -17,7 +17,7 @@ from shared.db.migrate import upgrade
 from shared.messaging.admin import catalogue_partitions, ensure_topics
 from shared.testing.processes import ServiceProcess
 
-WORKERS = ("supply_chain", "scanner", "incident", "rollback", "telemetry")
+WORKERS = ("supply_chain", "scanner", "incident", "rollback", "telemetry", "remediation")
 
 
 @dataclass
@@ -46,7 +46,7 @@ class Stack:
         asyncio.run(ensure_topics(self.bootstrap, catalogue_partitions()))
         return time.monotonic() - began
 
-    def env(self, public_key: Path, clean_data: Path) -> dict[str, str]:
+    def env(self, public_key: Path, clean_data: Path, signing_key: Path) -> dict[str, str]:
         import orjson
 
         return {"KAFKA_BOOTSTRAP_SERVERS": self.bootstrap, "BDGUARD_DATABASE_URL": self.db_url,
@@ -57,7 +57,12 @@ class Stack:
                 "BDGUARD_SCANNER_REPORTS_DIR": str(self.home / "reports"),
                 "BDGUARD_TELEMETRY_BASELINE_SIZE": "2000", "BDGUARD_TELEMETRY_WINDOW_S": "5",
                 "BDGUARD_TELEMETRY_STEP_S": "5", "BDGUARD_TELEMETRY_LATENESS_S": "1",
-                "BDGUARD_TELEMETRY_LINGER_MS": "100"}
+                "BDGUARD_TELEMETRY_LINGER_MS": "100",
+                # candidates are signed like any registry upload and published from the trusted source
+                "BDGUARD_REMEDIATION_DEFAULT_CLEAN_DATA": str(clean_data),
+                "BDGUARD_REMEDIATION_OUT_DIR": str(self.home / "remediated"),
+                "BDGUARD_REMEDIATION_SOURCE_URL": "https://huggingface.co/acme/digits",
+                "BDGUARD_REMEDIATION_SIGNING_KEY": str(signing_key)}
 
     def start_services(self, env: dict[str, str], model_name: str, model_path: Path, version: str) -> None:
         port = free_port()

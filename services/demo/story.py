@@ -1,4 +1,4 @@
-"""The four acts of the demo, narrated: what each service decided, read back from the bus and the store."""
+"""The five acts of the demo, narrated: what each service decided, read back from the bus and the store."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from services.demo.stack import Stack
 from services.incident.adapters.repository import IncidentUnitOfWork
 from services.registry.service_layer.promote import import_legacy, promote
 from shared import topics
-from shared.contracts.records import ModelVersionPublished
+from shared.contracts.records import ModelVersionPublished, RemediationRequested
 from shared.files import sha256_file
 from shared.messaging.envelope import build_message
 from shared.testing.artifacts import provenance_document, sign_model
@@ -181,6 +181,29 @@ def report_rollback(demo: Demo, sent: dict[str, float], done: dict[str, Any]) ->
     if "switched_back" in sent:
         console.print(f" the inference server answered from a clean version "
                       f"{sent['switched_back'] - first:.2f}s after the first triggered request")
+
+
+async def act_remediation(demo: Demo) -> None:
+    header("5 · the responder asks for a repaired version; it must pass every gate again")
+    rolled_back = await demo.wait(topics.ROLLBACK_COMPLETED, {"from_version": "4"}, wait_s=30)
+    request = RemediationRequested(model=demo.model, version="4", requested_by="alice@ml-security",
+                                   incident_id=rolled_back["incident_id"])
+    await produce(demo.stack.bootstrap, [build_message(request, source="urn:bdguard:demo-responder")])
+    console.print(f" alice requests remediation of digits/4 for incident {rolled_back['incident_id']} "
+                  "(remediation.requested.v1)")
+    done = await demo.wait(topics.REMEDIATION_COMPLETED, {"version": "4"}, wait_s=300)
+    if done["status"] != "proposed":
+        console.print(f" remediation {done['status']}: {done.get('reason')}")
+        return
+    figures = done.get("figures") or {}
+    shown = ", ".join(f"{k}={round(v, 3) if isinstance(v, float) else v}" for k, v in figures.items())
+    console.print(f" Fine-Pruning proposed digits/{done['candidate_version']}: {shown}"[:240])
+    verdict = await demo.wait(topics.SUPPLY_CHAIN_VERDICT, {"version": done["candidate_version"]}, wait_s=120)
+    console.print(f" supply chain: {'approved' if verdict['approved'] else 'rejected'} — {verdict['rationale']}"[:200])
+    if verdict["approved"]:
+        scan = await demo.wait(topics.SCAN_COMPLETED, {"version": done["candidate_version"]}, wait_s=180)
+        console.print(f" scanner: {scan['verdict']} (backdoor confidence {scan['confidence']:.2f}); a release "
+                      "manager may now promote it — or keep the rolled-back clean version")
 
 
 def _t(ts: float | None) -> str:
