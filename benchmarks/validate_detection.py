@@ -31,17 +31,24 @@ from services.scanner.domain.policy import combine
 from services.scanner.service_layer.scan import ScanConfig, run_detectors, scan_training_data
 
 NC = "neural_cleanse.v2"
+REVISION = 2  # bump when detector code changes what it computes without a key or parameter change
+
+
+def _signature(keys: list[str]) -> str:
+    params = {k: REGISTRY[k]().get_params() for k in keys}
+    return json.dumps({"revision": REVISION, "detectors": params}, sort_keys=True, default=str)
 
 
 def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool) -> dict[str, list[dict[str, Any]]]:
     cache = zoo / "results.jsonl"
     done: dict[str, list[dict[str, Any]]] = {}
+    keys = factory_for("model")
+    sig = _signature(keys)
     if cache.exists() and not fresh:
         for line in cache.read_text().splitlines():
             row = json.loads(line)
-            if {r["key"] for r in row["results"]} == set(factory_for("model")):  # stale when detectors change
+            if row.get("signature") == sig:  # stale when detectors, their parameters or the revision change
                 done[row["id"]] = row["results"]
-    keys = factory_for("model")
     with cache.open("a" if not fresh else "w") as fh:
         for e in models:
             if e["id"] in done:
@@ -51,7 +58,7 @@ def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool) -> dict[st
             results = run_detectors(model, clean, keys, ScanConfig())
             done[e["id"]] = [{**r.to_dict(), "full_targets": r.evidence.get("ranking", r.target_classes)}
                              for r in results]
-            fh.write(json.dumps({"id": e["id"], "results": done[e["id"]]}) + "\n")
+            fh.write(json.dumps({"id": e["id"], "signature": sig, "results": done[e["id"]]}) + "\n")
             fh.flush()
             print(f"  scanned {e['id']:<14}" + " ".join(f"{r.key}={r.score:.2f}/{r.seconds:.1f}s" for r in results),
                   flush=True)

@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from services.scanner.adapters.onnx_autodiff import GraphTape, UnsupportedGraph
+from services.scanner.adapters.onnx_cost import macs_per_sample
 
 Arr = np.ndarray[Any, Any]
 _LINEAR = {"Gemm", "MatMul"}
@@ -83,6 +84,9 @@ class OnnxModel:
         except UnsupportedGraph:
             self.tape = None
         self.exact_gradients = self.tape is not None
+        # budgets count work, not seconds: one sample's forward pass, and forward passes per gradient
+        self.macs_per_sample = macs_per_sample(model)
+        self.gradient_passes = 3 if self.exact_gradients else 1 + 2 * nes_samples
         self._act_session: ort.InferenceSession | None = None
 
     def _producer(self, name: str) -> str | None:

@@ -20,7 +20,9 @@ class ModelHandle(Protocol):
     ``predict`` returns class probabilities [N, K]. ``value_and_grad`` returns the logits [N, K]
     and ``d loss / d x`` (same shape as ``x``) for a loss whose gradient w.r.t. the logits is
     ``cotangent(logits)``; it may be exact (autodiff) or estimated (gradient-free), see
-    ``exact_gradients``.
+    ``exact_gradients``. Handles may also tell what a sample costs (``macs_per_sample``: one forward
+    pass; ``gradient_passes``: forward passes per ``value_and_grad`` sample); budgeted detectors read
+    them with ``getattr`` and fall back to their step caps.
     """
 
     input_shape: tuple[int, ...]  # per sample, e.g. (64,) or (1, 16, 16)

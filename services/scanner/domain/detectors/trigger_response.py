@@ -44,7 +44,7 @@ class TriggerResponse(Detector):
     level = "data"
     default_threshold = 3.0
 
-    def __init__(self, *, steps: int = 300, k: int = 60, max_seconds: float | None = 20.0,
+    def __init__(self, *, steps: int = 300, k: int = 60, max_seconds: float | None = 600.0,
                  threshold: float | None = None, seed: int = 0) -> None:
         super().__init__(threshold=threshold, seed=seed)
         self._require("steps", steps, isinstance(steps, int) and steps >= 10)

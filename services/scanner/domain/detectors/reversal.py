@@ -1,0 +1,154 @@
+"""Neural Cleanse's trigger search and persistence cue, with a deterministic budget and bounded memory.
+
+Budget: the optimiser does a fixed amount of *work*, not of wall-clock time, so the same model, data
+and seed give the same triggers on a busy or an idle machine. It runs at most ``steps`` steps, fewer
+for costly models: at most ``budget_macs`` multiply-accumulates of gradient work, counted from the
+model's own cost (``macs_per_sample`` x ``gradient_passes``, which the ONNX adapter reads off the
+graph; handles without them get ``steps``). With ``patience`` set, a class stops early once it reached
+the target success and its best mask has not shrunk by 1% for ``patience`` steps (off by default: on
+the digits zoo a patience of 100-200 steps left clean classes' masks larger and raised clean MLP
+scores, e.g. a max of 2.15 became 2.9). ``max_seconds`` is a safety net only;
+``info["stopped"]`` says what ended the search (``converged``, ``step_cap`` or ``time_guard``).
+
+Memory: [class, sample, *input] rows are built and evaluated in chunks of about ``CHUNK_BYTES``,
+so many-class or large-input models do not materialise K x N copies of the data.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from services.scanner.domain.model import Dataset, FloatArray, ModelHandle, softmax
+from services.scanner.domain.stats import Adam, Arr, sigmoid
+
+CHUNK_BYTES = 64 * 2**20
+TEMPS = 8  # float32 temporaries per input element of a row (stamped input, gradient, products)
+MIN_STEPS = 100
+TOL = 0.01  # a best mask that shrinks by less than this share does not count as progress
+
+
+def mask_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
+    return input_shape[-2:] if len(input_shape) == 3 else input_shape
+
+
+def step_cap(model: ModelHandle, rows_per_step: int, steps: int, budget_macs: float | None) -> int:
+    """``steps``, lowered so that ``rows_per_step`` gradient rows per step stay within ``budget_macs``."""
+    macs = getattr(model, "macs_per_sample", None)
+    if not macs or budget_macs is None:
+        return steps
+    per_step = float(macs) * float(getattr(model, "gradient_passes", 3)) * rows_per_step
+    return int(min(steps, max(MIN_STEPS, budget_macs // per_step)))
+
+
+def rows_per_chunk(model: ModelHandle, chunk_bytes: int = CHUNK_BYTES) -> int:
+    """Rows of [*input] that fit ``chunk_bytes`` with their temporaries (and the model's activations,
+    bounded by its multiply-accumulates per sample)."""
+    numel = int(np.prod(model.input_shape))
+    row = 4 * max(TEMPS * numel, int(getattr(model, "macs_per_sample", 0) or 0))
+    return max(1, chunk_bytes // row)
+
+
+def _class_grads(model: ModelHandle, xb: Arr, a: Arr, b: Arr, classes: Arr, lo: float, hi: float
+                 ) -> tuple[Arr, Arr, Arr]:
+    """For ``classes``: the loss gradient w.r.t. the mask, w.r.t. the pattern logits ``b``, attack success."""
+    kc, nb, shape = len(classes), len(xb), tuple(model.input_shape)
+    mshape = mask_shape(shape)
+    m = sigmoid(a).reshape(kc, 1, *([1] if len(shape) == 3 else []), *mshape)
+    p = lo + (hi - lo) * sigmoid(b)[:, None]
+    xt = ((1 - m) * xb[None] + m * p).astype(np.float32)
+    onehot = np.repeat(np.eye(model.num_classes, dtype=np.float32)[classes], nb, axis=0)
+
+    def cotangent(z: FloatArray) -> FloatArray:
+        g: FloatArray = ((softmax(z) - onehot) / nb).astype(np.float32, copy=False)
+        return g
+
+    z, gx = model.value_and_grad(xt.reshape(-1, *shape), cotangent)
+    gx = gx.reshape(kc, nb, *shape)
+    gm = (gx * (p - xb[None])).sum(axis=1)
+    if len(shape) == 3:
+        gm = gm.sum(axis=1)
+    gb = (gx * m).sum(axis=1) * (hi - lo) * sigmoid(b) * (1 - sigmoid(b))
+    succ = (np.argmax(z, axis=1).reshape(kc, -1) == np.asarray(classes)[:, None]).mean(axis=1)
+    return gm, gb, succ
+
+
+def reverse_triggers(model: ModelHandle, x: FloatArray, cfg: Any, rng: np.random.Generator,
+                     info: dict[str, Any] | None = None) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Optimise one (mask, pattern) per class. Returns masks, patterns, mask L1, attack success;
+    ``info`` (when given) receives ``steps``, ``step_cap`` and ``stopped``."""
+    k, shape = model.num_classes, tuple(model.input_shape)
+    mshape = mask_shape(shape)
+    lo, hi = float(x.min()), float(x.max())
+    a = rng.normal(-2.0, 0.1, (k, *mshape))
+    b = rng.normal(0.0, 0.1, (k, *shape))
+    cost = np.full(k, cfg.init_cost)
+    best_l1, best = np.full(k, np.inf), [np.zeros(0)] * k
+    opt = Adam([a, b], cfg.lr)
+    hits, stale, active = np.zeros(k), np.zeros(k, dtype=int), np.ones(k, dtype=bool)
+    cap = step_cap(model, k * cfg.batch_size, cfg.steps, getattr(cfg, "budget_macs", None))
+    per_chunk = max(1, rows_per_chunk(model) // cfg.batch_size)
+    patience = getattr(cfg, "patience", None) or cap
+    deadline = None if cfg.max_seconds is None else time.perf_counter() + cfg.max_seconds
+    stopped, done = "step_cap", 0
+    for step in range(cap):
+        if not active.any():
+            stopped = "converged"
+            break
+        if deadline is not None and step >= 50 and time.perf_counter() > deadline:
+            stopped = "time_guard"  # safety net only: the result now depends on the machine's load
+            break
+        xb = x[rng.choice(len(x), size=cfg.batch_size, replace=len(x) < cfg.batch_size)]
+        gm, gb, succ = np.zeros_like(a), np.zeros_like(b), np.zeros(k)
+        live = np.flatnonzero(active)
+        for cls in np.array_split(live, -(-len(live) // per_chunk)):
+            gm[cls], gb[cls], succ[cls] = _class_grads(model, xb, a[cls], b[cls], cls, lo, hi)
+        sa = sigmoid(a)
+        l1 = sa.reshape(k, -1).sum(axis=1)
+        ok = active & (succ >= cfg.target_success)
+        stale = np.where(ok & (l1 < best_l1 * (1 - TOL)), 0, stale + 1)
+        for c in np.flatnonzero(ok & (l1 < best_l1)):
+            best_l1[c], best[c] = l1[c], np.stack([sa[c].ravel(), sigmoid(b[c]).ravel()])
+        hits = np.where(ok, hits + 1, 0)
+        if step % 5 == 4:
+            cost = np.where(hits >= 5, cost * 1.5, cost / 1.5)
+        ga = (gm + cost.reshape(-1, *[1] * len(mshape))) * sa * (1 - sa) * active.reshape(-1, *[1] * len(mshape))
+        opt.step([ga, gb])
+        done = step + 1
+        if step + 1 >= 2 * patience:
+            active &= ~(np.isfinite(best_l1) & (stale >= patience))
+    if info is not None:
+        info.update(steps=done, step_cap=cap, stopped=stopped)
+    final = sigmoid(a).reshape(k, -1).sum(axis=1)
+    l1 = np.where(np.isfinite(best_l1), best_l1, final + float(np.prod(mshape)))
+    masks = np.stack([best[c][0] if best[c].size else sigmoid(a[c]).ravel() for c in range(k)])
+    pats = np.stack([best[c][1] if best[c].size else sigmoid(b[c]).ravel() for c in range(k)])
+    success = np.isfinite(best_l1).astype(float)
+    return (masks.reshape(k, *mshape).astype(np.float32), (lo + (hi - lo) * pats).reshape(k, *shape).astype(np.float32),
+            l1, success)
+
+
+def persistence(model: ModelHandle, data: Dataset, masks: FloatArray, patterns: FloatArray, alpha: float,
+                rng: np.random.Generator, repeats: int = 4, chunk_bytes: int = CHUNK_BYTES) -> FloatArray:
+    """Per class t: how much t's reversed trigger (masks [K, *mask], patterns [K, *input]) keeps clean
+    inputs of other classes on t when each is blended with a random clean input at weight ``alpha``:
+    the share classified t with the trigger minus the share without it (blends of two digits drift
+    to some classes by themselves, e.g. to an 8). Returns [K]. (class, sample) rows are evaluated in
+    chunks of about ``chunk_bytes``."""
+    k, shape, n = model.num_classes, tuple(model.input_shape), len(data)
+    m = masks.reshape(k, *([1] if len(shape) == 3 else []), *mask_shape(shape))
+    others = n - np.bincount(data.y, minlength=k)[:k]  # own-class inputs say nothing
+    hits, rows = np.zeros(k), rows_per_chunk(model, chunk_bytes)
+    for _ in range(repeats):
+        mix = data.x[rng.integers(n, size=n)]
+        plain = np.argmax(model.predict(((1 - alpha) * data.x + alpha * mix).astype(np.float32)), axis=1)
+        for start in range(0, k * n, rows):
+            idx = np.arange(start, min(start + rows, k * n))
+            c, s = idx // n, idx % n
+            stamped = (1 - m[c]) * data.x[s] + m[c] * patterns[c]
+            pred = np.argmax(model.predict(((1 - alpha) * stamped + alpha * mix[s]).astype(np.float32)), axis=1)
+            keep = data.y[s] != c
+            np.add.at(hits, c[keep], (pred[keep] == c[keep]).astype(float) - (plain[s][keep] == c[keep]))
+    return hits / (repeats * np.maximum(others, 1))  # type: ignore[no-any-return]
