@@ -24,7 +24,10 @@ T = TypeVar("T")
 
 class StateStore(Protocol):
     """Where the monitor keeps its state per model version; ``put`` returns once the write is durable
-    enough for the input offset to be committed after it (see adapters/faust_tables.py)."""
+    enough for the input offset to be committed after it, ``load`` brings the store up to date after a
+    restart or a rebalance (see adapters/kafka_state.py)."""
+
+    async def load(self) -> None: ...
 
     def get(self, key: str) -> object | None: ...
 
@@ -36,6 +39,9 @@ class InMemoryStore:
 
     def __init__(self) -> None:
         self.data: dict[str, object] = {}
+
+    async def load(self) -> None:
+        return None
 
     def get(self, key: str) -> object | None:
         return self.data.get(key)
@@ -65,6 +71,8 @@ class TelemetryService:
 
     async def on_batches(self, deliveries: list[Delivery]) -> None:
         """Batches in arrival order, grouped per model version: one state update per version per call."""
+        await self.states.load()
+        await self.baselines.load()
         groups: dict[str, list[Delivery]] = {}
         for delivery in deliveries:
             assert isinstance(delivery.record, DecodedBatch)

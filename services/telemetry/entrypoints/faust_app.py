@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
-from services.telemetry.adapters.faust_tables import changelogged_table
-from services.telemetry.adapters.state_codec import register_codecs
+from services.telemetry.adapters.kafka_state import KafkaStateStore
 from services.telemetry.bootstrap import TelemetryService, bootstrap
 from services.telemetry.config import TelemetrySettings
+from services.telemetry.domain.baseline import Baseline
+from services.telemetry.service_layer.monitor import MonitorState
 from services.telemetry.service_layer.wire import decode_batch
 from shared import topics
-from shared.messaging.faust_app import FaustPublisher, create_faust_app, register_group_agent
+from shared.messaging.faust_app import FaustPublisher, create_faust_app, raw_topic, register_group_agent
 
 
 def create_app(settings: TelemetrySettings) -> faust.App:
@@ -21,15 +24,34 @@ def build(settings: TelemetrySettings, app_id: str = "bdguard-telemetry") -> tup
     """The app and the service behind its agent (benchmarks read the service's counters)."""
     # batches are tens of KB each: fetch many per round trip instead of faust's 1 MiB per partition
     app = create_faust_app(app_id, settings, consumer_max_fetch_size=16 * 1024**2)
-    # state per model version, changelogged: a restarted worker recovers it, and batch offsets stored
-    # beside the windows keep a redelivered batch from being counted twice
-    state_codec, baseline_codec = register_codecs()
-    monitor_state_by_model_version = changelogged_table(app, "monitor_state_by_model_version", state_codec)
-    baseline_by_model_version = changelogged_table(app, "baseline_by_model_version", baseline_codec)
-    service = bootstrap(settings, FaustPublisher(app), monitor_state_by_model_version, baseline_by_model_version)
+    send = _acknowledged_send(app)
+    # state per model version in compacted topics of our own (why not faust tables: kafka_state.py);
+    # co-partitioned with the predictions topic, re-read after every partition assignment
+    states = KafkaStateStore(settings.kafka_bootstrap_servers, f"{app_id}-monitor-state", settings.topic_partitions,
+                             encode=MonitorState.to_dict, decode=MonitorState.from_dict, send=send)
+    baselines = KafkaStateStore(settings.kafka_bootstrap_servers, f"{app_id}-baselines", settings.topic_partitions,
+                                encode=Baseline.to_dict, decode=Baseline.from_dict, send=send)
+
+    def on_assigned(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        states.mark_stale()
+        baselines.mark_stale()
+
+    app.on_partitions_assigned.connect(on_assigned)
+    service = bootstrap(settings, FaustPublisher(app), states, baselines)
     # a group of batches per update: under load the window math runs once per model version per group
     register_group_agent(app, topic=topics.PREDICTIONS, name="track_predictions", handle=service.on_batches,
                          publisher=service.publisher, decode=decode_batch, max_events=settings.group_max_batches,
                          within_s=settings.group_within_s)
     return app, service
 
+
+def _acknowledged_send(app: faust.App) -> Any:
+    """Send through the app's producer and return once the broker has the record."""
+    cache: dict[str, Any] = {}
+
+    async def send(topic: str, key: bytes, value: bytes, partition: int) -> None:
+        channel = cache.get(topic) or cache.setdefault(topic, raw_topic(app, topic))
+        delivery = await channel.send(key=key, value=value, partition=partition)
+        await delivery
+
+    return send

@@ -1,0 +1,94 @@
+"""Monitor state in a compacted Kafka topic of our own, read back in full after a restart or rebalance.
+
+Why not a faust table: faust's in-memory store forgets keys across a rebalance. After recovery it
+drops every key whose partition is not active, including partitions it just caught up on as a standby,
+and when such a partition becomes active again, recovery resumes from the standby's position and never
+re-reads them. A restarted worker joins a group that still holds its dead predecessor, so it goes
+through exactly that sequence. The key was gone, a fresh state was built with the old baseline, and
+the window in flight was published with part of its count.
+
+Here the process keeps its own dict. Every write goes to the topic (key = model version, partition =
+the input partition) and is acknowledged by the broker before the input offsets can be committed.
+The whole topic is read back on the first access and after every partition assignment, so a
+partition that moved between workers brings its latest state with it. The topic is compacted: one
+record per key survives, so reading it back costs one state per model version.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from shared.logging import get_logger
+
+log = get_logger(__name__)
+Encode = Callable[[Any], dict[str, Any]]
+Decode = Callable[[dict[str, Any]], Any]
+Send = Callable[[str, bytes, bytes, int], Any]  # topic, key, value, partition -> awaitable ack
+
+
+class KafkaStateStore:
+    """``get``/``put`` per key, durable in ``topic``; ``mark_stale`` makes the next access re-read it."""
+
+    def __init__(self, bootstrap_servers: str, topic: str, partitions: int, *, encode: Encode, decode: Decode,
+                 send: Send) -> None:
+        self.bootstrap_servers, self.topic, self.partitions = bootstrap_servers, topic, partitions
+        self.encode, self.decode, self.send = encode, decode, send
+        self.data: dict[str, Any] = {}
+        self.stale = True
+
+    def mark_stale(self) -> None:
+        self.stale = True
+
+    async def load(self) -> None:
+        """Re-read the topic when it is stale (first access, after a partition assignment)."""
+        if not self.stale:
+            return
+        await self._ensure_topic()
+        self.data = await self._read_all()
+        self.stale = False
+        log.info("state loaded", topic=self.topic, keys=len(self.data))
+
+    def get(self, key: str) -> object | None:
+        return self.data.get(key)
+
+    async def put(self, key: str, value: object, partition: int) -> None:
+        self.data[key] = value
+        await self.send(self.topic, key.encode(), orjson.dumps(self.encode(value), option=orjson.OPT_SERIALIZE_NUMPY),
+                        partition % self.partitions)
+
+    async def _ensure_topic(self) -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=self.bootstrap_servers)
+        await admin.start()
+        try:
+            if self.topic not in set(await admin.list_topics()):
+                with contextlib.suppress(TopicAlreadyExistsError):
+                    await admin.create_topics([NewTopic(self.topic, self.partitions, 1,
+                                                        topic_configs={"cleanup.policy": "compact"})])
+        finally:
+            await admin.close()
+
+    async def _read_all(self) -> dict[str, Any]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
+                                    auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024**2)
+        await consumer.start()
+        try:
+            tps = [TopicPartition(self.topic, p) for p in range(self.partitions)]
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            ends = await consumer.end_offsets(tps)
+            raw: dict[str, bytes | None] = {}
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for r in records:
+                        if r.key is not None:
+                            raw[r.key.decode()] = r.value
+            return {key: self.decode(orjson.loads(value)) for key, value in raw.items() if value is not None}
+        finally:
+            await consumer.stop()
