@@ -103,16 +103,17 @@ class TelemetryService:
         self.counters["predictions"] += sum(len(b) for b in batches)
 
     async def _publish(self, state: MonitorState, out: Outputs, correlation_id: str) -> None:
-        for closed in out.closed:
-            record = window_stats_record(state.model, state.version, self.cfg.kind, closed)
-            await self.publisher.publish(build_message(record, source=SOURCE, correlation_id=correlation_id,
-                                                       event_id=f"ws-{state.model}-{state.version}-{closed.start}"))
+        """Alerts first (responders wait for them), then the closed windows' statistics."""
         for alert in out.alerts:
             self.counters["alerts"] += 1
             log.warning("telemetry alert", kind=alert.kind, severity=alert.severity_hint, model=alert.model,
                         version=alert.version, target_class=alert.target_class)
             await self.publisher.publish(build_message(alert_record(alert), source=SOURCE,
                                                        correlation_id=correlation_id, event_id=alert.alert_id))
+        for closed in out.closed:
+            record = window_stats_record(state.model, state.version, self.cfg.kind, closed)
+            await self.publisher.publish(build_message(record, source=SOURCE, correlation_id=correlation_id,
+                                                       event_id=f"ws-{state.model}-{state.version}-{closed.start}"))
 
 
 def _state_key(batch: PredictionBatch) -> str:
@@ -120,7 +121,7 @@ def _state_key(batch: PredictionBatch) -> str:
 
 
 def _revive(value: object, cls: type[T]) -> T | None:
-    """Table values recovered from a changelog arrive as decoded JSON (faust bypasses the codec there)."""
+    """Values read back from the state topic are already objects; dicts are accepted too."""
     if value is None or isinstance(value, cls):
         return value
     return cls.from_dict(value)  # type: ignore[attr-defined,no-any-return]
