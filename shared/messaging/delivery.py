@@ -80,30 +80,9 @@ async def deliver(*, topic: str, consumer: str, value: bytes | None, key: Any, h
     A handler exception also dead-letters the message (with the error as reason) so that one hostile
     input never stops the agent; the partition keeps moving.
     """
-    pairs = header_pairs(headers)
-    try:
-        record = decode(topic, value)
-        attrs = attributes_for(topic, partition, offset, pairs, record.ce_subject())
-    except ContractViolation as exc:
-        return await _dead_letter(topic, consumer, value, key, pairs, partition, offset, str(exc), publisher)
-    bind_message_context(correlation_id=attrs.correlationid, event_id=attrs.id, subject=attrs.subject,
-                         topic=topic, consumer=consumer)
-    try:
-        await handle(Delivery(record, attrs, topic, partition, offset))
-    except Exception as exc:
-        log.exception("handler failed", error=str(exc))
-        reason = f"handler failed: {type(exc).__name__}: {exc}"
-        return await _dead_letter(topic, consumer, value, key, pairs, partition, offset, reason, publisher)
-    return True
-
-
-async def _dead_letter(topic: str, consumer: str, value: bytes | None, key: Any,
-                       headers: list[tuple[str, bytes]], partition: int, offset: int, reason: str,
-                       publisher: Publisher) -> bool:
-    log.warning("message dead-lettered", topic=topic, partition=partition, offset=offset, reason=reason)
-    await publisher.publish(dead_letter(topic=topic, value=value, key=key, headers=headers, partition=partition,
-                                        offset=offset, reason=reason, consumer=consumer))
-    return False
+    event = RawEvent(value, key, headers, partition, offset)
+    delivery = await _validated(topic, consumer, event, publisher, decode)
+    return delivery is not None and await _handle_one(topic, consumer, event, delivery, handle, publisher)
 
 
 async def deliver_group(*, topic: str, consumer: str, events: list[RawEvent], handle: GroupHandler,
@@ -112,36 +91,53 @@ async def deliver_group(*, topic: str, consumer: str, events: list[RawEvent], ha
     reason), the valid ones go to ``handle`` in one call. If that call fails, each message is handed over
     alone, so one hostile message is dead-lettered and the rest still count. Returns how many were handled.
     """
-    valid: list[tuple[RawEvent, Delivery]] = []
-    for event in events:
-        pairs = header_pairs(event.headers)
-        try:
-            record = decode(topic, event.value)
-            attrs = attributes_for(topic, event.partition, event.offset, pairs, record.ce_subject())
-        except ContractViolation as exc:
-            await _dead_letter(topic, consumer, event.value, event.key, pairs, event.partition, event.offset,
-                               str(exc), publisher)
-            continue
-        valid.append((event, Delivery(record, attrs, topic, event.partition, event.offset)))
+    valid = [(event, delivery) for event in events
+             if (delivery := await _validated(topic, consumer, event, publisher, decode)) is not None]
     if not valid:
         return 0
-    bind_message_context(correlation_id=valid[-1][1].attrs.correlationid, event_id=valid[-1][1].attrs.id,
-                         topic=topic, consumer=consumer)
+    last = valid[-1][1].attrs
+    bind_message_context(correlation_id=last.correlationid, event_id=last.id, topic=topic, consumer=consumer)
     try:
-        await handle([d for _, d in valid])
+        await handle([delivery for _, delivery in valid])
         return len(valid)
     except Exception as exc:
         log.warning("group handler failed; handling the messages one by one", error=str(exc), size=len(valid))
-    handled = 0
-    for event, single in valid:
-        bind_message_context(correlation_id=single.attrs.correlationid, event_id=single.attrs.id,
-                             subject=single.attrs.subject, topic=topic, consumer=consumer)
-        try:
-            await handle([single])
-            handled += 1
-        except Exception as exc:
-            log.exception("handler failed", error=str(exc))
-            await _dead_letter(topic, consumer, event.value, event.key, header_pairs(event.headers),
-                               event.partition, event.offset, f"handler failed: {type(exc).__name__}: {exc}",
-                               publisher)
-    return handled
+
+    async def alone(delivery: Delivery) -> None:
+        await handle([delivery])
+
+    return sum([await _handle_one(topic, consumer, event, delivery, alone, publisher) for event, delivery in valid])
+
+
+async def _validated(topic: str, consumer: str, event: RawEvent, publisher: Publisher,
+                     decode: Callable[[str, bytes | None], Decoded]) -> Delivery | None:
+    """The delivery a handler sees, or None when the message broke the contract (then dead-lettered)."""
+    pairs = header_pairs(event.headers)
+    try:
+        record = decode(topic, event.value)
+        attrs = attributes_for(topic, event.partition, event.offset, pairs, record.ce_subject())
+    except ContractViolation as exc:
+        await _dead_letter(topic, consumer, event, str(exc), publisher)
+        return None
+    return Delivery(record, attrs, topic, event.partition, event.offset)
+
+
+async def _handle_one(topic: str, consumer: str, event: RawEvent, delivery: Delivery, handle: Handler,
+                      publisher: Publisher) -> bool:
+    attrs = delivery.attrs
+    bind_message_context(correlation_id=attrs.correlationid, event_id=attrs.id, subject=attrs.subject,
+                         topic=topic, consumer=consumer)
+    try:
+        await handle(delivery)
+    except Exception as exc:
+        log.exception("handler failed", error=str(exc))
+        await _dead_letter(topic, consumer, event, f"handler failed: {type(exc).__name__}: {exc}", publisher)
+        return False
+    return True
+
+
+async def _dead_letter(topic: str, consumer: str, event: RawEvent, reason: str, publisher: Publisher) -> None:
+    log.warning("message dead-lettered", topic=topic, partition=event.partition, offset=event.offset, reason=reason)
+    await publisher.publish(dead_letter(topic=topic, value=event.value, key=event.key,
+                                        headers=header_pairs(event.headers), partition=event.partition,
+                                        offset=event.offset, reason=reason, consumer=consumer))
