@@ -29,6 +29,8 @@ class StateStore(Protocol):
 
     async def load(self) -> None: ...
 
+    def mark_stale(self) -> None: ...
+
     def get(self, key: str) -> object | None: ...
 
     async def put(self, key: str, value: object, partition: int) -> None: ...
@@ -41,6 +43,9 @@ class InMemoryStore:
         self.data: dict[str, object] = {}
 
     async def load(self) -> None:
+        return None
+
+    def mark_stale(self) -> None:
         return None
 
     def get(self, key: str) -> object | None:
@@ -77,15 +82,22 @@ class TelemetryService:
         for delivery in deliveries:
             assert isinstance(delivery.record, DecodedBatch)
             groups.setdefault(_state_key(delivery.record.batch), []).append(delivery)
-        for key, group in groups.items():
-            await self._ingest(key, group)
+        try:
+            for key, group in groups.items():
+                await self._ingest(key, group)
+        except BaseException:
+            # the state in memory may be ahead of what reached the topic (updated, its outputs not
+            # sent): the next call starts again from the durable state
+            self.states.mark_stale()
+            self.baselines.mark_stale()
+            raise
 
     async def _ingest(self, key: str, group: list[Delivery]) -> None:
         batches = [d.record.batch for d in group if isinstance(d.record, DecodedBatch)]
         state = _revive(self.states.get(key), MonitorState) or MonitorState(batches[0].model, batches[0].version)
         if state.baseline is None and state.builder is None:  # after a restart the state comes back without it
-            # (a state still building its baseline keeps building: the baseline table may be ahead of a
-            # state recovered from an older changelog entry, and mixing the two would count twice)
+            # (a state still building its baseline keeps building: the baseline topic may be ahead of a
+            # state read back from an older record, and mixing the two would count twice)
             state.baseline = _revive(self.baselines.get(key), Baseline)
         out = ingest_many(state, [(b, d.partition, d.offset) for b, d in zip(batches, group, strict=True)],
                           self.clock(), self.cfg)
@@ -98,7 +110,7 @@ class TelemetryService:
         if out.baseline_changed and state.baseline is not None:
             # written when learnt (and on each refresh), not per batch
             await self.baselines.put(key, state.baseline, partition)
-        await self.states.put(key, state, partition)  # one changelog write per group: state and offsets together
+        await self.states.put(key, state, partition)  # one write per group: state and offsets together
         self.counters["batches"] += len(batches)
         self.counters["predictions"] += sum(len(b) for b in batches)
 
