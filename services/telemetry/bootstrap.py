@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -14,8 +15,8 @@ from services.telemetry.service_layer.monitor import MonitorState, Outputs, Wind
 from services.telemetry.service_layer.wire import DecodedBatch, alert_record, window_stats_record
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
-from shared.messaging.envelope import build_message
-from shared.messaging.publisher import Publisher
+from shared.messaging.envelope import OutgoingMessage, build_message
+from shared.messaging.publisher import Publisher, publish_all
 
 log = get_logger(__name__)
 SOURCE = "urn:bdguard:telemetry"
@@ -75,7 +76,12 @@ class TelemetryService:
         await self.on_batches([delivery])
 
     async def on_batches(self, deliveries: list[Delivery]) -> None:
-        """Batches in arrival order, grouped per model version: one state update per version per call."""
+        """Batches in arrival order, grouped per model version: one state update per version per call.
+
+        All versions' outputs go out first and are acknowledged together (one round trip), then all
+        states are written, again acknowledged together: a crash in between repeats outputs (same event
+        ids) instead of losing a closed window, and the input offsets are acked only after both.
+        """
         await self.states.load()
         await self.baselines.load()
         groups: dict[str, list[Delivery]] = {}
@@ -83,16 +89,21 @@ class TelemetryService:
             assert isinstance(delivery.record, DecodedBatch)
             groups.setdefault(_state_key(delivery.record.batch), []).append(delivery)
         try:
-            for key, group in groups.items():
-                await self._ingest(key, group)
+            updates = [u for key, group in groups.items() if (u := self._ingest(key, group)) is not None]
+            await publish_all(self.publisher, [m for u in updates for m in self._messages(u)])
+            await asyncio.gather(*(self._save(u) for u in updates))
         except BaseException:
             # the state in memory may be ahead of what reached the topic (updated, its outputs not
             # sent): the next call starts again from the durable state
             self.states.mark_stale()
             self.baselines.mark_stale()
             raise
+        for u in updates:
+            self.counters["batches"] += len(u.group)
+            self.counters["predictions"] += sum(len(d.record.batch) for d in u.group
+                                                if isinstance(d.record, DecodedBatch))
 
-    async def _ingest(self, key: str, group: list[Delivery]) -> None:
+    def _ingest(self, key: str, group: list[Delivery]) -> _Update | None:
         batches = [d.record.batch for d in group if isinstance(d.record, DecodedBatch)]
         state = _revive(self.states.get(key), MonitorState) or MonitorState(batches[0].model, batches[0].version)
         if state.baseline is None and state.builder is None:  # after a restart the state comes back without it
@@ -101,31 +112,40 @@ class TelemetryService:
             state.baseline = _revive(self.baselines.get(key), Baseline)
         out = ingest_many(state, [(b, d.partition, d.offset) for b, d in zip(batches, group, strict=True)],
                           self.clock(), self.cfg)
-        if out.skipped_duplicate:
-            return
-        # outputs first, acknowledged by the broker, then the state that no longer holds what they carry:
-        # a crash in between repeats them (same event ids) instead of losing a closed window
-        await self._publish(state, out, group[-1].attrs.id)
-        partition = group[-1].partition
-        if out.baseline_changed and state.baseline is not None:
-            # written when learnt (and on each refresh), not per batch
-            await self.baselines.put(key, state.baseline, partition)
-        await self.states.put(key, state, partition)  # one write per group: state and offsets together
-        self.counters["batches"] += len(batches)
-        self.counters["predictions"] += sum(len(b) for b in batches)
+        return None if out.skipped_duplicate else _Update(key, state, out, group)
 
-    async def _publish(self, state: MonitorState, out: Outputs, correlation_id: str) -> None:
+    async def _save(self, u: _Update) -> None:
+        partition = u.group[-1].partition
+        if u.out.baseline_changed and u.state.baseline is not None:
+            # written when learnt (and on each refresh), not per batch
+            await self.baselines.put(u.key, u.state.baseline, partition)
+        await self.states.put(u.key, u.state, partition)  # one write per group: state and offsets together
+
+    def _messages(self, u: _Update) -> list[OutgoingMessage]:
         """Alerts first (responders wait for them), then the closed windows' statistics."""
-        for alert in out.alerts:
+        state, correlation_id = u.state, u.group[-1].attrs.id
+        messages = []
+        for alert in u.out.alerts:
             self.counters["alerts"] += 1
             log.warning("telemetry alert", kind=alert.kind, severity=alert.severity_hint, model=alert.model,
                         version=alert.version, target_class=alert.target_class)
-            await self.publisher.publish(build_message(alert_record(alert), source=SOURCE,
-                                                       correlation_id=correlation_id, event_id=alert.alert_id))
-        for closed in out.closed:
+            messages.append(build_message(alert_record(alert), source=SOURCE, correlation_id=correlation_id,
+                                          event_id=alert.alert_id))
+        for closed in u.out.closed:
             record = window_stats_record(state.model, state.version, self.cfg.kind, closed)
-            await self.publisher.publish(build_message(record, source=SOURCE, correlation_id=correlation_id,
-                                                       event_id=f"ws-{state.model}-{state.version}-{closed.start}"))
+            messages.append(build_message(record, source=SOURCE, correlation_id=correlation_id,
+                                          event_id=f"ws-{state.model}-{state.version}-{closed.start}"))
+        return messages
+
+
+@dataclass(frozen=True)
+class _Update:
+    """One model version's share of a group: its new state and what it has to announce."""
+
+    key: str
+    state: MonitorState
+    out: Outputs
+    group: list[Delivery]
 
 
 def _state_key(batch: PredictionBatch) -> str:

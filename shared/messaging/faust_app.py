@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import faust
@@ -49,12 +50,18 @@ class FaustPublisher:
         self._topics: dict[str, Any] = {}
 
     async def publish(self, message: Any) -> None:
-        topic = self._topics.get(message.topic)
-        if topic is None:
-            topic = self._topics[message.topic] = raw_topic(self.app, message.topic)
-        delivery = await topic.send(key=message.key.encode() if message.key is not None else None,
-                                    value=message.value, headers=list(message.headers))
-        await delivery
+        await self.publish_all([message])
+
+    async def publish_all(self, messages: list[Any]) -> None:
+        """Hand every message to the producer in order, then wait for all the acknowledgements at once."""
+        deliveries = []
+        for message in messages:
+            topic = self._topics.get(message.topic)
+            if topic is None:
+                topic = self._topics[message.topic] = raw_topic(self.app, message.topic)
+            deliveries.append(await topic.send(key=message.key.encode() if message.key is not None else None,
+                                               value=message.value, headers=list(message.headers)))
+        await asyncio.gather(*deliveries)
 
 
 def register_agent(app: faust.App, *, topic: str, name: str, handle: Any, publisher: Any,

@@ -13,6 +13,17 @@ class Publisher(Protocol):
     async def publish(self, message: OutgoingMessage) -> None: ...
 
 
+async def publish_all(publisher: Publisher, messages: list[OutgoingMessage]) -> None:
+    """Publish in order and return once the broker has all of them: one round trip for the lot when the
+    publisher can pipeline (``publish_all`` of its own), one per message otherwise."""
+    pipelined = getattr(publisher, "publish_all", None)
+    if pipelined is not None:
+        await pipelined(messages)
+        return
+    for message in messages:
+        await publisher.publish(message)
+
+
 class KafkaPublisher:
     def __init__(self, bootstrap_servers: str, *, client_id: str = "bdguard", linger_ms: int = 5) -> None:
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap_servers, client_id=client_id,
