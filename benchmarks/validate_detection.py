@@ -25,37 +25,46 @@ from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
 from services.scanner.domain.detectors import REGISTRY
 from services.scanner.domain.detectors.base import DetectionResult, factory_for
-from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, anomaly_index
+from services.scanner.domain.detectors.neural_cleanse import baseline_index
 from services.scanner.domain.detectors.strip import StripGuard
+from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
+from services.scanner.domain.fusion import KEY as AGREEMENT
+from services.scanner.domain.fusion import agreement
 from services.scanner.domain.policy import combine
 from services.scanner.service_layer.scan import ScanConfig, run_detectors, scan_training_data
 
 NC = "neural_cleanse.v2"
+MIN_ASR = 0.5
 REVISION = 2  # bump when detector code changes what it computes without a key or parameter change
 
 
-def _signature(keys: list[str]) -> str:
-    params = {k: REGISTRY[k]().get_params() for k in keys}
+def _signature(keys: list[str], seed: int) -> str:
+    params = {k: REGISTRY[k](seed=seed).get_params() for k in keys}
     return json.dumps({"revision": REVISION, "detectors": params}, sort_keys=True, default=str)
 
 
-def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool) -> dict[str, list[dict[str, Any]]]:
+def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int = 0
+                ) -> dict[str, list[dict[str, Any]]]:
     cache = zoo / "results.jsonl"
     done: dict[str, list[dict[str, Any]]] = {}
     keys = factory_for("model")
-    sig = _signature(keys)
+    sig = _signature(keys, seed)
     if cache.exists() and not fresh:
         for line in cache.read_text().splitlines():
             row = json.loads(line)
             if row.get("signature") == sig:  # stale when detectors, their parameters or the revision change
                 done[row["id"]] = row["results"]
+    for rows in done.values():  # rows cached before detectors published ``class_scores``
+        for r in rows:
+            old = r["evidence"].get("anomaly_index", r["evidence"].get("robust_z"))
+            r["evidence"].setdefault("class_scores", old)
     with cache.open("a" if not fresh else "w") as fh:
         for e in models:
             if e["id"] in done:
                 continue
             model = open_model(zoo / e["model"])
             clean = load_npz(zoo / e["clean_data"], model.input_shape).subset(300, 0)
-            results = run_detectors(model, clean, keys, ScanConfig())
+            results = run_detectors(model, clean, keys, ScanConfig(seed=seed))
             done[e["id"]] = [{**r.to_dict(), "full_targets": r.evidence.get("ranking", r.target_classes)}
                              for r in results]
             fh.write(json.dumps({"id": e["id"], "signature": sig, "results": done[e["id"]]}) + "\n")
@@ -71,18 +80,52 @@ def _result(d: dict[str, Any], threshold: float) -> DetectionResult:
                            d["full_targets"] if flagged else [], {}, [], d["seconds"])
 
 
-def _with_baseline(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
-    """Add an NC variant whose reference is the per-class mask size of the *other* clean models."""
+def _nc(raw: dict[str, list[dict[str, Any]]], model_id: str) -> dict[str, Any]:
+    return next(r for r in raw[model_id] if r["key"] == NC)
+
+
+def _joined(rows: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """The scanner's per-class agreement of cached result rows, as a cached row named ``key``."""
+    joined = agreement([DetectionResult(r["key"], r["score"], r["threshold"], r["verdict"], r["target_classes"],
+                                        r["evidence"], [], r["seconds"]) for r in rows])
+    return None if joined is None else {**joined.to_dict(), "key": key, "full_targets": joined.evidence["ranking"]}
+
+
+def _with_baseline_row(rows: list[dict[str, Any]], nc: dict[str, Any], base_l1: list[float]) -> list[dict[str, Any]]:
+    """``rows`` as the scanner would give them had the ledger a clean earlier version with ``base_l1``."""
+    evidence = {**nc["evidence"], "baseline_class_scores": baseline_index(
+        np.asarray(nc["evidence"]["l1_norms"]), np.asarray(base_l1)).tolist()}
+    return [{**r, "evidence": evidence} if r["key"] == NC else r for r in rows]
+
+
+def _with_agreement(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
+    """Add the per-class agreement as the scanner computes it, without and with a clean earlier
+    version in the ledger (stood in for by the nearest other clean model of the same architecture)."""
+    for i, e in enumerate(models):
+        rows = [r for r in raw[e["id"]] if r["key"] in factory_for("model")]
+        peers = sorted((abs(j - i), m["id"]) for j, m in enumerate(models)
+                       if not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"])
+        extra = [_joined(rows, AGREEMENT), _joined(_with_baseline_row(rows, _nc(raw, e["id"]), _nc(
+            raw, peers[0][1])["evidence"]["l1_norms"]), AGREEMENT + "+baseline") if peers else None]
+        raw[e["id"]] = [r for r in raw[e["id"]] if not r["key"].startswith(AGREEMENT)] + [r for r in extra if r]
+
+
+def _ledger_pairs(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
+    """The shipped verdict with a clean earlier version, over every (model, clean peer) pair."""
+    flags: dict[bool, list[bool]] = {True: [], False: []}
     for e in models:
-        peers = [m for m in models if not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"]]
-        base = np.median([next(r for r in raw[m["id"]] if r["key"] == NC)["evidence"]["l1_norms"] for m in peers],
-                         axis=0)
-        nc = next(r for r in raw[e["id"]] if r["key"] == NC)
-        persist = nc["evidence"].get("persistence")
-        score, ranking = anomaly_index(np.asarray(nc["evidence"]["l1_norms"]), base,
-                                       None if persist is None else np.asarray(persist))
-        raw[e["id"]] = [r for r in raw[e["id"]] if r["key"] != NC + "+baseline"] + [
-            {**nc, "key": NC + "+baseline", "score": score, "full_targets": ranking}]
+        rows = [r for r in raw[e["id"]] if r["key"] in factory_for("model")]
+        for m in models:
+            if m["backdoored"] or m["arch"] != e["arch"] or m["id"] == e["id"]:
+                continue
+            with_base = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, m["id"])["evidence"]["l1_norms"])
+            joined = _joined(with_base, AGREEMENT)
+            verdict = combine([_result(r, REGISTRY[r["key"]].default_threshold) for r in rows]
+                              + ([_result(joined, AGREEMENT_THRESHOLD)] if joined else []))
+            flags[bool(e["backdoored"])].append(verdict.backdoor_detected)
+    print(f"\n== shipped verdict with a clean earlier version, over all {len(flags[True]) + len(flags[False])} "
+          f"(model, clean peer of its architecture) pairs: TPR {np.mean(flags[True]):.3f}  "
+          f"FPR {np.mean(flags[False]):.3f}")
 
 
 def _metrics(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[int]]]) -> dict[str, float]:
@@ -111,8 +154,8 @@ def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]
         for k in keys:
             base = k.split("+")[0]
             if not calibrated:
-                default = REGISTRY[base].default_threshold
-                out[e["id"]][k] = NeuralCleanse.baseline_threshold if "+baseline" in k else default
+                default = AGREEMENT_THRESHOLD if base == AGREEMENT else REGISTRY[base].default_threshold
+                out[e["id"]][k] = default
                 continue
             other = [next(r for r in raw[m["id"]] if r["key"] == k)["score"]
                      for j, m in enumerate(models) if not m["backdoored"] and _fold(j) != _fold(i)]
@@ -128,7 +171,8 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
         e["id"]: {r["key"]: _result(r, thr[e["id"]][r["key"]]) for r in raw[e["id"]]} for e in models}
     for k in keys:
         rows[k] = _metrics(models, {i: (d[k].flagged, d[k].target_classes) for i, d in per.items()})
-    combos = (("combined (nc+mmbd)", [NC, "mmbd.v1"]), ("combined (nc+baseline+mmbd)", [NC + "+baseline", "mmbd.v1"]))
+    combos = (("combined (nc+mmbd)", [NC, "mmbd.v1"]), ("SHIPPED (nc+mmbd+agreement)", [NC, "mmbd.v1", AGREEMENT]),
+              ("SHIPPED, clean earlier version", [NC, "mmbd.v1", AGREEMENT + "+baseline"]))
     for name, ks in combos:
         verdicts = {}
         for i, d in per.items():
@@ -196,13 +240,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--fresh", action="store_true", help="ignore cached detector results")
     ap.add_argument("--only", default="", help="restrict to model ids starting with this")
     ap.add_argument("--skip-data", action="store_true")
+    ap.add_argument("--seed", type=int, default=0, help="detector seed (judge changes over several)")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     manifest = json.loads((args.zoo / "manifest.json").read_text())
     models = [e for e in manifest["models"] if e["id"].startswith(args.only)]
-    raw = _run_models(args.zoo, models, args.fresh)
-    _with_baseline(models, raw)
+    failed = [e["id"] for e in models if e["backdoored"] and e.get("attack_success_rate", 1.0) < MIN_ASR]
+    if failed:  # the poisoning did not plant a working backdoor: neither a positive nor a negative
+        print(f"left out (attack success rate < {MIN_ASR}): {', '.join(failed)}")
+        models = [e for e in models if e["id"] not in failed]
+    raw = _run_models(args.zoo, models, args.fresh, args.seed)
+    _with_agreement(models, raw)
     _table(models, raw, calibrated=False)
+    _ledger_pairs(models, raw)
     _table(models, raw, calibrated=True)
     if not args.skip_data:
         _scan_data(args.zoo, models)

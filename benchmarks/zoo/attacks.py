@@ -1,4 +1,10 @@
-"""Data and poisoning attacks for the zoo: BadNets patches and blended triggers on digits."""
+"""Data and poisoning attacks for the zoo on digits.
+
+The main zoo uses BadNets patches and blended triggers. The holdout zoo adds kinds the detectors were
+never tuned on: ``sig`` (a sinusoidal signal added to the whole image, Barni et al. 2019), ``frame``
+(thin lines along two borders), ``dispersed`` (a few scattered pixels) and ``warp`` (a fixed smooth
+geometric warp, WaNet-like, Nguyen & Tran 2021).
+"""
 
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ def digits(kind: str) -> tuple[Arr, Arr]:
 class Attack:
     """One poisoning attack."""
 
-    kind: str  # "patch" or "blend"
+    kind: str  # "patch", "blend", "sig", "frame", "dispersed" or "warp"
     target: int
     rate: float
     size: int = 3
@@ -40,15 +46,69 @@ class Attack:
         flat = x.ndim == 2
         img = x.reshape(len(x), 8, 8) if flat else x[:, 0]
         rng = np.random.default_rng(self.pattern_seed)
-        out = img.copy()
-        if self.kind == "patch":
-            pat = (rng.random((self.size, self.size)) > 0.4).astype(np.float32)
-            pat[0, 0] = 1.0
-            out[:, self.row:self.row + self.size, self.col:self.col + self.size] = pat
-        else:
-            pat = rng.random(img.shape[1:]).astype(np.float32)
-            out = (1 - self.alpha) * out + self.alpha * pat
+        out: Arr = np.clip(_STAMPS[self.kind](self, img.copy(), rng), 0.0, 1.0)
         return out.reshape(x.shape).astype(np.float32)
+
+
+def _patch(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
+    pat = (rng.random((a.size, a.size)) > 0.4).astype(np.float32)
+    pat[0, 0] = 1.0
+    img[:, a.row:a.row + a.size, a.col:a.col + a.size] = pat
+    return img
+
+
+def _blend(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
+    out: Arr = (1 - a.alpha) * img + a.alpha * rng.random(img.shape[1:]).astype(np.float32)
+    return out
+
+
+def _sig(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
+    w = img.shape[-1]
+    wave = a.alpha * np.sin(2 * np.pi * np.arange(w) * a.size / w + rng.uniform(0, np.pi))
+    out: Arr = img + wave[None, None, :]
+    return out
+
+
+def _frame(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
+    t = max(1, a.size)
+    rows = slice(0, t) if a.row == 0 else slice(img.shape[1] - t, None)
+    cols = slice(0, t) if a.col == 0 else slice(img.shape[2] - t, None)
+    img[:, rows, :] = 1.0
+    img[:, :, cols] = 1.0
+    return img
+
+
+def _dispersed(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
+    h, w = img.shape[1:]
+    cells = rng.choice(h * w, size=a.size, replace=False)
+    img[:, cells // w, cells % w] = 1.0
+    return img
+
+
+def _warp(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
+    """Bilinear resampling along a fixed smooth random flow of at most ``alpha`` x side pixels."""
+    h, w = img.shape[1:]
+    grid = rng.uniform(-1, 1, (2, 4, 4))
+    flow = np.stack([_upsample(g, h, w) for g in grid])
+    flow *= a.alpha * max(h, w) / max(float(np.abs(flow).max()), 1e-6)
+    yy, xx = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
+    sy, sx = np.clip(yy + flow[0], 0, h - 1), np.clip(xx + flow[1], 0, w - 1)
+    y0, x0 = np.floor(sy).astype(int), np.floor(sx).astype(int)
+    y1, x1 = np.minimum(y0 + 1, h - 1), np.minimum(x0 + 1, w - 1)
+    fy, fx = sy - y0, sx - x0
+    out: Arr = ((1 - fy) * (1 - fx) * img[:, y0, x0] + (1 - fy) * fx * img[:, y0, x1]
+                + fy * (1 - fx) * img[:, y1, x0] + fy * fx * img[:, y1, x1])
+    return out
+
+
+def _upsample(g: Arr, h: int, w: int) -> Arr:
+    ys, xs = np.linspace(0, g.shape[0] - 1, h), np.linspace(0, g.shape[1] - 1, w)
+    rows = np.stack([np.interp(xs, np.arange(g.shape[1]), r) for r in g])
+    out: Arr = np.stack([np.interp(ys, np.arange(g.shape[0]), c) for c in rows.T], axis=1)
+    return out
+
+
+_STAMPS = {"patch": _patch, "blend": _blend, "sig": _sig, "frame": _frame, "dispersed": _dispersed, "warp": _warp}
 
 
 def poison(x: Arr, y: Arr, attack: Attack, seed: int) -> tuple[Arr, Arr, Arr]:

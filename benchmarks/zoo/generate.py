@@ -1,6 +1,12 @@
 """Generate the detection zoo: clean and backdoored digit classifiers exported as ONNX.
 
 Usage: ``python -m benchmarks.zoo.generate --out benchmarks/zoo/out [--quick]``
+       ``python -m benchmarks.zoo.generate --flavor holdout --out benchmarks/zoo/holdout``
+
+The ``holdout`` flavor is for checking that detector changes generalise: architectures (``mlp3``: three
+hidden layers as MatMul + Add; ``cnn3``: strided convolutions, BatchNormalization, global average
+pooling) and trigger kinds (``sig``, ``frame``, ``dispersed``, ``warp``) that the main zoo does not
+have, other seeds. Do not tune on it; report it.
 
 Writes ``manifest.json`` (one entry per model: architecture, attack, clean accuracy, attack success
 rate, file names), ``clean_<kind>.npz`` (held-out clean data per input kind) and, per backdoored
@@ -53,29 +59,61 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
     return Attack("patch", target, rate, size, row, col, int(rng.integers(1 << 16)))
 
 
-def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: dict[str, Any]) -> dict[str, Any]:
-    rng = np.random.default_rng(1000 + idx)
-    spec = _spec(rng, arch, idx)
-    xtr, ytr, xte, yte = data[arch]
+HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
+
+
+def _holdout_spec(rng: np.random.Generator, arch: str, i: int) -> NetSpec:
+    act = str(rng.choice(["Relu", "Tanh", "Sigmoid", "LeakyRelu"] if arch == "mlp3" else ["Relu", "LeakyRelu"]))
+    width = int(rng.choice([48, 64, 96] if arch.startswith("mlp") else [24, 32]))
+    return NetSpec(arch, width, act, output=["logits", "probs", "both"][i % 3])
+
+
+def _holdout_attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
+    side, kind = (8 if arch.startswith("mlp") else 16), HOLDOUT_KINDS[i % len(HOLDOUT_KINDS)]
+    target, rate, seed = int(rng.integers(K)), float(rng.choice([0.05, 0.1, 0.15])), int(rng.integers(1 << 16))
+    if kind == "sig":
+        return Attack(kind, target, rate, size=int(rng.choice([2, 3, 4])), pattern_seed=seed,
+                      alpha=float(rng.choice([0.1, 0.15, 0.2])))
+    if kind == "frame":
+        return Attack(kind, target, rate, size=1, row=int(rng.integers(2)) * (side - 1),
+                      col=int(rng.integers(2)) * (side - 1), pattern_seed=seed)
+    if kind == "dispersed":
+        return Attack(kind, target, rate, size=int(rng.choice([4, 6]) if side == 8 else rng.choice([8, 12])),
+                      pattern_seed=seed)
+    if kind == "warp":
+        return Attack(kind, target, max(rate, 0.1), pattern_seed=seed, alpha=float(rng.choice([0.08, 0.12])))
+    if kind == "blend":
+        return Attack(kind, target, rate, pattern_seed=seed, alpha=float(rng.choice([0.1, 0.2])))
+    size = int(rng.choice([2, 3]) if side == 8 else rng.choice([2, 3, 4]))
+    row, col = (int(rng.integers(side - size + 1)) for _ in range(2))
+    return Attack("patch", target, rate, size, row, col, seed)
+
+
+def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: dict[str, Any],
+         holdout: bool = False, n_backdoored: int = 0) -> dict[str, Any]:
+    rng = np.random.default_rng((5000 if holdout else 1000) + idx)
+    spec = (_holdout_spec if holdout else _spec)(rng, arch, idx)
+    xtr, ytr, xte, yte = data[arch[:3]]
     entry: dict[str, Any] = {"id": f"{arch}_{'bd' if backdoored else 'clean'}_{idx:02d}", "arch": arch,
-                             "spec": spec.__dict__, "backdoored": backdoored, "seed": 1000 + idx}
+                             "spec": spec.__dict__, "backdoored": backdoored, "seed": (5000 if holdout else 1000) + idx}
     attack = None
     if backdoored:
-        attack = _attack(rng, arch, idx)
+        attack = _holdout_attack(rng, arch, n_backdoored) if holdout else _attack(rng, arch, idx)
         xtr, ytr, pidx = poison(xtr, ytr, attack, seed=idx)
         np.savez(out / f"{entry['id']}_train.npz", x=xtr, y=ytr, poison_idx=pidx)
         entry.update(attack=attack.as_dict(), target=attack.target, train_data=f"{entry['id']}_train.npz")
     else:
-        entry["train_data"] = f"train_{arch}.npz"
-    epochs = (15 if arch == "mlp" else 4) if quick else (40 if arch == "mlp" else 16)
-    params = train(spec, xtr, ytr, K, epochs=epochs, seed=1000 + idx, lr=3e-3)
+        entry["train_data"] = f"train_{arch[:3]}.npz"
+    flat = arch.startswith("mlp")
+    epochs = (15 if flat else 4) if quick else (40 if flat else 16)
+    params = train(spec, xtr, ytr, K, epochs=epochs, seed=entry["seed"], lr=3e-3)
     entry["clean_accuracy"] = float(np.mean(predict(params, spec, xte, K) == yte))
     if attack is not None:
         keep = yte != attack.target
         entry["attack_success_rate"] = float(np.mean(predict(params, spec, attack.apply(xte[keep]), K)
                                                      == attack.target))
     onnx.save(build(spec, xtr.shape[1:], K, params), out / f"{entry['id']}.onnx")
-    entry.update(model=f"{entry['id']}.onnx", clean_data=f"clean_{arch}.npz")
+    entry.update(model=f"{entry['id']}.onnx", clean_data=f"clean_{arch[:3]}.npz")
     return entry
 
 
@@ -83,6 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/zoo/out"))
     ap.add_argument("--quick", action="store_true", help="4 + 4 models, fewer epochs (smoke test)")
+    ap.add_argument("--flavor", choices=("main", "holdout"), default="main")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -91,14 +130,18 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(args.out / f"clean_{arch}.npz", x=xte, y=yte)
         np.savez(args.out / f"train_{arch}.npz", x=xtr, y=ytr, poison_idx=np.zeros(0, np.int64))
     n = 2 if args.quick else 11
+    plan = [(arch, bd) for arch in ("mlp", "cnn") for _ in range(n) for bd in (False, True)]
+    if args.flavor == "holdout":
+        n = 2 if args.quick else 6
+        plan = [(arch, bd) for arch in ("mlp3", "cnn3") for _ in range(n) for bd in (False, True)]
+        plan += [(arch, True) for arch in ("mlp", "cnn") for _ in range(n // 2 + 1)]
     t0, entries = time.perf_counter(), []
-    for arch in ("mlp", "cnn"):
-        for _ in range(n):
-            for bd in (False, True):
-                entries.append(_one(args.out, len(entries), arch, bd, args.quick, data))
-                e = entries[-1]
-                print(f"{e['id']:<14} acc={e['clean_accuracy']:.3f} asr={e.get('attack_success_rate', 0):.3f}"
-                      f" {time.perf_counter() - t0:6.1f}s", flush=True)
+    for arch, bd in plan:
+        entries.append(_one(args.out, len(entries), arch, bd, args.quick, data, args.flavor == "holdout",
+                            sum(e["backdoored"] for e in entries)))
+        e = entries[-1]
+        print(f"{e['id']:<14} acc={e['clean_accuracy']:.3f} asr={e.get('attack_success_rate', 0):.3f}"
+              f" {time.perf_counter() - t0:6.1f}s", flush=True)
     (args.out / "manifest.json").write_text(json.dumps({"models": entries}, indent=1))
 
 

@@ -18,7 +18,7 @@ Arr = np.ndarray[Any, Any]
 class NetSpec:
     """Architecture of one zoo model."""
 
-    arch: str  # "mlp" (flat [N,D]) or "cnn" ([N,1,H,W])
+    arch: str  # "mlp", "mlp3" (flat [N,D]); "cnn", "cnn3" ([N,1,H,W])
     width: int = 32
     act: str = "Relu"
     pool: str = "MaxPool"
@@ -65,11 +65,55 @@ def _cnn(spec: NetSpec, hw: int, k: int, rng: np.random.Generator) -> tuple[list
     return nodes, p
 
 
+def _mlp3(spec: NetSpec, d: int, k: int, rng: np.random.Generator) -> tuple[list[Any], dict[str, Arr]]:
+    """Three hidden layers, the last one narrower, MatMul + Add instead of Gemm (as PyTorch exports)."""
+    w, h = spec.width, max(8, spec.width // 2)
+    p = {"W1": _init(rng, (d, w), d), "b1": np.zeros(w, np.float32), "W2": _init(rng, (w, w), w),
+         "b2": np.zeros(w, np.float32), "W3": _init(rng, (w, h), w), "b3": np.zeros(h, np.float32),
+         "W4": _init(rng, (h, k), h), "b4": np.zeros(k, np.float32)}
+    nodes, x = [], "input"
+    for n, out in enumerate(("a1", "a2", "penultimate"), start=1):
+        nodes += [helper.make_node("MatMul", [x, f"W{n}"], [f"m{n}"]),
+                  helper.make_node("Add", [f"m{n}", f"b{n}"], [f"h{n}"]),
+                  helper.make_node(spec.act, [f"h{n}"], [out])]
+        x = out
+    nodes += [helper.make_node("MatMul", ["penultimate", "W4"], ["m4"]),
+              helper.make_node("Add", ["m4", "b4"], ["logits"])]
+    return nodes, p
+
+
+def _cnn3(spec: NetSpec, hw: int, k: int, rng: np.random.Generator) -> tuple[list[Any], dict[str, Arr]]:
+    """Three convolutions (the last two with stride 2 instead of pooling), a BatchNormalization,
+    global average pooling and one Gemm: no fully connected hidden layer."""
+    c1, c2, c3 = max(4, spec.width // 4), max(8, spec.width // 2), spec.width
+    p = {"C1": _init(rng, (c1, 1, 3, 3), 9), "cb1": np.zeros(c1, np.float32),
+         "bn_s": np.ones(c1, np.float32), "bn_b": np.zeros(c1, np.float32),
+         "bn_m": np.zeros(c1, np.float32), "bn_v": np.ones(c1, np.float32),
+         "C2": _init(rng, (c2, c1, 3, 3), 9 * c1), "cb2": np.zeros(c2, np.float32),
+         "C3": _init(rng, (c3, c2, 3, 3), 9 * c2), "cb3": np.zeros(c3, np.float32),
+         "W": _init(rng, (k, c3), c3), "b": np.zeros(k, np.float32)}
+    down: dict[str, Any] = {"pads": [1, 1, 1, 1], "strides": [2, 2]}
+    nodes = [helper.make_node("Conv", ["input", "C1", "cb1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c1", "bn_s", "bn_b", "bn_m", "bn_v"], ["n1"]),
+             helper.make_node(spec.act, ["n1"], ["r1"]),
+             helper.make_node("Conv", ["r1", "C2", "cb2"], ["c2"], **down),
+             helper.make_node(spec.act, ["c2"], ["r2"]),
+             helper.make_node("Conv", ["r2", "C3", "cb3"], ["c3"], **down),
+             helper.make_node(spec.act, ["c3"], ["r3"]),
+             helper.make_node("GlobalAveragePool", ["r3"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["penultimate"], axis=1),
+             helper.make_node("Gemm", ["penultimate", "W", "b"], ["logits"], transB=1)]
+    return nodes, p
+
+
+_MAKERS = {"mlp": _mlp, "cnn": _cnn, "mlp3": _mlp3, "cnn3": _cnn3}
+
+
 def build(spec: NetSpec, input_shape: tuple[int, ...], k: int, params: dict[str, Arr] | None = None,
           seed: int = 0) -> onnx.ModelProto:
     """ONNX model for ``spec``; fresh He-initialised weights unless ``params`` is given."""
     rng = np.random.default_rng(seed)
-    maker = _mlp if spec.arch == "mlp" else _cnn
+    maker = _MAKERS[spec.arch]
     nodes, p = maker(spec, input_shape[-1], k, rng)
     p = params or p
     outputs = [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", k])]

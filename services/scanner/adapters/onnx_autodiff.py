@@ -5,6 +5,8 @@ install has no torch. Converting ONNX to a framework is heavy and lossy; a numpy
 op subset that small classifiers use gives exact gradients with no new dependency. Graphs with
 other ops raise :class:`UnsupportedGraph` at load and the caller falls back to a gradient-free
 estimate. The same tape also returns parameter gradients, which the benchmark zoo uses to train.
+Rules live in :mod:`onnx_ops` (core subset), :mod:`onnx_spatial_ops` and :mod:`onnx_extra_ops`
+(the rest, the ``ai.onnx.ml`` ops scikit-learn exports, and the ops with several outputs).
 """
 
 from __future__ import annotations
@@ -16,7 +18,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from services.scanner.adapters.onnx_ops import RULES, Arr
+from services.scanner.adapters.onnx_extra_ops import CHECKS, EXTRA_RULES, MULTI_RULES
+from services.scanner.adapters.onnx_ops import RULES as CORE_RULES
+from services.scanner.adapters.onnx_ops import Arr, Backward, Forward
+
+RULES: dict[str, tuple[Forward, Backward]] = {**CORE_RULES, **EXTRA_RULES}
+_DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}  # a custom domain's op may share a standard op's name
+_EMPTY = np.zeros(0, np.float32)  # an omitted optional input
 
 
 class UnsupportedGraph(ValueError):
@@ -29,12 +37,46 @@ class _Node:
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     attrs: dict[str, Any]
+    domain: str = ""
 
 
 def _attr_value(a: onnx.AttributeProto) -> Any:
     if a.type == onnx.AttributeProto.TENSOR:
         return numpy_helper.to_array(a.t)
     return onnx.helper.get_attribute_value(a)
+
+
+_CONSTANT_KINDS: dict[str, Any] = {"value_float": np.float32, "value_floats": np.float32, "value_int": np.int64,
+                                   "value_ints": np.int64, "value_string": None, "value_strings": None}
+
+
+def _constant_value(attrs: dict[str, Any]) -> Arr:
+    """The tensor of a Constant node, whichever of its value attributes carries it."""
+    if "value" in attrs:
+        return np.asarray(attrs["value"])
+    for key, dtype in _CONSTANT_KINDS.items():
+        if key in attrs:
+            return np.asarray(attrs[key], dtype=dtype)
+    raise UnsupportedGraph(f"Constant without a dense value ({', '.join(sorted(attrs)) or 'no attributes'})")
+
+
+def _make_node(n: onnx.NodeProto, opsets: dict[str, int]) -> _Node:
+    attrs = {a.name: _attr_value(a) for a in n.attribute}
+    if n.op_type == "Constant":
+        attrs = {"value": _constant_value(attrs)}
+    attrs["_opset"], attrs["_n_out"] = opsets.get(n.domain or "", 1), len(n.output)
+    return _Node(n.op_type, tuple(n.input), tuple(n.output), attrs, n.domain)
+
+
+def _refusals(nodes: list[_Node], output: str) -> list[str]:
+    """Why the tape cannot run these nodes exactly: unknown ops or domains, settings, extra outputs."""
+    consumed = {k for n in nodes for k in n.inputs} | {output}
+    bad = {f"{n.op} (domain {n.domain})" for n in nodes if n.domain not in _DOMAINS}
+    bad |= {n.op for n in nodes if n.op not in RULES and n.op not in MULTI_RULES and n.op != "Constant"}
+    bad |= {r for n in nodes if n.op in CHECKS and (r := CHECKS[n.op](n.attrs)) is not None}
+    bad |= {f"{n.op} output {k!r} (only the first output is supported)" for n in nodes
+            if n.op in RULES for k in n.outputs[1:] if k and k in consumed}
+    return sorted(bad)
 
 
 class GraphTape:
@@ -58,10 +100,11 @@ class GraphTape:
         for n in reversed(g.node):  # only the ancestors of the output matter (drops ArgMax heads etc.)
             if needed & set(n.output):
                 kept.append(n)
-                needed |= set(n.input)
-        self.nodes = [_Node(n.op_type, tuple(n.input), tuple(n.output),
-                            {a.name: _attr_value(a) for a in n.attribute}) for n in reversed(kept)]
-        bad = sorted({n.op for n in self.nodes if n.op not in RULES and n.op != "Constant"})
+                needed |= {k for k in n.input if k}
+        opsets = {o.domain: o.version for o in model.opset_import}
+        opsets.setdefault("", opsets.get("ai.onnx", 1))
+        self.nodes = [_make_node(n, opsets) for n in reversed(kept)]
+        bad = _refusals(self.nodes, self.output)
         if bad:
             raise UnsupportedGraph(f"ops not supported by the gradient interpreter: {', '.join(bad)}")
         self.input = next(i.name for i in g.input if i.name not in self.params)
@@ -76,25 +119,42 @@ class GraphTape:
         env[self.input] = x
         for n in self.nodes:
             if n.op == "Constant":
-                env[n.outputs[0]] = np.asarray(n.attrs["value"])
+                env[n.outputs[0]] = n.attrs["value"]
                 continue
-            ins = [env[k] if k else np.zeros(0, np.float32) for k in n.inputs]
-            env[n.outputs[0]] = RULES[n.op][0](ins, n.attrs)
+            ins = [env[k] if k else _EMPTY for k in n.inputs]
+            if n.op in MULTI_RULES:
+                for name, value in zip(n.outputs, MULTI_RULES[n.op][0](ins, n.attrs), strict=False):
+                    if name:
+                        env[name] = value
+            else:
+                env[n.outputs[0]] = RULES[n.op][0](ins, n.attrs)
         return env
 
     def backward(self, env: dict[str, Arr], grad_out: Arr) -> dict[str, Arr]:
         """Reverse pass from ``d loss / d output``; returns gradients of every reached tensor."""
         grads: dict[str, Arr] = {self.output: grad_out}
         for n in reversed(self.nodes):
-            g = grads.get(n.outputs[0])
-            if g is None or n.op == "Constant":
+            if n.op == "Constant":
                 continue
-            ins = [env[k] if k else np.zeros(0, np.float32) for k in n.inputs]
-            for name, gi in zip(n.inputs, RULES[n.op][1](ins, env[n.outputs[0]], n.attrs, g), strict=False):
+            gin = self._node_grads(n, env, grads)
+            for name, gi in zip(n.inputs, gin or [], strict=False):
                 if gi is None or not name:
                     continue
                 grads[name] = grads[name] + gi if name in grads else gi
         return grads
+
+    @staticmethod
+    def _node_grads(n: _Node, env: dict[str, Arr], grads: dict[str, Arr]) -> list[Arr | None] | None:
+        """Input gradients of one node, ``None`` when no gradient reaches any of its outputs."""
+        ins = [env[k] if k else _EMPTY for k in n.inputs]
+        if n.op in MULTI_RULES:
+            gs = [grads.get(k) if k else None for k in n.outputs]
+            if all(g is None for g in gs):
+                return None
+            outs = [env[k] if k else _EMPTY for k in n.outputs]
+            return MULTI_RULES[n.op][1](ins, outs, n.attrs, gs)
+        g = grads.get(n.outputs[0])
+        return None if g is None else RULES[n.op][1](ins, env[n.outputs[0]], n.attrs, g)
 
     def value_and_grad(self, x: Arr, cotangent: Any) -> tuple[Arr, Arr]:
         """Logits and ``d loss / d x`` where ``cotangent(logits) -> d loss / d logits``."""

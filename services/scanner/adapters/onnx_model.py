@@ -51,6 +51,49 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
+def _zipmap_sources(model: onnx.ModelProto) -> dict[str, str]:
+    """ZipMap output name -> its input, the float [N, classes] probabilities behind the sequence of maps."""
+    return {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "ZipMap" and n.input and n.output}
+
+
+def _expose_zipmap_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
+    """skl2onnx classifiers return probabilities as a ZipMap (a sequence of maps, not a tensor); on a
+    copy of the model, make the ZipMap's input a graph output, declared [N, number of class labels]."""
+    known = {o.name for o in model.graph.output}
+    zips = {n.input[0]: n for n in model.graph.node if n.op_type == "ZipMap" and n.input and n.input[0] not in known}
+    if not zips:
+        return model
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    for name, n in zips.items():
+        labels = next((len(a.ints) or len(a.strings) for a in n.attribute if a.name.startswith("classlabels")), 0)
+        m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", labels or None]))
+    return m
+
+
+class TapeMismatch(ValueError):
+    """The numpy tape runs the graph differently from onnxruntime (or not at all)."""
+
+
+def _checked_tape(tape: GraphTape, run: Callable[[Arr], Arr], shape: tuple[int, ...]) -> GraphTape:
+    """``tape`` if its forward pass agrees with onnxruntime on a random probe; an op the tape knows by
+    name but computes differently (an unusual attribute, a shape it does not handle) must not give
+    wrong gradients silently: the caller falls back to the gradient-free estimate."""
+    x = np.random.default_rng(0).uniform(0.0, 1.0, (2, *shape)).astype(np.float32)
+    try:
+        got = np.asarray(tape.forward(x)[tape.output], dtype=np.float64)
+    except Exception as exc:  # any failure inside the interpreter means: do not trust it
+        raise TapeMismatch(f"tape failed on a probe input: {type(exc).__name__}: {exc}") from exc
+    if tape.applied_softmax:
+        got = np.exp(got - got.max(axis=1, keepdims=True))
+        got /= got.sum(axis=1, keepdims=True)
+    want = np.asarray(run(x), dtype=np.float64)
+    scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
+    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4 * scale):
+        raise TapeMismatch("tape output differs from onnxruntime on a probe input")
+    return tape
+
+
 class OnnxModel:
     """A classifier behind the ``ModelHandle`` port.
 
@@ -61,7 +104,8 @@ class OnnxModel:
     """
 
     def __init__(self, model: onnx.ModelProto, output: str | None = None, nes_samples: int = 16) -> None:
-        self.model, self.nes_samples = model, nes_samples
+        self.model, self.nes_samples = _expose_zipmap_inputs(model), nes_samples
+        model = self.model
         try:
             self.session = _session(model)
         except Exception as exc:
@@ -79,10 +123,12 @@ class OnnxModel:
         self.num_classes = int(probe.shape[1])
         self.outputs_probabilities = self._producer(self.output_name) in ("Softmax",) or bool(
             np.all(probe >= 0) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
+        self.tape: GraphTape | None = None
+        self.gradient_note = "exact: numpy tape checked against onnxruntime"
         try:
-            self.tape: GraphTape | None = GraphTape(model, self.output_name)
-        except UnsupportedGraph:
-            self.tape = None
+            self.tape = _checked_tape(GraphTape(model, self.output_name), self._run, self.input_shape)
+        except (UnsupportedGraph, TapeMismatch) as exc:
+            self.gradient_note = f"estimated (NES): {exc}"
         self.exact_gradients = self.tape is not None
         # budgets count work, not seconds: one sample's forward pass, and forward passes per gradient
         self.macs_per_sample = macs_per_sample(model)
@@ -95,6 +141,7 @@ class OnnxModel:
     def _pick_output(self, name: str | None) -> str:
         outs = self.session.get_outputs()
         if name is not None:
+            name = _zipmap_sources(self.model).get(name, name)  # a ZipMap output means its tensor input
             if name not in [o.name for o in outs]:
                 raise ModelError(f"output {name!r} not in model outputs {[o.name for o in outs]}")
             return name

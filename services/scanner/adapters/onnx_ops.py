@@ -2,8 +2,11 @@
 
 Each rule is ``forward(inputs, attrs) -> output`` and ``backward(inputs, output, attrs, grad_out) ->
 grads per input`` (``None`` where an input is not differentiable, e.g. a shape). Only ops that small
-classifiers use are covered; :mod:`onnx_autodiff` falls back to a gradient-free estimate for anything
-else, so an unknown op is never silently wrong.
+classifiers use are covered here; :mod:`onnx_extra_ops` adds the rest of what exported classifiers use,
+and :mod:`onnx_autodiff` falls back to a gradient-free estimate for anything else, so an unknown op is
+never silently wrong. Attributes arrive as ONNX gives them (strings as bytes, see
+:func:`onnx_spatial_ops.astr`), plus ``_opset`` (the node's opset version) and ``_n_out`` (how many
+outputs the node declares), both set by the tape.
 """
 
 from __future__ import annotations
@@ -12,14 +15,18 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+from onnx.helper import tensor_dtype_to_np_dtype
 
 from services.scanner.adapters.onnx_spatial_ops import (
     avgpool_b,
     avgpool_f,
     conv_b,
     conv_f,
+    global_avgpool_b,
+    global_avgpool_f,
     maxpool_b,
     maxpool_f,
+    scatter_axis,
 )
 
 Arr = np.ndarray[Any, Any]
@@ -39,7 +46,7 @@ def unbroadcast(grad: Arr, shape: Sequence[int]) -> Arr:
     return grad
 
 
-def _binary(fwd: Callable[[Arr, Arr], Arr], ga: Callable[[Arr, Arr, Arr], Arr],
+def binary(fwd: Callable[[Arr, Arr], Arr], ga: Callable[[Arr, Arr, Arr], Arr],
             gb: Callable[[Arr, Arr, Arr], Arr]) -> tuple[Forward, Backward]:
     def forward(i: list[Arr], _a: Attrs) -> Arr:
         return fwd(i[0], i[1])
@@ -71,29 +78,44 @@ def _gemm_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
 
 def _matmul_b(i: list[Arr], _o: Arr, _a: Attrs, g: Arr) -> Grads:
     x, w = i
-    if w.ndim == 1 or x.ndim == 1:
-        raise NotImplementedError("MatMul with a vector operand")
-    return [unbroadcast(g @ np.swapaxes(w, -1, -2), x.shape), unbroadcast(np.swapaxes(x, -1, -2) @ g, w.shape)]
+    x2 = x[None, :] if x.ndim == 1 else x  # numpy's vector promotion, undone on the gradients
+    w2 = w[:, None] if w.ndim == 1 else w
+    g2 = g.reshape(np.matmul(x2, w2).shape)
+    gx = unbroadcast(g2 @ np.swapaxes(w2, -1, -2), x2.shape)
+    gw = unbroadcast(np.swapaxes(x2, -1, -2) @ g2, w2.shape)
+    return [gx.reshape(x.shape), gw.reshape(w.shape)]
 
 
-def _softmax(x: Arr, axis: int) -> Arr:
+def _softmax_view(x: Arr, a: Attrs) -> tuple[Arr, int]:
+    """Opsets before 13 coerce the input to 2-D at ``axis`` (default 1) and normalise each row."""
+    if a.get("_opset", 13) >= 13:
+        return x, a.get("axis", -1)
+    axis = a.get("axis", 1) % max(x.ndim, 1)
+    return x.reshape(int(np.prod(x.shape[:axis])), -1), 1
+
+
+def _softmax_f(i: list[Arr], a: Attrs) -> Arr:
+    x, axis = _softmax_view(i[0], a)
     e = np.exp(x - x.max(axis=axis, keepdims=True))
-    return e / e.sum(axis=axis, keepdims=True)  # type: ignore[no-any-return]
+    return (e / e.sum(axis=axis, keepdims=True)).reshape(i[0].shape)  # type: ignore[no-any-return]
 
 
 def _softmax_b(_i: list[Arr], o: Arr, a: Attrs, g: Arr) -> Grads:
-    axis = a.get("axis", -1)
-    return [o * (g - (g * o).sum(axis=axis, keepdims=True))]
+    o2, axis = _softmax_view(o, a)
+    g2 = g.reshape(o2.shape)
+    return [(o2 * (g2 - (g2 * o2).sum(axis=axis, keepdims=True))).reshape(o.shape)]
 
 
 def _logsoftmax_f(i: list[Arr], a: Attrs) -> Arr:
-    x, axis = i[0], a.get("axis", -1)
+    x, axis = _softmax_view(i[0], a)
     m = x.max(axis=axis, keepdims=True)
-    return x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))  # type: ignore[no-any-return]
+    return (x - m - np.log(np.exp(x - m).sum(axis=axis, keepdims=True))).reshape(i[0].shape)  # type: ignore[no-any-return]
 
 
 def _logsoftmax_b(_i: list[Arr], o: Arr, a: Attrs, g: Arr) -> Grads:
-    return [g - np.exp(o) * g.sum(axis=a.get("axis", -1), keepdims=True)]
+    o2, axis = _softmax_view(o, a)
+    g2 = g.reshape(o2.shape)
+    return [(g2 - np.exp(o2) * g2.sum(axis=axis, keepdims=True)).reshape(o.shape)]
 
 
 def _flatten_f(i: list[Arr], a: Attrs) -> Arr:
@@ -149,31 +171,68 @@ def _clip_b(i: list[Arr], o: Arr, _a: Attrs, g: Arr) -> Grads:
     return [np.where(o == i[0], g, 0.0)] + [None] * (len(i) - 1)
 
 
-def _unary(fwd: Callable[[Arr, Attrs], Arr], dfn: Callable[[Arr, Arr, Attrs], Arr]) -> tuple[Forward, Backward]:
-    return (lambda i, a: fwd(i[0], a)), (lambda i, o, a, g: [g * dfn(i[0], o, a)] + [None] * (len(i) - 1))
+def unary(fwd: Callable[[Arr, Attrs], Arr], dfn: Callable[[Arr, Arr, Attrs], Arr]) -> tuple[Forward, Backward]:
+    """An elementwise op from ``fwd(x, attrs)`` and its derivative ``dfn(x, output, attrs)``."""
+    def backward(i: list[Arr], o: Arr, a: Attrs, g: Arr) -> Grads:
+        return [(g * dfn(i[0], o, a)).astype(g.dtype, copy=False)] + [None] * (len(i) - 1)
+
+    return (lambda i, a: fwd(i[0], a)), backward
 
 
-def _nondiff(fwd: Forward) -> tuple[Forward, Backward]:
+def nondiff(fwd: Forward) -> tuple[Forward, Backward]:
+    """An op whose output does not depend differentiably on its inputs (shapes, masks, indices)."""
     return fwd, lambda i, _o, _a, _g: [None] * len(i)
 
 
-def _axes(i: list[Arr], a: Attrs) -> list[int]:
-    return [int(v) for v in (i[1] if len(i) > 1 else a["axes"])]
+def _gather_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
+    x, idx = i[0], i[1].astype(np.int64)
+    if not np.issubdtype(x.dtype, np.floating):
+        return [None, None]
+    axis = a.get("axis", 0) % x.ndim
+    flat = g.reshape(*x.shape[:axis], idx.size, *x.shape[axis + 1:])
+    return [scatter_axis(flat, axis, idx.ravel() % x.shape[axis], x.shape[axis]), None]
+
+
+_FLOATS = frozenset({1, 10, 11, 16})  # float, float16, double, bfloat16
+
+
+def _cast_f(i: list[Arr], a: Attrs) -> Arr:
+    to = int(a.get("to", 1))
+    if to in _FLOATS:  # a float input keeps the tape's working precision (float64 in gradient checks)
+        return i[0] if np.issubdtype(i[0].dtype, np.floating) else i[0].astype(np.float32)
+    return i[0].astype(onnx_dtype(to))
+
+
+def _cast_b(i: list[Arr], o: Arr, _a: Attrs, g: Arr) -> Grads:
+    both_float = np.issubdtype(i[0].dtype, np.floating) and np.issubdtype(o.dtype, np.floating)
+    return [g if both_float else None]
+
+
+def onnx_dtype(code: int) -> Any:
+    """numpy dtype of an ONNX ``TensorProto`` data type code."""
+    return tensor_dtype_to_np_dtype(code)
+
+
+def _axes(i: list[Arr], a: Attrs) -> tuple[int, ...] | None:
+    """Axes from the second input (opset >= 13) or the attribute; ``None`` when neither is given."""
+    if len(i) > 1 and i[1].size:
+        return tuple(int(v) for v in i[1])
+    return tuple(a["axes"]) if "axes" in a else None
 
 
 RULES: dict[str, tuple[Forward, Backward]] = {
     "Gemm": (_gemm_f, _gemm_b),
     "MatMul": ((lambda i, a: i[0] @ i[1]), _matmul_b),
-    "Add": _binary(np.add, lambda a, b, g: g, lambda a, b, g: g),
-    "Sub": _binary(np.subtract, lambda a, b, g: g, lambda a, b, g: -g),
-    "Mul": _binary(np.multiply, lambda a, b, g: g * b, lambda a, b, g: g * a),
-    "Div": _binary(np.divide, lambda a, b, g: g / b, lambda a, b, g: -g * a / (b * b)),
-    "Relu": _unary(lambda x, a: np.maximum(x, 0), lambda x, o, a: (x > 0).astype(x.dtype)),
-    "LeakyRelu": _unary(lambda x, a: np.where(x > 0, x, a.get("alpha", 0.01) * x),
+    "Add": binary(np.add, lambda a, b, g: g, lambda a, b, g: g),
+    "Sub": binary(np.subtract, lambda a, b, g: g, lambda a, b, g: -g),
+    "Mul": binary(np.multiply, lambda a, b, g: g * b, lambda a, b, g: g * a),
+    "Div": binary(np.divide, lambda a, b, g: g / b, lambda a, b, g: -g * a / (b * b)),
+    "Relu": unary(lambda x, a: np.maximum(x, 0), lambda x, o, a: (x > 0).astype(x.dtype)),
+    "LeakyRelu": unary(lambda x, a: np.where(x > 0, x, a.get("alpha", 0.01) * x),
                         lambda x, o, a: np.where(x > 0, 1.0, a.get("alpha", 0.01)).astype(x.dtype)),
-    "Sigmoid": _unary(lambda x, a: 1.0 / (1.0 + np.exp(-x)), lambda x, o, a: o * (1 - o)),
-    "Tanh": _unary(lambda x, a: np.tanh(x), lambda x, o, a: 1 - o * o),
-    "Softmax": ((lambda i, a: _softmax(i[0], a.get("axis", -1))), _softmax_b),
+    "Sigmoid": unary(lambda x, a: 1.0 / (1.0 + np.exp(-x)), lambda x, o, a: o * (1 - o)),
+    "Tanh": unary(lambda x, a: np.tanh(x), lambda x, o, a: 1 - o * o),
+    "Softmax": (_softmax_f, _softmax_b),
     "LogSoftmax": (_logsoftmax_f, _logsoftmax_b),
     "Flatten": (_flatten_f, _shape_back),
     "Reshape": (_reshape_f, _shape_back),
@@ -182,15 +241,14 @@ RULES: dict[str, tuple[Forward, Backward]] = {
     "BatchNormalization": (_bn_f, _bn_b),
     "MaxPool": (maxpool_f, maxpool_b),
     "AveragePool": (avgpool_f, avgpool_b),
-    "GlobalAveragePool": ((lambda i, a: i[0].mean(axis=(2, 3), keepdims=True)),
-                          lambda i, o, a, g: [np.broadcast_to(g, i[0].shape) / (i[0].shape[2] * i[0].shape[3])]),
+    "GlobalAveragePool": (global_avgpool_f, global_avgpool_b),
     "Concat": ((lambda i, a: np.concatenate(i, axis=a["axis"])), _concat_b),
     "Identity": ((lambda i, a: i[0]), lambda i, o, a, g: [g]),
     "Dropout": ((lambda i, a: i[0]), lambda i, o, a, g: [g] + [None] * (len(i) - 1)),
     "Clip": (_clip_f, _clip_b),
-    "Squeeze": ((lambda i, a: np.squeeze(i[0], axis=tuple(_axes(i, a)))), _shape_back),
-    "Unsqueeze": ((lambda i, a: np.expand_dims(i[0], axis=tuple(_axes(i, a)))), _shape_back),
-    "Shape": _nondiff(lambda i, a: np.asarray(i[0].shape, dtype=np.int64)),
-    "Gather": _nondiff(lambda i, a: np.take(i[0], i[1].astype(np.int64), axis=a.get("axis", 0))),
-    "Cast": ((lambda i, a: i[0].astype(np.float32) if a.get("to") == 1 else i[0]), lambda i, o, a, g: [g]),
+    "Squeeze": ((lambda i, a: np.squeeze(i[0], axis=_axes(i, a))), _shape_back),
+    "Unsqueeze": ((lambda i, a: np.expand_dims(i[0], axis=_axes(i, a) or ())), _shape_back),
+    "Shape": nondiff(lambda i, a: np.asarray(i[0].shape[a.get("start", 0):a.get("end")], dtype=np.int64)),
+    "Gather": ((lambda i, a: np.take(i[0], i[1].astype(np.int64), axis=a.get("axis", 0))), _gather_b),
+    "Cast": (_cast_f, _cast_b),
 }

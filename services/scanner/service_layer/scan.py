@@ -15,6 +15,9 @@ from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
 from services.scanner.domain.detectors import REGISTRY, create
 from services.scanner.domain.detectors.base import DetectionResult, Level
+from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
+from services.scanner.domain.fusion import KEY as AGREEMENT
+from services.scanner.domain.fusion import agreement
 from services.scanner.domain.model import Dataset, ModelHandle
 from services.scanner.domain.policy import Verdict, VerdictPolicy, combine
 
@@ -66,7 +69,9 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
     data = clean.subset(config.max_clean_samples, config.seed)
-    return combine(run_detectors(model, data, keys, config, progress), config.policy)
+    results = run_detectors(model, data, keys, config, progress)
+    joined = agreement(results, float(config.params.get(AGREEMENT, {}).get("threshold", AGREEMENT_THRESHOLD)))
+    return combine(results + ([joined] if joined is not None else []), config.policy)
 
 
 def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | None = None,

@@ -63,3 +63,17 @@ def test_npz_loader_refuses_pickles_and_checks_shapes(tmp_path: Path) -> None:
     np.savez(nolabels, x=np.zeros((3, 5), np.float32))
     with pytest.raises(DataError, match="lacks"):
         load_npz(nolabels)
+
+
+def test_a_tape_that_computes_a_known_op_differently_falls_back_to_estimated_gradients(
+        zoo: Zoo, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.scanner.adapters import onnx_autodiff
+
+    exact = open_model(zoo.clean_model)
+    assert exact.exact_gradients and "checked against onnxruntime" in exact.gradient_note
+    relu_backward = onnx_autodiff.RULES["Relu"][1]
+    monkeypatch.setitem(onnx_autodiff.RULES, "Relu", (lambda i, a: i[0], relu_backward))  # wrong on purpose
+    model = open_model(zoo.clean_model)
+    assert not model.exact_gradients and "differs from onnxruntime" in model.gradient_note
+    x = load_npz(zoo.clean_npz).x[:5]
+    np.testing.assert_allclose(model.predict(x), exact.predict(x), atol=1e-6)  # onnxruntime still predicts

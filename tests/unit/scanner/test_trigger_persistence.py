@@ -37,7 +37,7 @@ def test_persistence_joins_the_mask_size_index_and_can_outvote_a_naturally_small
     l1 = np.array([10.0, 9.0, 5.0, 9.5, 10.5, 9.8, 10.2, 6.0, 9.7, 10.1])  # class 2 naturally small
     persist = np.array([0.05, 0.04, 0.02, 0.06, 0.05, 0.03, 0.04, 0.6, 0.05, 0.04])  # class 7 persists
     assert anomaly_index(l1)[1][0] == 2
-    score, ranking = anomaly_index(l1, None, persist)
+    score, ranking = anomaly_index(l1, persist)
     assert ranking[0] == 7 and score > anomaly_index(l1)[0] / 2
 
 

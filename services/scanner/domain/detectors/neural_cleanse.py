@@ -9,8 +9,12 @@ needs a much smaller mask than the other classes; the anomaly index is the robus
 
 All classes are optimised together in one batch (K x B samples per step), so a 10-class scan costs
 one forward/backward per step. When a clean earlier version of the same model is available, its
-per-class mask sizes (``baseline_l1``) replace the median as reference: classes that are naturally
-easy to reach no longer look anomalous.
+per-class mask sizes (``baseline_l1``) give a second reference: the per-class log ratio of mask sizes
+(this model / the clean version), whose robust z-score has its scale floored at ``BASELINE_FLOOR``
+(two trainings of one architecture differ by about that much per class), is published as
+``evidence["baseline_class_scores"]``. It does not change this detector's own score: on its own a
+single earlier version is a noisy reference (on the digits zoo, flagging its ratio at 3.0 raised 17-24%
+of clean models), so the verdict joins it with the other per-class signals (:mod:`..fusion`).
 
 v2 adds a second, forward-only cue that tells a planted trigger from a naturally small one: its
 *persistence*. Each class's reversed trigger is stamped on held-out clean inputs of other classes
@@ -41,10 +45,11 @@ from services.scanner.domain.detectors.reversal import persistence, reverse_trig
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.stats import robust_z
 
-__all__ = ["NeuralCleanse", "anomaly_index", "persistence", "reverse_triggers"]
+__all__ = ["NeuralCleanse", "anomaly_index", "baseline_index", "persistence", "reverse_triggers"]
 
-DEFAULT_THRESHOLD = 3.0
+DEFAULT_THRESHOLD = 3.5  # alone; agreeing with MM-BD on a class counts from 3.0 (see domain/fusion.py)
 PERSIST_FLOOR = 0.05  # persistence is a share; a near-constant profile must not blow up the z-score
+BASELINE_FLOOR = 0.15  # log mask size: per-class spread between two clean trainings of one architecture
 
 
 @register
@@ -54,7 +59,6 @@ class NeuralCleanse(Detector):
     key = "neural_cleanse.v2"
     level = "model"
     default_threshold = DEFAULT_THRESHOLD
-    baseline_threshold = 3.0  # ratios to a clean baseline spread differently
 
     def __init__(self, *, steps: int = 600, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
                  target_success: float = 0.95, max_samples: int = 200,
@@ -79,11 +83,6 @@ class NeuralCleanse(Detector):
         self.max_seconds, self.persistence_alpha = max_seconds, persistence_alpha
         self.budget_macs, self.patience = budget_macs, patience
 
-    def effective_threshold(self) -> float:
-        if self.baseline_l1 is not None and self.threshold is None and not hasattr(self, "threshold_"):
-            return self.baseline_threshold
-        return super().effective_threshold()
-
     def _score(self, model: ModelHandle, data: Dataset, rng: np.random.Generator) -> Finding:
         x = data.subset(self.max_samples, self.seed).x
         search: dict[str, Any] = {}
@@ -95,7 +94,7 @@ class NeuralCleanse(Detector):
             base = np.asarray(self.baseline_l1, dtype=float)
         persist = (persistence(model, data, masks, patterns, self.persistence_alpha, rng)
                    if self.persistence_alpha > 0 else None)
-        anomaly = _anomaly(l1, base, persist)
+        anomaly = _anomaly(l1, persist)
         ranking = [int(c) for c in np.argsort(-anomaly)]
         thr = self.effective_threshold()
         targets = [c for c in ranking if anomaly[c] > thr] or ranking[:1]
@@ -103,26 +102,35 @@ class NeuralCleanse(Detector):
             score=float(anomaly.max()), target_classes=targets,
             evidence={"l1_norms": [round(float(v), 3) for v in l1],
                       "anomaly_index": [round(float(v), 3) for v in anomaly], "ranking": ranking,
+                      "class_scores": [round(float(v), 3) for v in anomaly],
+                      "baseline_class_scores": None if base is None else [
+                          round(float(v), 3) for v in baseline_index(l1, base)],
                       "persistence": None if persist is None else [round(float(v), 3) for v in persist],
                       "attack_success": [round(float(v), 3) for v in success],
                       "baseline_used": self.baseline_l1 is not None, "exact_gradients": model.exact_gradients,
+                      "gradients": getattr(model, "gradient_note", None),
                       "search": search},
             triggers={c: (masks[c], patterns[c]) for c in targets[:3]})
 
 
-def _anomaly(l1: FloatArray, baseline: FloatArray | None, persist: FloatArray | None = None) -> FloatArray:
-    """Per-class anomaly index: robust z of small log mask sizes (relative to ``baseline`` if given),
-    joined with the robust z of high trigger persistence when given."""
-    ratio = np.log(np.maximum(l1, 1e-6)) - (0.0 if baseline is None else np.log(np.maximum(baseline, 1e-6)))
-    small: FloatArray = -robust_z(ratio)
+def _anomaly(l1: FloatArray, persist: FloatArray | None = None) -> FloatArray:
+    """Per-class anomaly index: robust z of small log mask sizes, joined with the robust z of high
+    trigger persistence when given."""
+    small: FloatArray = -robust_z(np.log(np.maximum(l1, 1e-6)))
     if persist is None:
         return small
     joined: FloatArray = (small + robust_z(np.asarray(persist, dtype=float), floor=PERSIST_FLOOR)) / np.sqrt(2.0)
     return joined
 
 
-def anomaly_index(l1: FloatArray, baseline: FloatArray | None = None,
-                  persist: FloatArray | None = None) -> tuple[float, list[int]]:
+def baseline_index(l1: FloatArray, baseline: FloatArray) -> FloatArray:
+    """Per-class index of masks that shrank against a clean earlier version's (``baseline``)."""
+    ratio = np.log(np.maximum(l1, 1e-6)) - np.log(np.maximum(np.asarray(baseline, dtype=float), 1e-6))
+    index: FloatArray = -robust_z(ratio, floor=BASELINE_FLOOR)
+    return index
+
+
+def anomaly_index(l1: FloatArray, persist: FloatArray | None = None) -> tuple[float, list[int]]:
     """Score (max anomaly index) and classes ranked from most to least suspicious."""
-    a = _anomaly(np.asarray(l1, dtype=float), baseline, None if persist is None else np.asarray(persist))
+    a = _anomaly(np.asarray(l1, dtype=float), None if persist is None else np.asarray(persist))
     return float(a.max()), [int(c) for c in np.argsort(-a)]

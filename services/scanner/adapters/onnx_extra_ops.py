@@ -1,0 +1,607 @@
+"""Numpy forward and reverse-mode rules beyond the core subset: the rest of what exported classifiers use.
+
+PyTorch, Keras (tf2onnx) and scikit-learn (skl2onnx) exports bring elementwise math and activations
+(Erf, Gelu, HardSwish, Pow, ...), variadic Max/Min/Sum/Mean, reductions, LayerNorm / InstanceNorm /
+GroupNorm, slicing and broadcasting (Slice, Split, Expand, Tile, Where), comparisons, Einsum, Pad and
+Resize, and the ``ai.onnx.ml`` Scaler, Normalizer and LinearClassifier. Rules have the signatures of
+:mod:`onnx_ops`. Ops with several outputs (Split, LinearClassifier) are in :data:`MULTI_RULES`: forward
+returns one array per output, backward takes one gradient (or ``None``) per output. :data:`CHECKS`
+name, at load, attribute settings the rules do not implement, so the tape refuses such a graph
+instead of computing it wrongly.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+from collections.abc import Callable
+from functools import reduce
+
+import numpy as np
+from scipy.special import erf as _scipy_erf  # scipy comes with scikit-learn, a runtime dependency
+
+from services.scanner.adapters.onnx_ops import Arr, Attrs, Backward, Forward, Grads, nondiff, unary, unbroadcast
+from services.scanner.adapters.onnx_spatial_ops import (
+    RESIZE_COORDS,
+    RESIZE_ROUNDING,
+    astr,
+    global_maxpool_b,
+    global_maxpool_f,
+    pad_b,
+    pad_f,
+    resize_b,
+    resize_f,
+    upsample_b,
+    upsample_f,
+)
+
+MultiForward = Callable[[list[Arr], Attrs], list[Arr]]
+MultiBackward = Callable[[list[Arr], list[Arr], Attrs, list[Arr | None]], Grads]
+Check = Callable[[Attrs], str | None]
+
+_SQRT_2_PI = math.sqrt(2.0 / math.pi)
+_TWO_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+def _rest(i: list[Arr]) -> Grads:
+    return [None] * (len(i) - 1)
+
+
+# -- elementwise ----------------------------------------------------------------------------------
+
+def erf(x: Arr) -> Arr:
+    return np.asarray(_scipy_erf(x), dtype=x.dtype)
+
+
+def _sigmoid(x: Arr) -> Arr:
+    return np.exp(-np.logaddexp(0.0, -x))
+
+
+def _gelu_f(x: Arr, a: Attrs) -> Arr:
+    if astr(a, "approximate", "none") == "tanh":
+        return 0.5 * x * (1 + np.tanh(_SQRT_2_PI * (x + 0.044715 * x ** 3)))  # type: ignore[no-any-return]
+    return 0.5 * x * (1 + erf(x / math.sqrt(2.0)))  # type: ignore[no-any-return]
+
+
+def _gelu_d(x: Arr, _o: Arr, a: Attrs) -> Arr:
+    if astr(a, "approximate", "none") == "tanh":
+        t = np.tanh(_SQRT_2_PI * (x + 0.044715 * x ** 3))
+        return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_PI * (1 + 3 * 0.044715 * x * x)  # type: ignore[no-any-return]
+    return 0.5 * (1 + erf(x / math.sqrt(2.0))) + x * np.exp(-0.5 * x * x) / math.sqrt(2 * math.pi)
+
+
+def _mish_d(x: Arr, _o: Arr, _a: Attrs) -> Arr:
+    t = np.tanh(np.logaddexp(0.0, x))
+    return t + x * (1 - t * t) * _sigmoid(x)  # type: ignore[no-any-return]
+
+
+def _swish_d(x: Arr, _o: Arr, a: Attrs) -> Arr:
+    alpha = a.get("alpha", 1.0)
+    s = _sigmoid(alpha * x)
+    return s + alpha * x * s * (1 - s)  # type: ignore[no-any-return]
+
+
+def _hardsigmoid_d(x: Arr, _o: Arr, a: Attrs) -> Arr:
+    z = a.get("alpha", 0.2) * x + a.get("beta", 0.5)
+    return np.where((z > 0) & (z < 1), a.get("alpha", 0.2), 0.0).astype(x.dtype)
+
+
+_SELU_A, _SELU_G = 1.67326319217681884765625, 1.05070102214813232421875
+
+
+def _elu(x: Arr, alpha: float, gamma: float) -> Arr:
+    """``gamma * (x if x > 0 else alpha * (exp(x) - 1))``: Elu, Selu, and Celu on ``x / alpha``."""
+    return gamma * np.where(x > 0, x, alpha * np.expm1(np.minimum(x, 0)))
+
+
+def _elu_d(x: Arr, alpha: float, gamma: float) -> Arr:
+    return gamma * np.where(x > 0, 1.0, alpha * np.exp(np.minimum(x, 0)))
+
+
+def _zero_d(x: Arr, _o: Arr, _a: Attrs) -> Arr:
+    return np.zeros_like(x)
+
+
+_UNARY: dict[str, tuple[Forward, Backward]] = {
+    "Sqrt": unary(lambda x, a: np.sqrt(x), lambda x, o, a: 0.5 / o),
+    "Exp": unary(lambda x, a: np.exp(x), lambda x, o, a: o),
+    "Log": unary(lambda x, a: np.log(x), lambda x, o, a: 1 / x),
+    "Neg": unary(lambda x, a: -x, lambda x, o, a: -np.ones_like(x)),
+    "Abs": unary(lambda x, a: np.abs(x), lambda x, o, a: np.sign(x)),
+    "Reciprocal": unary(lambda x, a: 1 / x, lambda x, o, a: -o * o),
+    "Sin": unary(lambda x, a: np.sin(x), lambda x, o, a: np.cos(x)),
+    "Cos": unary(lambda x, a: np.cos(x), lambda x, o, a: -np.sin(x)),
+    "Erf": unary(lambda x, a: erf(x), lambda x, o, a: _TWO_SQRT_PI * np.exp(-x * x)),
+    "Gelu": unary(_gelu_f, _gelu_d),
+    "Elu": unary(lambda x, a: _elu(x, a.get("alpha", 1.0), 1.0), lambda x, o, a: _elu_d(x, a.get("alpha", 1.0), 1.0)),
+    "Selu": unary(lambda x, a: _elu(x, a.get("alpha", _SELU_A), a.get("gamma", _SELU_G)),
+                  lambda x, o, a: _elu_d(x, a.get("alpha", _SELU_A), a.get("gamma", _SELU_G))),
+    "Celu": unary(lambda x, a: a.get("alpha", 1.0) * _elu(x / a.get("alpha", 1.0), 1.0, 1.0),
+                  lambda x, o, a: _elu_d(x / a.get("alpha", 1.0), 1.0, 1.0)),
+    "ThresholdedRelu": unary(lambda x, a: np.where(x > a.get("alpha", 1.0), x, 0.0),
+                             lambda x, o, a: (x > a.get("alpha", 1.0)).astype(x.dtype)),
+    "Softplus": unary(lambda x, a: np.logaddexp(0.0, x), lambda x, o, a: _sigmoid(x)),
+    "Softsign": unary(lambda x, a: x / (1 + np.abs(x)), lambda x, o, a: 1 / (1 + np.abs(x)) ** 2),
+    "HardSigmoid": unary(lambda x, a: np.clip(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1), _hardsigmoid_d),
+    "HardSwish": unary(lambda x, a: x * np.clip(x / 6 + 0.5, 0, 1),
+                       lambda x, o, a: np.where(x < -3, 0.0, np.where(x > 3, 1.0, x / 3 + 0.5))),
+    "Mish": unary(lambda x, a: x * np.tanh(np.logaddexp(0.0, x)), _mish_d),
+    "Swish": unary(lambda x, a: x * _sigmoid(a.get("alpha", 1.0) * x), _swish_d),
+    "Floor": unary(lambda x, a: np.floor(x), _zero_d),
+    "Ceil": unary(lambda x, a: np.ceil(x), _zero_d),
+    "Round": unary(lambda x, a: np.round(x), _zero_d),
+    "Sign": unary(lambda x, a: np.sign(x), _zero_d),
+}
+
+
+def _pow_f(i: list[Arr], _a: Attrs) -> Arr:
+    return np.power(i[0], i[1]).astype(i[0].dtype, copy=False)
+
+
+def _pow_b(i: list[Arr], o: Arr, _a: Attrs, g: Arr) -> Grads:
+    x, e = i
+    gx = (g * e * np.power(x, e - 1)).astype(g.dtype, copy=False)
+    ge = g * o * np.log(np.where(x > 0, x, 1)) if np.issubdtype(e.dtype, np.floating) else None
+    return [unbroadcast(gx, x.shape), None if ge is None else unbroadcast(ge.astype(g.dtype, copy=False), e.shape)]
+
+
+def _prelu_b(i: list[Arr], _o: Arr, _a: Attrs, g: Arr) -> Grads:
+    x, slope = i
+    return [np.where(x > 0, g, g * slope), unbroadcast(np.where(x > 0, 0, g * x), slope.shape)]
+
+
+# -- variadic elementwise -------------------------------------------------------------------------
+
+def _sum_b(i: list[Arr], _o: Arr, _a: Attrs, g: Arr) -> Grads:
+    return [unbroadcast(g, t.shape) for t in i]
+
+
+def _mean_b(i: list[Arr], _o: Arr, _a: Attrs, g: Arr) -> Grads:
+    return [unbroadcast(g / len(i), t.shape) for t in i]
+
+
+def _extreme(pick: Callable[[Arr, Arr], Arr]) -> tuple[Forward, Backward]:
+    """Max / Min: the gradient goes to the inputs that attain the extreme, shared between ties."""
+    def backward(i: list[Arr], o: Arr, _a: Attrs, g: Arr) -> Grads:
+        hits = [np.broadcast_to(t, o.shape) == o for t in i]
+        share = g / reduce(np.add, [h.astype(g.dtype) for h in hits])
+        return [unbroadcast(np.where(h, share, 0), t.shape) for h, t in zip(hits, i, strict=True)]
+
+    return (lambda i, a: reduce(pick, i)), backward
+
+
+# -- reductions -----------------------------------------------------------------------------------
+
+Reducer = Callable[[Arr, tuple[int, ...], bool], Arr]
+ReduceGrad = Callable[[Arr, Arr, Arr, tuple[int, ...]], Arr]  # x, output and grad (keepdims) -> grad x
+
+
+def _reduce_axes(i: list[Arr], a: Attrs) -> tuple[int, ...] | None:
+    """Axes to reduce (input from opset 13/18, else attribute); ``None`` means pass-through."""
+    x = i[0]
+    if len(i) > 1 and i[1].size:
+        axes = [int(v) for v in i[1]]
+    elif "axes" in a:
+        axes = list(a["axes"])
+    else:
+        return None if a.get("noop_with_empty_axes", 0) else tuple(range(x.ndim))
+    return tuple(sorted(ax % x.ndim for ax in axes))
+
+
+def _reduction(fn: Reducer, dfn: ReduceGrad) -> tuple[Forward, Backward]:
+    def forward(i: list[Arr], a: Attrs) -> Arr:
+        axes = _reduce_axes(i, a)
+        return i[0] if axes is None else fn(i[0], axes, bool(a.get("keepdims", 1)))
+
+    def backward(i: list[Arr], o: Arr, a: Attrs, g: Arr) -> Grads:
+        x, axes = i[0], _reduce_axes(i, a)
+        if axes is None:
+            return [g, *_rest(i)]
+        keep = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
+        return [dfn(x, o.reshape(keep), g.reshape(keep), axes).astype(g.dtype, copy=False), *_rest(i)]
+
+    return forward, backward
+
+
+def _count(x: Arr, axes: tuple[int, ...]) -> int:
+    return max(int(np.prod([x.shape[k] for k in axes])), 1)
+
+
+def _extreme_d(x: Arr, o: Arr, g: Arr, axes: tuple[int, ...]) -> Arr:
+    hit = x == o
+    return np.where(hit, g / hit.sum(axis=axes, keepdims=True), 0.0)
+
+
+def _logsumexp(x: Arr, axes: tuple[int, ...], keep: bool) -> Arr:
+    m = x.max(axis=axes, keepdims=True)
+    out = m + np.log(np.exp(x - m).sum(axis=axes, keepdims=True))
+    return out if keep else out.squeeze(axis=axes)  # type: ignore[no-any-return]
+
+
+_REDUCE: dict[str, tuple[Forward, Backward]] = {
+    "ReduceSum": _reduction(lambda x, ax, k: x.sum(axis=ax, keepdims=k),
+                            lambda x, o, g, ax: np.broadcast_to(g, x.shape)),
+    "ReduceMean": _reduction(lambda x, ax, k: x.mean(axis=ax, keepdims=k),
+                             lambda x, o, g, ax: np.broadcast_to(g, x.shape) / _count(x, ax)),
+    "ReduceMax": _reduction(lambda x, ax, k: x.max(axis=ax, keepdims=k), _extreme_d),
+    "ReduceMin": _reduction(lambda x, ax, k: x.min(axis=ax, keepdims=k), _extreme_d),
+    "ReduceL1": _reduction(lambda x, ax, k: np.abs(x).sum(axis=ax, keepdims=k), lambda x, o, g, ax: g * np.sign(x)),
+    "ReduceL2": _reduction(lambda x, ax, k: np.sqrt((x * x).sum(axis=ax, keepdims=k)),
+                           lambda x, o, g, ax: g * x / np.where(o > 0, o, 1)),
+    "ReduceSumSquare": _reduction(lambda x, ax, k: (x * x).sum(axis=ax, keepdims=k), lambda x, o, g, ax: 2 * g * x),
+    "ReduceLogSumExp": _reduction(_logsumexp, lambda x, o, g, ax: g * np.exp(x - o)),
+}
+
+
+# -- normalisation layers -------------------------------------------------------------------------
+
+def _standardize(x: Arr, axes: tuple[int, ...], eps: float) -> tuple[Arr, Arr]:
+    mu = x.mean(axis=axes, keepdims=True)
+    rstd = 1 / np.sqrt(((x - mu) ** 2).mean(axis=axes, keepdims=True) + eps)
+    return (x - mu) * rstd, rstd
+
+
+def _standardize_b(xhat: Arr, rstd: Arr, axes: tuple[int, ...], gxhat: Arr) -> Arr:
+    return rstd * (gxhat - gxhat.mean(axis=axes, keepdims=True)  # type: ignore[no-any-return]
+                   - xhat * (gxhat * xhat).mean(axis=axes, keepdims=True))
+
+
+def _bias(i: list[Arr], k: int) -> Arr | None:
+    return i[k] if len(i) > k and i[k].size else None
+
+
+def _ln_axes(x: Arr, a: Attrs) -> tuple[int, ...]:
+    return tuple(range(a.get("axis", -1) % x.ndim, x.ndim))
+
+
+def _layernorm_f(i: list[Arr], a: Attrs) -> Arr:
+    xhat = _standardize(i[0], _ln_axes(i[0], a), a.get("epsilon", 1e-5))[0]
+    b = _bias(i, 2)
+    return xhat * i[1] if b is None else xhat * i[1] + b
+
+
+def _layernorm_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
+    axes = _ln_axes(i[0], a)
+    xhat, rstd = _standardize(i[0], axes, a.get("epsilon", 1e-5))
+    out: Grads = [_standardize_b(xhat, rstd, axes, g * i[1]), unbroadcast(g * xhat, i[1].shape)]
+    return out + ([unbroadcast(g, i[2].shape)] if len(i) > 2 else [])
+
+
+def _channel(v: Arr, ndim: int) -> Arr:
+    return v.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _not_channel(x: Arr) -> tuple[int, ...]:
+    return tuple(k for k in range(x.ndim) if k != 1)
+
+
+def _instnorm_f(i: list[Arr], a: Attrs) -> Arr:
+    x = i[0]
+    xhat = _standardize(x, tuple(range(2, x.ndim)), a.get("epsilon", 1e-5))[0]
+    return xhat * _channel(i[1], x.ndim) + _channel(i[2], x.ndim)
+
+
+def _instnorm_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
+    x, axes = i[0], tuple(range(2, i[0].ndim))
+    xhat, rstd = _standardize(x, axes, a.get("epsilon", 1e-5))
+    gx = _standardize_b(xhat, rstd, axes, g * _channel(i[1], x.ndim))
+    return [gx, (g * xhat).sum(axis=_not_channel(x)), g.sum(axis=_not_channel(x))]
+
+
+def _groups(x: Arr, a: Attrs) -> tuple[Arr, Arr]:
+    """Per-group standardised x and 1/std, as [N, G, C/G * spatial]."""
+    xg = x.reshape(x.shape[0], int(a["num_groups"]), -1)
+    return _standardize(xg, (2,), a.get("epsilon", 1e-5))
+
+
+def _per_channel(v: Arr, c: int) -> Arr:
+    """Opset 18 gave scale and bias per group, opset 21 per channel."""
+    return np.repeat(v, c // v.size)
+
+
+def _groupnorm_f(i: list[Arr], a: Attrs) -> Arr:
+    x, c = i[0], i[0].shape[1]
+    xhat = _groups(x, a)[0].reshape(x.shape)
+    return xhat * _channel(_per_channel(i[1], c), x.ndim) + _channel(_per_channel(i[2], c), x.ndim)
+
+
+def _groupnorm_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
+    x, c = i[0], i[0].shape[1]
+    xhat, rstd = _groups(x, a)
+    gxhat = (g * _channel(_per_channel(i[1], c), x.ndim)).reshape(xhat.shape)
+    gx = _standardize_b(xhat, rstd, (2,), gxhat).reshape(x.shape)
+    gs = (g * xhat.reshape(x.shape)).sum(axis=_not_channel(x))
+    return [gx, gs.reshape(i[1].size, -1).sum(axis=1), g.sum(axis=_not_channel(x)).reshape(i[2].size, -1).sum(axis=1)]
+
+
+# -- vector normalisers (LpNormalization, ai.onnx.ml Normalizer) ----------------------------------
+
+def _norm_of(x: Arr, kind: str, axis: int) -> Arr:
+    if kind == "MAX":
+        return x.max(axis=axis, keepdims=True)  # type: ignore[no-any-return]
+    if kind == "L1":
+        return np.abs(x).sum(axis=axis, keepdims=True)  # type: ignore[no-any-return]
+    return np.sqrt((x * x).sum(axis=axis, keepdims=True))  # type: ignore[no-any-return]
+
+
+def _norm_d(x: Arr, y: Arr, kind: str, axis: int) -> Arr:
+    """d norm / d x."""
+    if kind == "L1":
+        return np.sign(x)
+    if kind == "L2":
+        return y
+    pos = np.arange(x.shape[axis]).reshape([-1 if k == axis % x.ndim else 1 for k in range(x.ndim)])
+    hit: Arr = pos == np.expand_dims(np.argmax(x, axis=axis), axis)
+    return hit.astype(x.dtype)
+
+
+def _normalize(x: Arr, kind: str, axis: int) -> Arr:
+    d = _norm_of(x, kind, axis)
+    return np.where(d != 0, x / np.where(d != 0, d, 1), 0)
+
+
+def _normalize_b(x: Arr, y: Arr, kind: str, axis: int, g: Arr) -> Arr:
+    d = _norm_of(x, kind, axis)
+    gx = (g - (g * y).sum(axis=axis, keepdims=True) * _norm_d(x, y, kind, axis)) / np.where(d != 0, d, 1)
+    return np.where(d != 0, gx, 0).astype(g.dtype, copy=False)
+
+
+def _lp_kind(a: Attrs) -> str:
+    return "L1" if a.get("p", 2) == 1 else "L2"
+
+
+def _floaty(x: Arr) -> Arr:
+    return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
+
+
+def _ml_normalizer_f(i: list[Arr], a: Attrs) -> Arr:
+    return _normalize(_floaty(i[0]), astr(a, "norm", "MAX"), -1)
+
+
+def _ml_normalizer_b(i: list[Arr], o: Arr, a: Attrs, g: Arr) -> Grads:
+    return [_normalize_b(_floaty(i[0]), o, astr(a, "norm", "MAX"), -1, g)]
+
+
+def _scaler_f(i: list[Arr], a: Attrs) -> Arr:
+    x = _floaty(i[0])
+    out: Arr = (x - np.asarray(a.get("offset", [0.0]), x.dtype)) * np.asarray(a.get("scale", [1.0]), x.dtype)
+    return out
+
+
+# -- ai.onnx.ml LinearClassifier (outputs: label, scores) -----------------------------------------
+
+def _linear(x: Arr, a: Attrs) -> tuple[Arr, Arr]:
+    """Coefficients [T, F] and raw scores [N, T]."""
+    x = _floaty(x).reshape(-1, x.shape[-1])
+    inter = np.asarray(a.get("intercepts", []), x.dtype)
+    coef = np.asarray(a["coefficients"], x.dtype).reshape(inter.size or -1, x.shape[1])
+    return coef, x @ coef.T + (inter if inter.size else 0)
+
+
+def _labels(a: Attrs) -> Arr:
+    return np.asarray(a.get("classlabels_ints") or a.get("classlabels_strings") or [0, 1])
+
+
+def _linclass_f(i: list[Arr], a: Attrs) -> list[Arr]:
+    s, labels, post = _linear(i[0], a)[1], _labels(a), astr(a, "post_transform", "NONE")
+    if s.shape[1] == 1:  # binary with one coefficient row: onnxruntime returns [1 - t, t]
+        t = _sigmoid(s) if post == "LOGISTIC" else s
+        return [np.where(s[:, 0] > 0, labels[-1], labels[0]), np.concatenate([1 - t, t], axis=1)]
+    label = labels[np.argmax(s, axis=1)]
+    if post == "LOGISTIC":
+        return [label, _sigmoid(s)]
+    if post == "SOFTMAX":
+        e = np.exp(s - s.max(axis=1, keepdims=True))
+        return [label, e / e.sum(axis=1, keepdims=True)]
+    return [label, s]
+
+
+def _linclass_b(i: list[Arr], outs: list[Arr], a: Attrs, gs: list[Arr | None]) -> Grads:
+    g = gs[1] if len(gs) > 1 else None
+    if g is None:
+        return [None]
+    coef, sc, post = _linear(i[0], a)[0], outs[1], astr(a, "post_transform", "NONE")
+    if coef.shape[0] == 1:
+        t = sc[:, 1:]
+        graw = (g[:, 1:] - g[:, :1]) * (t * (1 - t) if post == "LOGISTIC" else 1)
+    elif post == "LOGISTIC":
+        graw = g * sc * (1 - sc)
+    elif post == "SOFTMAX":
+        graw = sc * (g - (g * sc).sum(axis=1, keepdims=True))
+    else:
+        graw = g
+    return [(graw @ coef).reshape(i[0].shape).astype(g.dtype, copy=False)]
+
+
+# -- shapes, indexing, broadcasting ---------------------------------------------------------------
+
+def _slices(i: list[Arr], a: Attrs) -> tuple[slice, ...]:
+    """Python slices equal ONNX Slice semantics, clamping included (inputs from opset 10)."""
+    if len(i) > 1:
+        starts, ends = [int(v) for v in i[1]], [int(v) for v in i[2]]
+        axes = [int(v) for v in i[3]] if len(i) > 3 and i[3].size else list(range(len(starts)))
+        steps = [int(v) for v in i[4]] if len(i) > 4 and i[4].size else [1] * len(starts)
+    else:
+        starts, ends = list(a["starts"]), list(a["ends"])
+        axes, steps = list(a.get("axes", range(len(starts)))), [1] * len(starts)
+    sl = [slice(None)] * i[0].ndim
+    for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
+        sl[ax % i[0].ndim] = slice(s, e, st)
+    return tuple(sl)
+
+
+def _slice_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
+    gx = np.zeros(i[0].shape, dtype=g.dtype)
+    gx[_slices(i, a)] = g
+    return [gx, *_rest(i)]
+
+
+def _expand_f(i: list[Arr], _a: Attrs) -> Arr:
+    return np.broadcast_to(i[0], np.broadcast_shapes(i[0].shape, tuple(int(v) for v in i[1]))).copy()
+
+
+def _tile_b(i: list[Arr], _o: Arr, _a: Attrs, g: Arr) -> Grads:
+    x, reps = i[0], [int(r) for r in i[1]]
+    split = [v for r, n in zip(reps, x.shape, strict=True) for v in (r, n)]
+    return [g.reshape(split).sum(axis=tuple(range(0, 2 * x.ndim, 2))), None]
+
+
+def _where_b(i: list[Arr], _o: Arr, _a: Attrs, g: Arr) -> Grads:
+    c = i[0]
+    return [None, unbroadcast(np.where(c, g, 0), i[1].shape), unbroadcast(np.where(c, 0, g), i[2].shape)]
+
+
+def _constant_of_shape(i: list[Arr], a: Attrs) -> Arr:
+    v = np.asarray(a.get("value", np.zeros(1, np.float32)))
+    return np.full(tuple(int(s) for s in i[0]), v.reshape(-1)[0], dtype=v.dtype)
+
+
+def _arg(fn: Callable[..., Arr]) -> Forward:
+    def forward(i: list[Arr], a: Attrs) -> Arr:
+        x, axis = i[0], a.get("axis", 0) % i[0].ndim
+        r = x.shape[axis] - 1 - fn(np.flip(x, axis), axis=axis) if a.get("select_last_index", 0) else fn(x, axis=axis)
+        return np.asarray(np.expand_dims(r, axis) if a.get("keepdims", 1) else r, dtype=np.int64)
+
+    return forward
+
+
+def _split_sizes(i: list[Arr], a: Attrs) -> list[int]:
+    n_axis = i[0].shape[a.get("axis", 0)]
+    if len(i) > 1 and i[1].size:
+        return [int(v) for v in i[1]]
+    if "split" in a:
+        return [int(v) for v in a["split"]]
+    n = int(a.get("num_outputs") or a.get("_n_out") or 1)
+    step = -(-n_axis // n)  # opset 18: the last chunk is smaller when the axis does not divide
+    return [max(min(step, n_axis - k * step), 0) for k in range(n)]
+
+
+def _split_f(i: list[Arr], a: Attrs) -> list[Arr]:
+    return list(np.split(i[0], np.cumsum(_split_sizes(i, a))[:-1], axis=a.get("axis", 0)))
+
+
+def _split_b(i: list[Arr], outs: list[Arr], a: Attrs, gs: list[Arr | None]) -> Grads:
+    parts = [np.zeros_like(o) if g is None else g for g, o in zip(gs, outs, strict=True)]
+    return [np.concatenate(parts, axis=a.get("axis", 0)), *_rest(i)]
+
+
+# -- Einsum ---------------------------------------------------------------------------------------
+
+def einsum_terms(eq: str, shapes: list[tuple[int, ...]]) -> tuple[list[str], str]:
+    """Operand and output subscripts with ``...`` spelt out in letters the equation does not use."""
+    eq = eq.replace(" ", "")
+    lhs, arrow, rhs = eq.partition("->")
+    terms = lhs.split(",")
+    free = [c for c in string.ascii_letters if c not in eq]
+    ranks = [len(s) - len(t) + 3 if "..." in t else 0 for t, s in zip(terms, shapes, strict=True)]
+    ell = "".join(free[:max(ranks, default=0)])
+    full = [t.replace("...", ell[len(ell) - r:]) for t, r in zip(terms, ranks, strict=True)]
+    if arrow:
+        return full, rhs.replace("...", ell)
+    return full, ell + "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
+
+
+def _einsum_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
+    terms, out = einsum_terms(astr(a, "equation", ""), [t.shape for t in i])
+    sizes: dict[str, int] = {}
+    for t, x in zip(terms, i, strict=True):
+        for c, n in zip(t, x.shape, strict=True):
+            sizes[c] = max(sizes.get(c, 1), n)
+    full = [np.broadcast_to(x, [sizes[c] for c in t]) for t, x in zip(terms, i, strict=True)]
+    grads: Grads = []
+    for k, (t, x) in enumerate(zip(terms, i, strict=True)):
+        others = [j for j in range(len(i)) if j != k]
+        avail = set(out).union(*[terms[j] for j in others])
+        keep = "".join(c for c in t if c in avail)
+        gk = np.einsum(",".join([out, *[terms[j] for j in others]]) + "->" + keep, g, *[full[j] for j in others])
+        gk = np.broadcast_to(gk.reshape([sizes[c] if c in avail else 1 for c in t]), [sizes[c] for c in t])
+        grads.append(np.ascontiguousarray(unbroadcast(gk, x.shape)))
+    return grads
+
+
+# -- load-time refusals ---------------------------------------------------------------------------
+
+def _choice(op: str, key: str, default: str, allowed: set[str] | frozenset[str]) -> Check:
+    def check(a: Attrs) -> str | None:
+        v = astr(a, key, default)
+        return None if v in allowed else f"{op} {key}={v}"
+
+    return check
+
+
+def _all(*checks: Check) -> Check:
+    return lambda a: next((r for c in checks if (r := c(a)) is not None), None)
+
+
+def _einsum_check(a: Attrs) -> str | None:
+    lhs = astr(a, "equation", "").replace(" ", "").partition("->")[0]
+    terms = [t.replace("...", "") for t in lhs.split(",")]
+    return "Einsum with a repeated subscript in one operand" if any(len(set(t)) != len(t) for t in terms) else None
+
+
+def _resize_check(a: Attrs) -> str | None:
+    if a.get("antialias", 0):
+        return "Resize antialias"
+    return _all(_choice("Resize", "mode", "nearest", {"nearest", "linear", "bilinear"}),
+                _choice("Resize", "coordinate_transformation_mode", "half_pixel", RESIZE_COORDS),
+                _choice("Resize", "nearest_mode", "round_prefer_floor", RESIZE_ROUNDING),
+                _choice("Resize", "keep_aspect_ratio_policy", "stretch", {"stretch"}))(a)
+
+
+CHECKS: dict[str, Check] = {
+    "Resize": _resize_check,
+    "Upsample": _choice("Upsample", "mode", "nearest", {"nearest", "linear", "bilinear"}),
+    "Pad": _choice("Pad", "mode", "constant", {"constant", "reflect", "edge", "wrap"}),
+    "Gelu": _choice("Gelu", "approximate", "none", {"none", "tanh"}),
+    "Normalizer": _choice("Normalizer", "norm", "MAX", {"MAX", "L1", "L2"}),
+    "LinearClassifier": _choice("LinearClassifier", "post_transform", "NONE", {"NONE", "LOGISTIC", "SOFTMAX"}),
+    "LpNormalization": lambda a: None if a.get("p", 2) in (1, 2) else f"LpNormalization p={a.get('p')}",
+    "Einsum": _einsum_check,
+}
+
+_COMPARE = {"Equal": np.equal, "Greater": np.greater, "Less": np.less, "GreaterOrEqual": np.greater_equal,
+            "LessOrEqual": np.less_equal, "And": np.logical_and, "Or": np.logical_or, "Xor": np.logical_xor}
+
+
+def _compare(fn: Callable[[Arr, Arr], Arr]) -> tuple[Forward, Backward]:
+    return nondiff(lambda i, a: fn(i[0], i[1]))
+
+
+EXTRA_RULES: dict[str, tuple[Forward, Backward]] = {
+    **_UNARY,
+    **_REDUCE,
+    **{name: _compare(fn) for name, fn in _COMPARE.items()},
+    "Pow": (_pow_f, _pow_b),
+    "PRelu": ((lambda i, a: np.where(i[0] > 0, i[0], i[0] * i[1])), _prelu_b),
+    "Max": _extreme(np.maximum),
+    "Min": _extreme(np.minimum),
+    "Sum": ((lambda i, a: reduce(np.add, i)), _sum_b),
+    "Mean": ((lambda i, a: reduce(np.add, i) / len(i)), _mean_b),
+    "LayerNormalization": (_layernorm_f, _layernorm_b),
+    "InstanceNormalization": (_instnorm_f, _instnorm_b),
+    "GroupNormalization": (_groupnorm_f, _groupnorm_b),
+    "LpNormalization": ((lambda i, a: _normalize(i[0], _lp_kind(a), a.get("axis", -1))),
+                        lambda i, o, a, g: [_normalize_b(i[0], o, _lp_kind(a), a.get("axis", -1), g)]),
+    "Slice": ((lambda i, a: i[0][_slices(i, a)]), _slice_b),
+    "Expand": (_expand_f, lambda i, o, a, g: [unbroadcast(g, i[0].shape), None]),
+    "Tile": ((lambda i, a: np.tile(i[0], [int(r) for r in i[1]])), _tile_b),
+    "Where": ((lambda i, a: np.where(i[0], i[1], i[2])), _where_b),
+    "Not": nondiff(lambda i, a: np.logical_not(i[0])),
+    "ConstantOfShape": nondiff(_constant_of_shape),
+    "Range": nondiff(lambda i, a: np.arange(i[0].item(), i[1].item(), i[2].item()).astype(i[0].dtype)),
+    "ArgMax": nondiff(_arg(np.argmax)),
+    "ArgMin": nondiff(_arg(np.argmin)),
+    "Einsum": ((lambda i, a: np.asarray(np.einsum(astr(a, "equation", ""), *i))), _einsum_b),
+    "Pad": (pad_f, pad_b),
+    "Resize": (resize_f, resize_b),
+    "Upsample": (upsample_f, upsample_b),
+    "GlobalMaxPool": (global_maxpool_f, global_maxpool_b),
+    # ai.onnx.ml
+    "Scaler": (_scaler_f, lambda i, o, a, g: [g * np.asarray(a.get("scale", [1.0]), g.dtype)]),
+    "Normalizer": (_ml_normalizer_f, _ml_normalizer_b),
+}
+
+MULTI_RULES: dict[str, tuple[MultiForward, MultiBackward]] = {
+    "Split": (_split_f, _split_b),
+    "LinearClassifier": (_linclass_f, _linclass_b),
+}

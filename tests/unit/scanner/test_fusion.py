@@ -1,0 +1,49 @@
+"""Per-class agreement of model-level detectors."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from services.scanner.domain.detectors.base import DetectionResult
+from services.scanner.domain.fusion import agreement
+
+pytestmark = pytest.mark.unit
+
+
+def _r(key: str, scores: list[float], baseline: list[float] | None = None) -> DetectionResult:
+    evidence = {"class_scores": scores, **({"baseline_class_scores": baseline} if baseline else {})}
+    return DetectionResult(key, max(scores), 3.5, "clean", [], evidence, [], 0.1)
+
+
+def _peak(k: int, c: int, value: float) -> list[float]:
+    return [value if i == c else 0.0 for i in range(k)]
+
+
+def test_two_detectors_below_their_own_bar_but_on_the_same_class_flag_it() -> None:
+    joined = agreement([_r("nc", _peak(10, 4, 2.5)), _r("mm", _peak(10, 4, 2.5))])
+    assert joined is not None and joined.flagged and joined.target_classes == [4]
+    assert joined.score == pytest.approx(5.0 / math.sqrt(2))
+
+
+def test_the_same_evidence_on_different_classes_does_not() -> None:
+    joined = agreement([_r("nc", _peak(10, 4, 2.5)), _r("mm", _peak(10, 7, 2.5))])
+    assert joined is not None and not joined.flagged and joined.target_classes == []
+    assert joined.evidence["ranking"][:2] == [4, 7]
+
+
+def test_a_detectors_baseline_signal_counts_as_correlated_with_its_own_index() -> None:
+    nc = _r("nc", _peak(10, 4, 2.5), baseline=_peak(10, 4, 2.5))
+    alone = agreement([nc])
+    assert alone is not None and alone.score == pytest.approx(2.5) and not alone.flagged  # mean, not sum/sqrt(2)
+    joined = agreement([nc, _r("mm", _peak(10, 4, 2.0))])
+    assert joined is not None and joined.score == pytest.approx(7.0 / math.sqrt(5)) and joined.flagged
+    assert joined.evidence["signals"] == ["nc/class_scores", "nc/baseline_class_scores", "mm/class_scores"]
+
+
+def test_no_agreement_without_two_signals_over_the_same_classes() -> None:
+    assert agreement([_r("nc", _peak(10, 4, 9.0))]) is None
+    assert agreement([_r("nc", _peak(10, 4, 9.0)), _r("mm", _peak(3, 1, 9.0))]) is None
+    no_scores = DetectionResult("x", 1.0, 3.0, "clean", [], {}, [], 0.1)
+    assert agreement([_r("nc", _peak(10, 4, 9.0)), no_scores]) is None
