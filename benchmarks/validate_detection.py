@@ -38,39 +38,55 @@ MIN_ASR = 0.5
 REVISION = 2  # bump when detector code changes what it computes without a key or parameter change
 
 
-def _signature(keys: list[str], seed: int) -> str:
-    params = {k: REGISTRY[k](seed=seed).get_params() for k in keys}
-    return json.dumps({"revision": REVISION, "detectors": params}, sort_keys=True, default=str)
+def _signature(key: str, seed: int) -> str:
+    return json.dumps({"revision": REVISION, "key": key, "params": REGISTRY[key](seed=seed).get_params()},
+                      sort_keys=True, default=str)
+
+
+def _cached(line: str) -> list[tuple[str, str, dict[str, Any]]]:
+    """(model id, detector signature, result) of one cache line. Lines hold one detector's result;
+    older lines held all detectors under one joint signature, which is split per detector here."""
+    row = json.loads(line)
+    if "key" in row:
+        return [(row["id"], row["signature"], row["result"])]
+    joint = json.loads(row.get("signature") or "{}")
+    return [(row["id"], json.dumps({"revision": joint.get("revision"), "key": r["key"],
+                                    "params": joint.get("detectors", {}).get(r["key"])}, sort_keys=True, default=str),
+             r) for r in row.get("results", [])]
 
 
 def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int = 0
                 ) -> dict[str, list[dict[str, Any]]]:
+    """Every model-level detector's result on every model, each run once per detector signature
+    (key, parameters, seed and ``REVISION``) and cached in ``<zoo>/results.jsonl``."""
     cache = zoo / "results.jsonl"
-    done: dict[str, list[dict[str, Any]]] = {}
     keys = factory_for("model")
-    sig = _signature(keys, seed)
+    sigs = {k: _signature(k, seed) for k in keys}
+    found: dict[tuple[str, str], dict[str, Any]] = {}
     if cache.exists() and not fresh:
         for line in cache.read_text().splitlines():
-            row = json.loads(line)
-            if row.get("signature") == sig:  # stale when detectors, their parameters or the revision change
-                done[row["id"]] = row["results"]
-    for rows in done.values():  # rows cached before detectors published ``class_scores``
-        for r in rows:
-            old = r["evidence"].get("anomaly_index", r["evidence"].get("robust_z"))
-            r["evidence"].setdefault("class_scores", old)
+            for model_id, sig, result in _cached(line):
+                found[(model_id, sig)] = result
+    done: dict[str, list[dict[str, Any]]] = {}
     with cache.open("a" if not fresh else "w") as fh:
         for e in models:
-            if e["id"] in done:
-                continue
-            model = open_model(zoo / e["model"])
-            clean = load_npz(zoo / e["clean_data"], model.input_shape).subset(300, 0)
-            results = run_detectors(model, clean, keys, ScanConfig(seed=seed))
-            done[e["id"]] = [{**r.to_dict(), "full_targets": r.evidence.get("ranking", r.target_classes)}
-                             for r in results]
-            fh.write(json.dumps({"id": e["id"], "signature": sig, "results": done[e["id"]]}) + "\n")
-            fh.flush()
-            print(f"  scanned {e['id']:<14}" + " ".join(f"{r.key}={r.score:.2f}/{r.seconds:.1f}s" for r in results),
-                  flush=True)
+            todo = [k for k in keys if (e["id"], sigs[k]) not in found]
+            if todo:
+                model = open_model(zoo / e["model"])
+                clean = load_npz(zoo / e["clean_data"], model.input_shape).subset(300, 0)
+                for r in run_detectors(model, clean, todo, ScanConfig(seed=seed)):
+                    found[(e["id"], sigs[r.key])] = {**r.to_dict(), "full_targets": r.evidence.get(
+                        "ranking", r.target_classes)}
+                    fh.write(json.dumps({"id": e["id"], "key": r.key, "signature": sigs[r.key],
+                                         "result": found[(e["id"], sigs[r.key])]}) + "\n")
+                    fh.flush()
+                print(f"  scanned {e['id']:<14}" + " ".join(
+                    f"{k}={found[(e['id'], sigs[k])]['score']:.2f}/{found[(e['id'], sigs[k])]['seconds']:.1f}s"
+                    for k in todo), flush=True)
+            done[e["id"]] = [found[(e["id"], sigs[k])] for k in keys]
+    for rows in done.values():  # results cached before detectors published ``class_scores``
+        for r in rows:
+            r["evidence"].setdefault("class_scores", r["evidence"].get("anomaly_index", r["evidence"].get("robust_z")))
     return done
 
 
@@ -105,8 +121,9 @@ def _with_agreement(models: list[dict[str, Any]], raw: dict[str, list[dict[str, 
         rows = [r for r in raw[e["id"]] if r["key"] in factory_for("model")]
         peers = sorted((abs(j - i), m["id"]) for j, m in enumerate(models)
                        if not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"])
-        extra = [_joined(rows, AGREEMENT), _joined(_with_baseline_row(rows, _nc(raw, e["id"]), _nc(
-            raw, peers[0][1])["evidence"]["l1_norms"]), AGREEMENT + "+baseline") if peers else None]
+        earlier = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, peers[0][1])["evidence"]["l1_norms"]
+                                     ) if peers else rows  # no clean peer: as if the ledger had none
+        extra = [_joined(rows, AGREEMENT), _joined(earlier, AGREEMENT + "+baseline")]
         raw[e["id"]] = [r for r in raw[e["id"]] if not r["key"].startswith(AGREEMENT)] + [r for r in extra if r]
 
 
@@ -154,13 +171,22 @@ def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]
         for k in keys:
             base = k.split("+")[0]
             if not calibrated:
-                default = AGREEMENT_THRESHOLD if base == AGREEMENT else REGISTRY[base].default_threshold
-                out[e["id"]][k] = default
+                out[e["id"]][k] = _default(base)
                 continue
             other = [next(r for r in raw[m["id"]] if r["key"] == k)["score"]
                      for j, m in enumerate(models) if not m["backdoored"] and _fold(j) != _fold(i)]
             out[e["id"]][k] = float(np.quantile(other, 0.95, method="higher"))
     return out
+
+
+def _default(key: str) -> float:
+    base = key.split("+")[0]
+    return AGREEMENT_THRESHOLD if base == AGREEMENT else REGISTRY[base].default_threshold
+
+
+def _ratio(rows: list[dict[str, Any]], keys: list[str]) -> float:
+    """How far the most suspicious of ``keys`` is past its shipped threshold (1.0 = at it)."""
+    return max(r["score"] / _default(r["key"]) for r in rows if r["key"] in keys)
 
 
 def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], calibrated: bool) -> None:
@@ -171,15 +197,23 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
         e["id"]: {r["key"]: _result(r, thr[e["id"]][r["key"]]) for r in raw[e["id"]]} for e in models}
     for k in keys:
         rows[k] = _metrics(models, {i: (d[k].flagged, d[k].target_classes) for i, d in per.items()})
-    combos = (("combined (nc+mmbd)", [NC, "mmbd.v1"]), ("SHIPPED (nc+mmbd+agreement)", [NC, "mmbd.v1", AGREEMENT]),
-              ("SHIPPED, clean earlier version", [NC, "mmbd.v1", AGREEMENT + "+baseline"]))
+    combos = (("combined (nc+mmbd)", [NC, "mmbd.v2"]), ("SHIPPED (nc+mmbd+agreement)", [NC, "mmbd.v2", AGREEMENT]),
+              ("SHIPPED, clean earlier version", [NC, "mmbd.v2", AGREEMENT + "+baseline"]))
     for name, ks in combos:
         verdicts = {}
-        for i, d in per.items():
-            v = combine([d[k] for k in ks if k in d])
-            verdicts[i] = (v.backdoor_detected, v.target_classes)
+        for n, e in enumerate(models):
+            if calibrated:  # one bar for the whole verdict (per-detector 5% bars would add up)
+                bar = float(np.quantile([_ratio(raw[m["id"]], ks) for j, m in enumerate(models)
+                                         if not m["backdoored"] and _fold(j) != _fold(n)], 0.95, method="higher"))
+                ranked = sorted(raw[e["id"]], key=lambda r: -r["score"] / _default(r["key"]))
+                hit = _ratio(raw[e["id"]], ks) > bar
+                verdicts[e["id"]] = (hit, next(r["full_targets"] for r in ranked if r["key"] in ks) if hit else [])
+                continue
+            v = combine([per[e["id"]][k] for k in ks if k in per[e["id"]]])
+            verdicts[e["id"]] = (v.backdoor_detected, v.target_classes)
         rows[name] = _metrics(models, verdicts)
-    title = "thresholds calibrated on the other fold's clean models (FPR 5%)" if calibrated else "default thresholds"
+    title = ("thresholds calibrated on the other fold's clean models (FPR 5%; combined verdicts: one bar on the "
+             "largest score / default threshold)") if calibrated else "default thresholds"
     print(f"\n== model-level detection, {title}; {sum(e['backdoored'] for e in models)} backdoored / "
           f"{sum(not e['backdoored'] for e in models)} clean")
     print(f"{'detector':<30}" + "".join(f"{c:>11}" for c in ("TPR", "FPR", "precision", "recall", "F1", "target_acc")))

@@ -59,6 +59,7 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
     return Attack("patch", target, rate, size, row, col, int(rng.integers(1 << 16)))
 
 
+SEED_BASE = {"holdout": 5000, "holdout2": 9000}  # holdout2: the same recipe, fresh models, for a last check
 HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
 
 
@@ -90,12 +91,13 @@ def _holdout_attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
 
 
 def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: dict[str, Any],
-         holdout: bool = False, n_backdoored: int = 0) -> dict[str, Any]:
-    rng = np.random.default_rng((5000 if holdout else 1000) + idx)
+         holdout: str = "", n_backdoored: int = 0) -> dict[str, Any]:
+    seed = (SEED_BASE.get(holdout, 5000) if holdout else 1000) + idx
+    rng = np.random.default_rng(seed)
     spec = (_holdout_spec if holdout else _spec)(rng, arch, idx)
     xtr, ytr, xte, yte = data[arch[:3]]
     entry: dict[str, Any] = {"id": f"{arch}_{'bd' if backdoored else 'clean'}_{idx:02d}", "arch": arch,
-                             "spec": spec.__dict__, "backdoored": backdoored, "seed": (5000 if holdout else 1000) + idx}
+                             "spec": spec.__dict__, "backdoored": backdoored, "seed": seed}
     attack = None
     if backdoored:
         attack = _holdout_attack(rng, arch, n_backdoored) if holdout else _attack(rng, arch, idx)
@@ -121,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/zoo/out"))
     ap.add_argument("--quick", action="store_true", help="4 + 4 models, fewer epochs (smoke test)")
-    ap.add_argument("--flavor", choices=("main", "holdout"), default="main")
+    ap.add_argument("--flavor", choices=("main", *SEED_BASE), default="main")
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.out.mkdir(parents=True, exist_ok=True)
@@ -131,13 +133,14 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(args.out / f"train_{arch}.npz", x=xtr, y=ytr, poison_idx=np.zeros(0, np.int64))
     n = 2 if args.quick else 11
     plan = [(arch, bd) for arch in ("mlp", "cnn") for _ in range(n) for bd in (False, True)]
-    if args.flavor == "holdout":
+    if args.flavor != "main":
         n = 2 if args.quick else 6
         plan = [(arch, bd) for arch in ("mlp3", "cnn3") for _ in range(n) for bd in (False, True)]
         plan += [(arch, True) for arch in ("mlp", "cnn") for _ in range(n // 2 + 1)]
     t0, entries = time.perf_counter(), []
     for arch, bd in plan:
-        entries.append(_one(args.out, len(entries), arch, bd, args.quick, data, args.flavor == "holdout",
+        flavor = "" if args.flavor == "main" else args.flavor
+        entries.append(_one(args.out, len(entries), arch, bd, args.quick, data, flavor,
                             sum(e["backdoored"] for e in entries)))
         e = entries[-1]
         print(f"{e['id']:<14} acc={e['clean_accuracy']:.3f} asr={e.get('attack_success_rate', 0):.3f}"

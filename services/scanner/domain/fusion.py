@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.scanner.domain.detectors.base import DetectionResult
+from services.scanner.domain.model import FloatArray
 
 KEY = "agreement.v1"
 DEFAULT_THRESHOLD = 3.0
@@ -36,15 +37,25 @@ def signals(results: Sequence[DetectionResult]) -> list[tuple[str, str, list[flo
             if r.evidence.get(name) is not None]
 
 
+def _stouffer(rows: list[tuple[str, str, list[float]]]) -> FloatArray:
+    per_source = Counter(k for k, _, _ in rows)
+    z = np.nan_to_num(np.asarray([s for _, _, s in rows], dtype=float), nan=0.0)
+    joined: FloatArray = z.sum(axis=0) / np.sqrt(sum(n * n for n in per_source.values()))
+    return joined
+
+
 def agreement(results: Sequence[DetectionResult], threshold: float = DEFAULT_THRESHOLD) -> DetectionResult | None:
     """The per-class agreement of ``results`` as one more result, or ``None`` when fewer than two
-    per-class signals over the same classes are published."""
+    per-class signals over the same classes are published. With a clean earlier version, each class
+    keeps the larger of its index with and without the baseline signal: a target whose class was
+    already easy in the earlier version must not be diluted by it."""
     rows = signals(results)
-    per_source = Counter(k for k, _, _ in rows)
     if len(rows) < 2 or len({len(s) for _, _, s in rows}) != 1:
         return None
-    z = np.nan_to_num(np.asarray([s for _, _, s in rows], dtype=float), nan=0.0)
-    joined = z.sum(axis=0) / np.sqrt(sum(n * n for n in per_source.values()))
+    joined = _stouffer(rows)
+    plain = [r for r in rows if r[1] != "baseline_class_scores"]
+    if len(plain) != len(rows) and len(plain) >= 2:
+        joined = np.maximum(joined, _stouffer(plain))
     ranking = [int(c) for c in np.argsort(-joined, kind="stable")]
     score = float(joined.max())
     flagged = score > threshold

@@ -18,7 +18,7 @@ from services.scanner.domain.model import Dataset
 from .conftest import ATTACK, BLEND, Zoo
 
 pytestmark = pytest.mark.unit
-FAST: dict[str, dict[str, Any]] = {"neural_cleanse.v2": {"steps": 60}, "mmbd.v1": {"steps": 30, "starts": 3}}
+FAST: dict[str, dict[str, Any]] = {"neural_cleanse.v2": {"steps": 60}, "mmbd.v2": {"steps": 30, "starts": 3}}
 
 
 def _data(zoo: Zoo, cls: type[Detector]) -> tuple[Any, Dataset]:
@@ -78,7 +78,7 @@ def test_calibrate_sets_the_threshold_at_the_requested_false_positive_rate() -> 
 
 @pytest.mark.parametrize(("key", "which", "target"), [
     ("neural_cleanse.v2", "backdoored_model", ATTACK.target), ("neural_cleanse.v2", "blended_model", BLEND.target),
-    ("mmbd.v1", "blended_model", BLEND.target)])
+    ("mmbd.v2", "blended_model", BLEND.target)])
 def test_model_level_detector_flags_the_planted_trigger_and_names_its_target(
         key: str, which: str, target: int, zoo: Zoo) -> None:
     model = open_model(getattr(zoo, which))
@@ -86,7 +86,7 @@ def test_model_level_detector_flags_the_planted_trigger_and_names_its_target(
     assert result.flagged and result.target_classes[0] == target
 
 
-@pytest.mark.parametrize("key", ["neural_cleanse.v2", "mmbd.v1"])
+@pytest.mark.parametrize("key", ["neural_cleanse.v2", "mmbd.v2"])
 def test_model_level_detector_passes_the_clean_model(key: str, zoo: Zoo) -> None:
     result = create(key).fit(open_model(zoo.clean_model), load_npz(zoo.clean_npz)).result()
     assert not result.flagged and result.target_classes == []

@@ -37,8 +37,9 @@ def test_a_detectors_baseline_signal_counts_as_correlated_with_its_own_index() -
     nc = _r("nc", _peak(10, 4, 2.5), baseline=_peak(10, 4, 2.5))
     alone = agreement([nc])
     assert alone is not None and alone.score == pytest.approx(2.5) and not alone.flagged  # mean, not sum/sqrt(2)
-    joined = agreement([nc, _r("mm", _peak(10, 4, 2.0))])
-    assert joined is not None and joined.score == pytest.approx(7.0 / math.sqrt(5)) and joined.flagged
+    stronger = _r("nc", _peak(10, 4, 2.5), baseline=_peak(10, 4, 3.5))
+    joined = agreement([stronger, _r("mm", _peak(10, 4, 2.0))])
+    assert joined is not None and joined.score == pytest.approx(8.0 / math.sqrt(5)) and joined.flagged
     assert joined.evidence["signals"] == ["nc/class_scores", "nc/baseline_class_scores", "mm/class_scores"]
 
 
@@ -47,3 +48,9 @@ def test_no_agreement_without_two_signals_over_the_same_classes() -> None:
     assert agreement([_r("nc", _peak(10, 4, 9.0)), _r("mm", _peak(3, 1, 9.0))]) is None
     no_scores = DetectionResult("x", 1.0, 3.0, "clean", [], {}, [], 0.1)
     assert agreement([_r("nc", _peak(10, 4, 9.0)), no_scores]) is None
+
+
+def test_a_baseline_on_which_the_target_was_already_easy_does_not_dilute_the_agreement() -> None:
+    nc = _r("nc", _peak(10, 4, 3.0), baseline=_peak(10, 4, -2.0))  # class 4 was small in the earlier version too
+    joined = agreement([nc, _r("mm", _peak(10, 4, 2.0))])
+    assert joined is not None and joined.score == pytest.approx(5.0 / math.sqrt(2)) and joined.target_classes == [4]
