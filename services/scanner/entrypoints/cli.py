@@ -75,8 +75,8 @@ def scan(
     detectors: Annotated[str | None, typer.Option("--detectors", help="comma-separated detector keys")] = None,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
     baseline: Annotated[Path | None, typer.Option(
-        "--baseline", help="JSON report of an earlier clean version: its per-class trigger sizes become the "
-                           "Neural Cleanse reference")] = None,
+        "--baseline", help="JSON report of an earlier clean version: how this model's per-class trigger "
+                           "sizes shrank against it joins the per-class agreement")] = None,
 ) -> None:
     """Scan a model for backdoors. Exit 0 clean, 1 backdoor detected, 2 error."""
     start = time.perf_counter()
@@ -89,7 +89,22 @@ def scan(
         _fail(exc)
     status = "BACKDOOR DETECTED" if verdict.backdoor_detected else "clean"
     typer.echo(f"{status}: confidence={data['confidence']:.3f} target_classes={data['target_classes']}")
+    for line in _per_detector(data):
+        typer.echo(line)
     raise typer.Exit(EXIT_FOUND if verdict.backdoor_detected else EXIT_CLEAN)
+
+
+def _per_detector(data: dict[str, Any]) -> list[str]:
+    """One line per detector: score against its threshold, verdict, most suspicious classes, time."""
+    width = max((len(d["key"]) for d in data["detectors"]), default=0)
+    def classes(d: dict[str, Any]) -> str:
+        if d["target_classes"]:
+            return f"target classes {d['target_classes']}"
+        top = (d["evidence"].get("ranking") or [])[:1]
+        return f"closest class {top[0]}" if top else ""
+
+    return [f"  {d['key']:<{width}}  score {d['score']:6.2f} / {d['threshold']:.2f}  {d['verdict']:<10}  "
+            f"{classes(d):<22}  {d['seconds']:.1f}s" for d in data["detectors"]]
 
 
 def scan_data(

@@ -47,6 +47,7 @@ def test_backdoored_model_exits_one_and_writes_json_html_and_sarif(app: typer.Ty
     assert res.exit_code == 1, res.output
     data = json.loads(r.read_text())
     assert data["backdoor_detected"] is True and data["target_classes"][0] == ATTACK.target
+    assert f"target classes [{ATTACK.target}" in res.output and "agreement.v1" in res.output  # per-detector lines
     nc = next(d for d in data["detectors"] if d["key"] == "neural_cleanse.v2")
     png = base64.b64decode(nc["triggers_png_base64"][str(ATTACK.target)])
     assert png.startswith(b"\x89PNG")
