@@ -221,7 +221,7 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
         print(f"{k:<30}" + "".join(f"{m[c]:>11.3f}" for c in ("TPR", "FPR", "precision", "recall", "F1", "target_acc")))
 
 
-def _scan_data(zoo: Path, models: list[dict[str, Any]]) -> None:
+def _scan_data(zoo: Path, models: list[dict[str, Any]], seed: int = 0) -> None:
     tp = fp = fn = 0
     clean_flags, seconds = [], []
     for e in models:
@@ -230,7 +230,7 @@ def _scan_data(zoo: Path, models: list[dict[str, Any]]) -> None:
             truth = set(npz["poison_idx"].tolist())
         data = load_npz(zoo / e["train_data"], model.input_shape)
         start = time.perf_counter()
-        found = set(scan_training_data(model, data, ScanConfig()).suspicious_indices)
+        found = set(scan_training_data(model, data, ScanConfig(seed=seed)).suspicious_indices)
         seconds.append(time.perf_counter() - start)
         if e["backdoored"]:
             tp, fp, fn = tp + len(found & truth), fp + len(found - truth), fn + len(truth - found)
@@ -289,7 +289,7 @@ def main(argv: list[str] | None = None) -> None:
     _ledger_pairs(models, raw)
     _table(models, raw, calibrated=True)
     if not args.skip_data:
-        _scan_data(args.zoo, models)
+        _scan_data(args.zoo, models, args.seed)
     _timings(args.zoo, models, raw)
 
 

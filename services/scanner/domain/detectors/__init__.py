@@ -2,6 +2,7 @@
 
 from services.scanner.domain.detectors import (
     activation_clustering,
+    joint_split,
     label_consistency,
     mmbd,
     neural_cleanse,
@@ -12,5 +13,5 @@ from services.scanner.domain.detectors import (
 from services.scanner.domain.detectors.base import REGISTRY, DetectionResult, Detector, NotFittedError, create
 
 __all__ = ["REGISTRY", "DetectionResult", "Detector", "NotFittedError", "activation_clustering", "create",
-           "label_consistency", "mmbd", "neural_cleanse", "spectral", "strip",
+           "joint_split", "label_consistency", "mmbd", "neural_cleanse", "spectral", "strip",
            "trigger_response"]

@@ -67,4 +67,5 @@ class LabelConsistency(Detector):
         return Finding(score=float(cz.max()), target_classes=flagged,
                        suspicious_indices=[int(i) for i in np.flatnonzero(bad)],
                        evidence={"inconsistent_share": {str(int(c)): round(float(r), 3)
-                                                        for c, r in zip(classes, rate, strict=True)}})
+                                                        for c, r in zip(classes, rate, strict=True)},
+                                 "ranking": [int(classes[j]) for j in np.argsort(-cz, kind="stable")]})

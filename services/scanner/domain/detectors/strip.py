@@ -94,4 +94,5 @@ class StripDetector(Detector):
                        suspicious_indices=[int(i) for i in np.flatnonzero(low & np.isin(data.y, flagged))],
                        evidence={"low_entropy_share": {str(int(c)): round(float(s), 3)
                                                        for c, s in zip(classes, share, strict=True)},
-                                 "mean_entropy": round(float(ent.mean()), 4)})
+                                 "mean_entropy": round(float(ent.mean()), 4),
+                                 "ranking": [int(classes[j]) for j in np.argsort(-cz, kind="stable")]})
