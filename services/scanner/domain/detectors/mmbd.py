@@ -14,6 +14,11 @@ collapses and v1 called a class 5-7 sigmas out on a margin only 10-25% above the
 clean models of the holdout zoo). Alone it flags above 4.0; on the class Neural Cleanse also points
 at, the agreement index (:mod:`..fusion`) counts from 3.0.
 
+Budget: like Neural Cleanse, the ascent does a fixed amount of work: at most ``steps`` steps, fewer
+(down to ``MIN_STEPS``) when ``K x starts`` gradient rows per step would exceed ``budget_macs``
+multiply-accumulates in all (a 3 x 32 x 32 CNN of ~3 M MACs per sample gets 50 steps, the digit
+models all 200), so the scan time stays bounded and the result does not depend on the machine's load.
+
 Known limits: needs gradients (exact or estimated); margins of models trained with strong label
 smoothing or logit clipping are compressed; several target classes (all-to-all) blur the null;
 ``data`` is only used for the input range, so out-of-range triggers are not searched.
@@ -24,9 +29,11 @@ from __future__ import annotations
 import numpy as np
 
 from services.scanner.domain.detectors.base import Detector, Finding, register
+from services.scanner.domain.detectors.reversal import step_cap
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.stats import Adam, robust_z
 
+MIN_STEPS = 50  # with ``budget_macs``: large models get fewer ascent steps, never fewer than this
 MARGIN_FLOOR = 0.15  # log margin: the smallest spread between clean classes' margins that z-scores count
 
 
@@ -38,23 +45,25 @@ class MaxMargin(Detector):
     level = "model"
     default_threshold = 4.0  # alone; agreeing with Neural Cleanse on a class counts from 3.0
 
-    def __init__(self, *, starts: int = 16, steps: int = 200, lr: float = 0.05,
+    def __init__(self, *, starts: int = 16, steps: int = 200, lr: float = 0.05, budget_macs: float | None = 6e10,
                  threshold: float | None = None, seed: int = 0) -> None:
         super().__init__(threshold=threshold, seed=seed)
         self._require("starts", starts, isinstance(starts, int) and starts >= 1)
         self._require("steps", steps, isinstance(steps, int) and steps >= 1)
         self._require("lr", lr, lr > 0)
-        self.starts, self.steps, self.lr = starts, steps, lr
+        self._require("budget_macs", budget_macs, budget_macs is None or budget_macs > 0)
+        self.starts, self.steps, self.lr, self.budget_macs = starts, steps, lr, budget_macs
 
     def _score(self, model: ModelHandle, data: Dataset, rng: np.random.Generator) -> Finding:
-        margins = max_margins(model, float(data.x.min()), float(data.x.max()), self.starts, self.steps, self.lr, rng)
+        steps = step_cap(model, model.num_classes * self.starts, self.steps, self.budget_macs, MIN_STEPS)
+        margins = max_margins(model, float(data.x.min()), float(data.x.max()), self.starts, steps, self.lr, rng)
         z = robust_z(np.log(np.maximum(margins, 1e-3)), floor=MARGIN_FLOOR)
         ranking = [int(c) for c in np.argsort(-z)]
         thr = self.effective_threshold()
         return Finding(score=float(z.max()), target_classes=[c for c in ranking if z[c] > thr] or ranking[:1],
                        evidence={"max_margin": [round(float(m), 3) for m in margins], "ranking": ranking,
                                  "robust_z": [round(float(v), 3) for v in z],
-                                 "class_scores": [round(float(v), 3) for v in z]})
+                                 "class_scores": [round(float(v), 3) for v in z], "steps": steps})
 
 
 def max_margins(model: ModelHandle, lo: float, hi: float, starts: int, steps: int, lr: float,

@@ -34,13 +34,15 @@ def mask_shape(input_shape: tuple[int, ...]) -> tuple[int, ...]:
     return input_shape[-2:] if len(input_shape) == 3 else input_shape
 
 
-def step_cap(model: ModelHandle, rows_per_step: int, steps: int, budget_macs: float | None) -> int:
-    """``steps``, lowered so that ``rows_per_step`` gradient rows per step stay within ``budget_macs``."""
+def step_cap(model: ModelHandle, rows_per_step: int, steps: int, budget_macs: float | None,
+             min_steps: int = MIN_STEPS) -> int:
+    """``steps``, lowered (to no fewer than ``min_steps``) so that ``rows_per_step`` gradient rows per
+    step stay within ``budget_macs``."""
     macs = getattr(model, "macs_per_sample", None)
     if not macs or budget_macs is None:
         return steps
     per_step = float(macs) * float(getattr(model, "gradient_passes", 3)) * rows_per_step
-    return int(min(steps, max(MIN_STEPS, budget_macs // per_step)))
+    return int(min(steps, max(min_steps, budget_macs // per_step)))
 
 
 def rows_per_chunk(model: ModelHandle, chunk_bytes: int = CHUNK_BYTES) -> int:
@@ -85,7 +87,8 @@ def reverse_triggers(model: ModelHandle, x: FloatArray, cfg: Any, rng: np.random
     a = rng.normal(-2.0, 0.1, (k, *mshape))
     b = rng.normal(0.0, 0.1, (k, *shape))
     cost = np.full(k, cfg.init_cost)
-    best_l1, best = np.full(k, np.inf), [np.zeros(0)] * k
+    best_l1 = np.full(k, np.inf)
+    best: list[tuple[Arr, Arr] | None] = [None] * k  # (mask [*mask], pattern logits' sigmoid [*input])
     opt = Adam([a, b], cfg.lr)
     hits, stale, active = np.zeros(k), np.zeros(k, dtype=int), np.ones(k, dtype=bool)
     cap = step_cap(model, k * cfg.batch_size, cfg.steps, getattr(cfg, "budget_macs", None))
@@ -110,7 +113,7 @@ def reverse_triggers(model: ModelHandle, x: FloatArray, cfg: Any, rng: np.random
         ok = active & (succ >= cfg.target_success)
         stale = np.where(ok & (l1 < best_l1 * (1 - TOL)), 0, stale + 1)
         for c in np.flatnonzero(ok & (l1 < best_l1)):
-            best_l1[c], best[c] = l1[c], np.stack([sa[c].ravel(), sigmoid(b[c]).ravel()])
+            best_l1[c], best[c] = l1[c], (sa[c].copy(), sigmoid(b[c]))
         hits = np.where(ok, hits + 1, 0)
         if step % 5 == 4:
             cost = np.where(hits >= 5, cost * 1.5, cost / 1.5)
@@ -123,8 +126,8 @@ def reverse_triggers(model: ModelHandle, x: FloatArray, cfg: Any, rng: np.random
         info.update(steps=done, step_cap=cap, stopped=stopped)
     final = sigmoid(a).reshape(k, -1).sum(axis=1)
     l1 = np.where(np.isfinite(best_l1), best_l1, final + float(np.prod(mshape)))
-    masks = np.stack([best[c][0] if best[c].size else sigmoid(a[c]).ravel() for c in range(k)])
-    pats = np.stack([best[c][1] if best[c].size else sigmoid(b[c]).ravel() for c in range(k)])
+    masks = np.stack([kept[0] if (kept := best[c]) is not None else sigmoid(a[c]) for c in range(k)])
+    pats = np.stack([kept[1] if (kept := best[c]) is not None else sigmoid(b[c]) for c in range(k)])
     success = np.isfinite(best_l1).astype(float)
     return (masks.reshape(k, *mshape).astype(np.float32), (lo + (hi - lo) * pats).reshape(k, *shape).astype(np.float32),
             l1, success)
