@@ -22,6 +22,16 @@ def robust_z(values: Arr, reference: Arr | None = None, floor: float = 0.0) -> A
     return (np.asarray(values, dtype=float) - med) / max(mad, floor, 1e-6 * max(abs(med), 1.0))
 
 
+MIN_CLASSES = 3
+FEW_CLASSES = (f"fewer than {MIN_CLASSES} classes: a median/MAD outlier test cannot single a class out, so this "
+               "detector cannot flag the model (a clean earlier version in the ledger still can)")
+
+
+def class_outlier_note(num_classes: int) -> dict[str, str]:
+    """Evidence to add when a per-class outlier test is blind (binary classifiers)."""
+    return {"note": FEW_CLASSES} if num_classes < MIN_CLASSES else {}
+
+
 def sigmoid(a: Arr) -> Arr:
     return 1.0 / (1.0 + np.exp(-a))
 

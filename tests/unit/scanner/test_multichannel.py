@@ -49,3 +49,22 @@ def test_a_colour_model_is_scanned_with_channel_shared_masks_and_per_channel_pat
     assert (tmp_path / "r.html").read_text().count("<") > 10
     for mask, pattern in nc.triggers.values():
         assert mask.shape == (SIDE, SIDE) and pattern.shape == (C, SIDE, SIDE)
+
+
+def test_a_binary_classifier_is_reported_as_beyond_the_per_class_outlier_tests(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["input", "W", "b"], ["logits"], transB=1)], "binary",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 6])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 2])],
+        [numpy_helper.from_array(rng.normal(0, 1, (2, 6)).astype(np.float32), "W"),
+         numpy_helper.from_array(np.zeros(2, np.float32), "b")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "binary.onnx")
+    np.savez(tmp_path / "clean.npz", x=rng.uniform(0, 1, (40, 6)).astype(np.float32), y=rng.integers(0, 2, 40))
+    config = ScanConfig(params={"neural_cleanse.v2": {"steps": 20, "max_samples": 40},
+                                "mmbd.v2": {"steps": 10, "starts": 2}})
+    verdict = scan_model_file(tmp_path / "binary.onnx", tmp_path / "clean.npz", config)
+    notes = {r.key: r.evidence.get("note", "") for r in verdict.results if r.key != "agreement.v1"}
+    assert set(notes) == {"neural_cleanse.v2", "mmbd.v2"} and all("fewer than 3 classes" in n for n in notes.values())

@@ -31,7 +31,7 @@ import numpy as np
 from services.scanner.domain.detectors.base import Detector, Finding, register
 from services.scanner.domain.detectors.reversal import step_cap
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
-from services.scanner.domain.stats import Adam, robust_z
+from services.scanner.domain.stats import Adam, class_outlier_note, robust_z
 
 MIN_STEPS = 50  # with ``budget_macs``: large models get fewer ascent steps, never fewer than this
 MARGIN_FLOOR = 0.15  # log margin: the smallest spread between clean classes' margins that z-scores count
@@ -63,7 +63,8 @@ class MaxMargin(Detector):
         return Finding(score=float(z.max()), target_classes=[c for c in ranking if z[c] > thr] or ranking[:1],
                        evidence={"max_margin": [round(float(m), 3) for m in margins], "ranking": ranking,
                                  "robust_z": [round(float(v), 3) for v in z],
-                                 "class_scores": [round(float(v), 3) for v in z], "steps": steps})
+                                 "class_scores": [round(float(v), 3) for v in z], "steps": steps,
+                                 **class_outlier_note(model.num_classes)})
 
 
 def max_margins(model: ModelHandle, lo: float, hi: float, starts: int, steps: int, lr: float,

@@ -43,7 +43,7 @@ import numpy as np
 from services.scanner.domain.detectors.base import Detector, Finding, register
 from services.scanner.domain.detectors.reversal import persistence, reverse_triggers
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
-from services.scanner.domain.stats import robust_z
+from services.scanner.domain.stats import class_outlier_note, robust_z
 
 __all__ = ["NeuralCleanse", "anomaly_index", "baseline_index", "persistence", "reverse_triggers"]
 
@@ -109,7 +109,7 @@ class NeuralCleanse(Detector):
                       "attack_success": [round(float(v), 3) for v in success],
                       "baseline_used": self.baseline_l1 is not None, "exact_gradients": model.exact_gradients,
                       "gradients": getattr(model, "gradient_note", None),
-                      "search": search},
+                      "search": search, **class_outlier_note(k)},
             triggers={c: (masks[c], patterns[c]) for c in targets[:3]})
 
 
