@@ -16,7 +16,7 @@ import math
 import onnx
 from onnx import helper, shape_inference
 
-from services.scanner.adapters.onnx_extra_ops import einsum_terms
+from services.scanner.adapters.onnx_index_ops import einsum_terms
 
 _SAME_SHAPE_ML = {"Scaler", "Normalizer", "Binarizer", "Imputer"}
 

@@ -13,13 +13,14 @@ instead of computing it wrongly.
 from __future__ import annotations
 
 import math
-import string
 from collections.abc import Callable
 from functools import reduce
 
 import numpy as np
 from scipy.special import erf as _scipy_erf  # scipy comes with scikit-learn, a runtime dependency
 
+from services.scanner.adapters.onnx_index_ops import INDEX_MULTI_RULES, INDEX_RULES
+from services.scanner.adapters.onnx_ml_ops import ML_MULTI_RULES, ML_RULES, MultiBackward, MultiForward
 from services.scanner.adapters.onnx_ops import Arr, Attrs, Backward, Forward, Grads, nondiff, unary, unbroadcast
 from services.scanner.adapters.onnx_spatial_ops import (
     RESIZE_COORDS,
@@ -35,8 +36,6 @@ from services.scanner.adapters.onnx_spatial_ops import (
     upsample_f,
 )
 
-MultiForward = Callable[[list[Arr], Attrs], list[Arr]]
-MultiBackward = Callable[[list[Arr], list[Arr], Attrs, list[Arr | None]], Grads]
 Check = Callable[[Attrs], str | None]
 
 _SQRT_2_PI = math.sqrt(2.0 / math.pi)
@@ -314,210 +313,6 @@ def _groupnorm_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
     return [gx, gs.reshape(i[1].size, -1).sum(axis=1), g.sum(axis=_not_channel(x)).reshape(i[2].size, -1).sum(axis=1)]
 
 
-# -- vector normalisers (LpNormalization, ai.onnx.ml Normalizer) ----------------------------------
-
-def _norm_of(x: Arr, kind: str, axis: int) -> Arr:
-    if kind == "MAX":
-        return x.max(axis=axis, keepdims=True)  # type: ignore[no-any-return]
-    if kind == "L1":
-        return np.abs(x).sum(axis=axis, keepdims=True)  # type: ignore[no-any-return]
-    return np.sqrt((x * x).sum(axis=axis, keepdims=True))  # type: ignore[no-any-return]
-
-
-def _norm_d(x: Arr, y: Arr, kind: str, axis: int) -> Arr:
-    """d norm / d x."""
-    if kind == "L1":
-        return np.sign(x)
-    if kind == "L2":
-        return y
-    pos = np.arange(x.shape[axis]).reshape([-1 if k == axis % x.ndim else 1 for k in range(x.ndim)])
-    hit: Arr = pos == np.expand_dims(np.argmax(x, axis=axis), axis)
-    return hit.astype(x.dtype)
-
-
-def _normalize(x: Arr, kind: str, axis: int) -> Arr:
-    d = _norm_of(x, kind, axis)
-    return np.where(d != 0, x / np.where(d != 0, d, 1), 0)
-
-
-def _normalize_b(x: Arr, y: Arr, kind: str, axis: int, g: Arr) -> Arr:
-    d = _norm_of(x, kind, axis)
-    gx = (g - (g * y).sum(axis=axis, keepdims=True) * _norm_d(x, y, kind, axis)) / np.where(d != 0, d, 1)
-    return np.where(d != 0, gx, 0).astype(g.dtype, copy=False)
-
-
-def _lp_kind(a: Attrs) -> str:
-    return "L1" if a.get("p", 2) == 1 else "L2"
-
-
-def _floaty(x: Arr) -> Arr:
-    return x if np.issubdtype(x.dtype, np.floating) else x.astype(np.float32)
-
-
-def _ml_normalizer_f(i: list[Arr], a: Attrs) -> Arr:
-    return _normalize(_floaty(i[0]), astr(a, "norm", "MAX"), -1)
-
-
-def _ml_normalizer_b(i: list[Arr], o: Arr, a: Attrs, g: Arr) -> Grads:
-    return [_normalize_b(_floaty(i[0]), o, astr(a, "norm", "MAX"), -1, g)]
-
-
-def _scaler_f(i: list[Arr], a: Attrs) -> Arr:
-    x = _floaty(i[0])
-    out: Arr = (x - np.asarray(a.get("offset", [0.0]), x.dtype)) * np.asarray(a.get("scale", [1.0]), x.dtype)
-    return out
-
-
-# -- ai.onnx.ml LinearClassifier (outputs: label, scores) -----------------------------------------
-
-def _linear(x: Arr, a: Attrs) -> tuple[Arr, Arr]:
-    """Coefficients [T, F] and raw scores [N, T]."""
-    x = _floaty(x).reshape(-1, x.shape[-1])
-    inter = np.asarray(a.get("intercepts", []), x.dtype)
-    coef = np.asarray(a["coefficients"], x.dtype).reshape(inter.size or -1, x.shape[1])
-    return coef, x @ coef.T + (inter if inter.size else 0)
-
-
-def _labels(a: Attrs) -> Arr:
-    return np.asarray(a.get("classlabels_ints") or a.get("classlabels_strings") or [0, 1])
-
-
-def _linclass_f(i: list[Arr], a: Attrs) -> list[Arr]:
-    s, labels, post = _linear(i[0], a)[1], _labels(a), astr(a, "post_transform", "NONE")
-    if s.shape[1] == 1:  # binary with one coefficient row: onnxruntime returns [1 - t, t]
-        t = _sigmoid(s) if post == "LOGISTIC" else s
-        return [np.where(s[:, 0] > 0, labels[-1], labels[0]), np.concatenate([1 - t, t], axis=1)]
-    label = labels[np.argmax(s, axis=1)]
-    if post == "LOGISTIC":
-        return [label, _sigmoid(s)]
-    if post == "SOFTMAX":
-        e = np.exp(s - s.max(axis=1, keepdims=True))
-        return [label, e / e.sum(axis=1, keepdims=True)]
-    return [label, s]
-
-
-def _linclass_b(i: list[Arr], outs: list[Arr], a: Attrs, gs: list[Arr | None]) -> Grads:
-    g = gs[1] if len(gs) > 1 else None
-    if g is None:
-        return [None]
-    coef, sc, post = _linear(i[0], a)[0], outs[1], astr(a, "post_transform", "NONE")
-    if coef.shape[0] == 1:
-        t = sc[:, 1:]
-        graw = (g[:, 1:] - g[:, :1]) * (t * (1 - t) if post == "LOGISTIC" else 1)
-    elif post == "LOGISTIC":
-        graw = g * sc * (1 - sc)
-    elif post == "SOFTMAX":
-        graw = sc * (g - (g * sc).sum(axis=1, keepdims=True))
-    else:
-        graw = g
-    return [(graw @ coef).reshape(i[0].shape).astype(g.dtype, copy=False)]
-
-
-# -- shapes, indexing, broadcasting ---------------------------------------------------------------
-
-def _slices(i: list[Arr], a: Attrs) -> tuple[slice, ...]:
-    """Python slices equal ONNX Slice semantics, clamping included (inputs from opset 10)."""
-    if len(i) > 1:
-        starts, ends = [int(v) for v in i[1]], [int(v) for v in i[2]]
-        axes = [int(v) for v in i[3]] if len(i) > 3 and i[3].size else list(range(len(starts)))
-        steps = [int(v) for v in i[4]] if len(i) > 4 and i[4].size else [1] * len(starts)
-    else:
-        starts, ends = list(a["starts"]), list(a["ends"])
-        axes, steps = list(a.get("axes", range(len(starts)))), [1] * len(starts)
-    sl = [slice(None)] * i[0].ndim
-    for s, e, ax, st in zip(starts, ends, axes, steps, strict=True):
-        sl[ax % i[0].ndim] = slice(s, e, st)
-    return tuple(sl)
-
-
-def _slice_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
-    gx = np.zeros(i[0].shape, dtype=g.dtype)
-    gx[_slices(i, a)] = g
-    return [gx, *_rest(i)]
-
-
-def _expand_f(i: list[Arr], _a: Attrs) -> Arr:
-    return np.broadcast_to(i[0], np.broadcast_shapes(i[0].shape, tuple(int(v) for v in i[1]))).copy()
-
-
-def _tile_b(i: list[Arr], _o: Arr, _a: Attrs, g: Arr) -> Grads:
-    x, reps = i[0], [int(r) for r in i[1]]
-    split = [v for r, n in zip(reps, x.shape, strict=True) for v in (r, n)]
-    return [g.reshape(split).sum(axis=tuple(range(0, 2 * x.ndim, 2))), None]
-
-
-def _where_b(i: list[Arr], _o: Arr, _a: Attrs, g: Arr) -> Grads:
-    c = i[0]
-    return [None, unbroadcast(np.where(c, g, 0), i[1].shape), unbroadcast(np.where(c, 0, g), i[2].shape)]
-
-
-def _constant_of_shape(i: list[Arr], a: Attrs) -> Arr:
-    v = np.asarray(a.get("value", np.zeros(1, np.float32)))
-    return np.full(tuple(int(s) for s in i[0]), v.reshape(-1)[0], dtype=v.dtype)
-
-
-def _arg(fn: Callable[..., Arr]) -> Forward:
-    def forward(i: list[Arr], a: Attrs) -> Arr:
-        x, axis = i[0], a.get("axis", 0) % i[0].ndim
-        r = x.shape[axis] - 1 - fn(np.flip(x, axis), axis=axis) if a.get("select_last_index", 0) else fn(x, axis=axis)
-        return np.asarray(np.expand_dims(r, axis) if a.get("keepdims", 1) else r, dtype=np.int64)
-
-    return forward
-
-
-def _split_sizes(i: list[Arr], a: Attrs) -> list[int]:
-    n_axis = i[0].shape[a.get("axis", 0)]
-    if len(i) > 1 and i[1].size:
-        return [int(v) for v in i[1]]
-    if "split" in a:
-        return [int(v) for v in a["split"]]
-    n = int(a.get("num_outputs") or a.get("_n_out") or 1)
-    step = -(-n_axis // n)  # opset 18: the last chunk is smaller when the axis does not divide
-    return [max(min(step, n_axis - k * step), 0) for k in range(n)]
-
-
-def _split_f(i: list[Arr], a: Attrs) -> list[Arr]:
-    return list(np.split(i[0], np.cumsum(_split_sizes(i, a))[:-1], axis=a.get("axis", 0)))
-
-
-def _split_b(i: list[Arr], outs: list[Arr], a: Attrs, gs: list[Arr | None]) -> Grads:
-    parts = [np.zeros_like(o) if g is None else g for g, o in zip(gs, outs, strict=True)]
-    return [np.concatenate(parts, axis=a.get("axis", 0)), *_rest(i)]
-
-
-# -- Einsum ---------------------------------------------------------------------------------------
-
-def einsum_terms(eq: str, shapes: list[tuple[int, ...]]) -> tuple[list[str], str]:
-    """Operand and output subscripts with ``...`` spelt out in letters the equation does not use."""
-    eq = eq.replace(" ", "")
-    lhs, arrow, rhs = eq.partition("->")
-    terms = lhs.split(",")
-    free = [c for c in string.ascii_letters if c not in eq]
-    ranks = [len(s) - len(t) + 3 if "..." in t else 0 for t, s in zip(terms, shapes, strict=True)]
-    ell = "".join(free[:max(ranks, default=0)])
-    full = [t.replace("...", ell[len(ell) - r:]) for t, r in zip(terms, ranks, strict=True)]
-    if arrow:
-        return full, rhs.replace("...", ell)
-    return full, ell + "".join(sorted(c for c in set(lhs) if c.isalpha() and lhs.count(c) == 1))
-
-
-def _einsum_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
-    terms, out = einsum_terms(astr(a, "equation", ""), [t.shape for t in i])
-    sizes: dict[str, int] = {}
-    for t, x in zip(terms, i, strict=True):
-        for c, n in zip(t, x.shape, strict=True):
-            sizes[c] = max(sizes.get(c, 1), n)
-    full = [np.broadcast_to(x, [sizes[c] for c in t]) for t, x in zip(terms, i, strict=True)]
-    grads: Grads = []
-    for k, (t, x) in enumerate(zip(terms, i, strict=True)):
-        others = [j for j in range(len(i)) if j != k]
-        avail = set(out).union(*[terms[j] for j in others])
-        keep = "".join(c for c in t if c in avail)
-        gk = np.einsum(",".join([out, *[terms[j] for j in others]]) + "->" + keep, g, *[full[j] for j in others])
-        gk = np.broadcast_to(gk.reshape([sizes[c] if c in avail else 1 for c in t]), [sizes[c] for c in t])
-        grads.append(np.ascontiguousarray(unbroadcast(gk, x.shape)))
-    return grads
-
 
 # -- load-time refusals ---------------------------------------------------------------------------
 
@@ -580,28 +375,14 @@ EXTRA_RULES: dict[str, tuple[Forward, Backward]] = {
     "LayerNormalization": (_layernorm_f, _layernorm_b),
     "InstanceNormalization": (_instnorm_f, _instnorm_b),
     "GroupNormalization": (_groupnorm_f, _groupnorm_b),
-    "LpNormalization": ((lambda i, a: _normalize(i[0], _lp_kind(a), a.get("axis", -1))),
-                        lambda i, o, a, g: [_normalize_b(i[0], o, _lp_kind(a), a.get("axis", -1), g)]),
-    "Slice": ((lambda i, a: i[0][_slices(i, a)]), _slice_b),
-    "Expand": (_expand_f, lambda i, o, a, g: [unbroadcast(g, i[0].shape), None]),
-    "Tile": ((lambda i, a: np.tile(i[0], [int(r) for r in i[1]])), _tile_b),
-    "Where": ((lambda i, a: np.where(i[0], i[1], i[2])), _where_b),
     "Not": nondiff(lambda i, a: np.logical_not(i[0])),
-    "ConstantOfShape": nondiff(_constant_of_shape),
     "Range": nondiff(lambda i, a: np.arange(i[0].item(), i[1].item(), i[2].item()).astype(i[0].dtype)),
-    "ArgMax": nondiff(_arg(np.argmax)),
-    "ArgMin": nondiff(_arg(np.argmin)),
-    "Einsum": ((lambda i, a: np.asarray(np.einsum(astr(a, "equation", ""), *i))), _einsum_b),
     "Pad": (pad_f, pad_b),
     "Resize": (resize_f, resize_b),
     "Upsample": (upsample_f, upsample_b),
     "GlobalMaxPool": (global_maxpool_f, global_maxpool_b),
-    # ai.onnx.ml
-    "Scaler": (_scaler_f, lambda i, o, a, g: [g * np.asarray(a.get("scale", [1.0]), g.dtype)]),
-    "Normalizer": (_ml_normalizer_f, _ml_normalizer_b),
 }
 
-MULTI_RULES: dict[str, tuple[MultiForward, MultiBackward]] = {
-    "Split": (_split_f, _split_b),
-    "LinearClassifier": (_linclass_f, _linclass_b),
-}
+EXTRA_RULES.update({**INDEX_RULES, **ML_RULES})
+
+MULTI_RULES: dict[str, tuple[MultiForward, MultiBackward]] = {**INDEX_MULTI_RULES, **ML_MULTI_RULES}
