@@ -25,6 +25,9 @@ _LAYER_OPS = {"Relu", "LeakyRelu", "Tanh", "Sigmoid", "Flatten", "MaxPool", "Ave
               "GlobalAveragePool", "Clip", "Conv", "BatchNormalization", "Gemm"}
 
 
+_FLOAT_TYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+
+
 class ModelError(ValueError):
     """The file is not a usable ONNX classifier."""
 
@@ -111,9 +114,10 @@ class OnnxModel:
         except Exception as exc:
             raise ModelError(f"onnxruntime cannot load the model: {exc}") from exc
         inputs = [i for i in self.session.get_inputs()]
-        if len(inputs) != 1 or inputs[0].type != "tensor(float)":
+        if len(inputs) != 1 or inputs[0].type not in _FLOAT_TYPES:
             raise ModelError(f"need exactly one float input, got {[(i.name, i.type) for i in inputs]}")
         self.input_name = inputs[0].name
+        self.input_dtype = _FLOAT_TYPES[inputs[0].type]  # skl2onnx exports with double types take float64
         dims = inputs[0].shape[1:]
         if not dims or not all(isinstance(d, int) for d in dims):
             raise ModelError(f"input {self.input_name} needs static non-batch dims, got {inputs[0].shape}")
@@ -146,12 +150,13 @@ class OnnxModel:
                 raise ModelError(f"output {name!r} not in model outputs {[o.name for o in outs]}")
             return name
         for o in outs:
-            if o.type == "tensor(float)" and len(o.shape) == 2:
+            if o.type in _FLOAT_TYPES and len(o.shape) == 2:
                 return str(o.name)
         raise ModelError(f"no float [N, classes] output among {[(o.name, o.type, o.shape) for o in outs]}")
 
     def _run(self, x: Arr) -> Arr:
-        return np.asarray(self.session.run([self.output_name], {self.input_name: x})[0], dtype=np.float32)
+        feed = {self.input_name: np.ascontiguousarray(x, self.input_dtype)}
+        return np.asarray(self.session.run([self.output_name], feed)[0], dtype=np.float32)
 
     def logits(self, x: Arr) -> Arr:
         """Logits [N, K] (log-probabilities when the model outputs probabilities)."""
@@ -187,11 +192,13 @@ class OnnxModel:
             m = onnx.ModelProto()
             m.CopyFrom(self.model)
             known = {o.name for o in m.graph.output}
+            elem = onnx.TensorProto.DOUBLE if self.input_dtype == np.float64 else onnx.TensorProto.FLOAT
             for name in self.layers():
                 if name not in known:
-                    m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+                    m.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
             self._act_session = _session(m)
-        out = [self._act_session.run([layer], {self.input_name: np.ascontiguousarray(x[i:i + 4096], np.float32)})[0]
+        session, dtype = self._act_session, self.input_dtype
+        out = [session.run([layer], {self.input_name: np.ascontiguousarray(x[i:i + 4096], dtype)})[0]
                for i in range(0, len(x), 4096)]
         return np.concatenate(out).reshape(len(x), -1).astype(np.float32)
 

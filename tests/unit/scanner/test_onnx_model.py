@@ -77,3 +77,25 @@ def test_a_tape_that_computes_a_known_op_differently_falls_back_to_estimated_gra
     assert not model.exact_gradients and "differs from onnxruntime" in model.gradient_note
     x = load_npz(zoo.clean_npz).x[:5]
     np.testing.assert_allclose(model.predict(x), exact.predict(x), atol=1e-6)  # onnxruntime still predicts
+
+
+def test_a_double_precision_model_is_scanned_like_a_float_one(tmp_path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w1, w2 = rng.normal(0, 1, (6, 5)), rng.normal(0, 1, (5, 3))
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W1"], ["h"]), helper.make_node("Relu", ["h"], ["r"]),
+         helper.make_node("MatMul", ["r", "W2"], ["z"]), helper.make_node("Softmax", ["z"], ["p"], axis=1)],
+        "double", [helper.make_tensor_value_info("x", TensorProto.DOUBLE, ["N", 6])],
+        [helper.make_tensor_value_info("p", TensorProto.DOUBLE, ["N", 3])],
+        [numpy_helper.from_array(w1, "W1"), numpy_helper.from_array(w2, "W2")])
+    proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    proto.ir_version = 8
+    onnx.save(proto, tmp_path / "double.onnx")
+    model = open_model(tmp_path / "double.onnx")
+    x = rng.uniform(0, 1, (4, 6)).astype(np.float32)
+    expected = np.exp(np.maximum(x @ w1, 0) @ w2)
+    np.testing.assert_allclose(model.predict(x), expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)
+    assert model.num_classes == 3 and model.exact_gradients and model.activations(x, model.layers()[-1]).shape == (4, 5)
