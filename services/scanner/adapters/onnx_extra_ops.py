@@ -21,7 +21,18 @@ from scipy.special import erf as _scipy_erf  # scipy comes with scikit-learn, a 
 
 from services.scanner.adapters.onnx_index_ops import INDEX_MULTI_RULES, INDEX_RULES
 from services.scanner.adapters.onnx_ml_ops import ML_MULTI_RULES, ML_RULES, MultiBackward, MultiForward
-from services.scanner.adapters.onnx_ops import Arr, Attrs, Backward, Forward, Grads, nondiff, unary, unbroadcast
+from services.scanner.adapters.onnx_ops import (
+    Arr,
+    Attrs,
+    Backward,
+    Forward,
+    Grads,
+    nondiff,
+    rest_none,
+    stable_sigmoid,
+    unary,
+    unbroadcast,
+)
 from services.scanner.adapters.onnx_spatial_ops import (
     RESIZE_COORDS,
     RESIZE_ROUNDING,
@@ -42,18 +53,12 @@ _SQRT_2_PI = math.sqrt(2.0 / math.pi)
 _TWO_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 
-def _rest(i: list[Arr]) -> Grads:
-    return [None] * (len(i) - 1)
-
 
 # -- elementwise ----------------------------------------------------------------------------------
 
 def erf(x: Arr) -> Arr:
     return np.asarray(_scipy_erf(x), dtype=x.dtype)
 
-
-def _sigmoid(x: Arr) -> Arr:
-    return np.exp(-np.logaddexp(0.0, -x))
 
 
 def _gelu_f(x: Arr, a: Attrs) -> Arr:
@@ -71,12 +76,12 @@ def _gelu_d(x: Arr, _o: Arr, a: Attrs) -> Arr:
 
 def _mish_d(x: Arr, _o: Arr, _a: Attrs) -> Arr:
     t = np.tanh(np.logaddexp(0.0, x))
-    return t + x * (1 - t * t) * _sigmoid(x)  # type: ignore[no-any-return]
+    return t + x * (1 - t * t) * stable_sigmoid(x)  # type: ignore[no-any-return]
 
 
 def _swish_d(x: Arr, _o: Arr, a: Attrs) -> Arr:
     alpha = a.get("alpha", 1.0)
-    s = _sigmoid(alpha * x)
+    s = stable_sigmoid(alpha * x)
     return s + alpha * x * s * (1 - s)  # type: ignore[no-any-return]
 
 
@@ -119,13 +124,13 @@ _UNARY: dict[str, tuple[Forward, Backward]] = {
                   lambda x, o, a: _elu_d(x / a.get("alpha", 1.0), 1.0, 1.0)),
     "ThresholdedRelu": unary(lambda x, a: np.where(x > a.get("alpha", 1.0), x, 0.0),
                              lambda x, o, a: (x > a.get("alpha", 1.0)).astype(x.dtype)),
-    "Softplus": unary(lambda x, a: np.logaddexp(0.0, x), lambda x, o, a: _sigmoid(x)),
+    "Softplus": unary(lambda x, a: np.logaddexp(0.0, x), lambda x, o, a: stable_sigmoid(x)),
     "Softsign": unary(lambda x, a: x / (1 + np.abs(x)), lambda x, o, a: 1 / (1 + np.abs(x)) ** 2),
     "HardSigmoid": unary(lambda x, a: np.clip(a.get("alpha", 0.2) * x + a.get("beta", 0.5), 0, 1), _hardsigmoid_d),
     "HardSwish": unary(lambda x, a: x * np.clip(x / 6 + 0.5, 0, 1),
                        lambda x, o, a: np.where(x < -3, 0.0, np.where(x > 3, 1.0, x / 3 + 0.5))),
     "Mish": unary(lambda x, a: x * np.tanh(np.logaddexp(0.0, x)), _mish_d),
-    "Swish": unary(lambda x, a: x * _sigmoid(a.get("alpha", 1.0) * x), _swish_d),
+    "Swish": unary(lambda x, a: x * stable_sigmoid(a.get("alpha", 1.0) * x), _swish_d),
     "Floor": unary(lambda x, a: np.floor(x), _zero_d),
     "Ceil": unary(lambda x, a: np.ceil(x), _zero_d),
     "Round": unary(lambda x, a: np.round(x), _zero_d),
@@ -195,9 +200,9 @@ def _reduction(fn: Reducer, dfn: ReduceGrad) -> tuple[Forward, Backward]:
     def backward(i: list[Arr], o: Arr, a: Attrs, g: Arr) -> Grads:
         x, axes = i[0], _reduce_axes(i, a)
         if axes is None:
-            return [g, *_rest(i)]
+            return [g, *rest_none(i)]
         keep = tuple(1 if k in axes else n for k, n in enumerate(x.shape))
-        return [dfn(x, o.reshape(keep), g.reshape(keep), axes).astype(g.dtype, copy=False), *_rest(i)]
+        return [dfn(x, o.reshape(keep), g.reshape(keep), axes).astype(g.dtype, copy=False), *rest_none(i)]
 
     return forward, backward
 

@@ -12,12 +12,17 @@ from collections.abc import Callable
 import numpy as np
 
 from services.scanner.adapters.onnx_ml_ops import MultiBackward, MultiForward
-from services.scanner.adapters.onnx_ops import Arr, Attrs, Backward, Forward, Grads, nondiff, unbroadcast
+from services.scanner.adapters.onnx_ops import (
+    Arr,
+    Attrs,
+    Backward,
+    Forward,
+    Grads,
+    nondiff,
+    rest_none,
+    unbroadcast,
+)
 from services.scanner.adapters.onnx_spatial_ops import astr
-
-
-def _rest(i: list[Arr]) -> Grads:
-    return [None] * (len(i) - 1)
 
 # -- shapes, indexing, broadcasting ---------------------------------------------------------------
 
@@ -39,7 +44,7 @@ def _slices(i: list[Arr], a: Attrs) -> tuple[slice, ...]:
 def _slice_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
     gx = np.zeros(i[0].shape, dtype=g.dtype)
     gx[_slices(i, a)] = g
-    return [gx, *_rest(i)]
+    return [gx, *rest_none(i)]
 
 
 def _expand_f(i: list[Arr], _a: Attrs) -> Arr:
@@ -88,7 +93,7 @@ def _split_f(i: list[Arr], a: Attrs) -> list[Arr]:
 
 def _split_b(i: list[Arr], outs: list[Arr], a: Attrs, gs: list[Arr | None]) -> Grads:
     parts = [np.zeros_like(o) if g is None else g for g, o in zip(gs, outs, strict=True)]
-    return [np.concatenate(parts, axis=a.get("axis", 0)), *_rest(i)]
+    return [np.concatenate(parts, axis=a.get("axis", 0)), *rest_none(i)]
 
 
 # -- Einsum ---------------------------------------------------------------------------------------

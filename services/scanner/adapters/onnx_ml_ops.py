@@ -11,16 +11,12 @@ from collections.abc import Callable
 
 import numpy as np
 
-from services.scanner.adapters.onnx_ops import Arr, Attrs, Backward, Forward, Grads
+from services.scanner.adapters.onnx_ops import Arr, Attrs, Backward, Forward, Grads, stable_sigmoid
 from services.scanner.adapters.onnx_spatial_ops import astr
 
 MultiForward = Callable[[list[Arr], Attrs], list[Arr]]
 MultiBackward = Callable[[list[Arr], list[Arr], Attrs, list[Arr | None]], Grads]
 
-
-def _sigmoid(x: Arr) -> Arr:
-    out: Arr = np.exp(-np.logaddexp(0.0, -x))
-    return out
 
 # -- vector normalisers (LpNormalization, ai.onnx.ml Normalizer) ----------------------------------
 
@@ -93,11 +89,11 @@ def _labels(a: Attrs) -> Arr:
 def _linclass_f(i: list[Arr], a: Attrs) -> list[Arr]:
     s, labels, post = _linear(i[0], a)[1], _labels(a), astr(a, "post_transform", "NONE")
     if s.shape[1] == 1:  # binary with one coefficient row: onnxruntime returns [1 - t, t]
-        t = _sigmoid(s) if post == "LOGISTIC" else s
+        t = stable_sigmoid(s) if post == "LOGISTIC" else s
         return [np.where(s[:, 0] > 0, labels[-1], labels[0]), np.concatenate([1 - t, t], axis=1)]
     label = labels[np.argmax(s, axis=1)]
     if post == "LOGISTIC":
-        return [label, _sigmoid(s)]
+        return [label, stable_sigmoid(s)]
     if post == "SOFTMAX":
         e = np.exp(s - s.max(axis=1, keepdims=True))
         return [label, e / e.sum(axis=1, keepdims=True)]

@@ -36,6 +36,16 @@ Forward = Callable[[list[Arr], Attrs], Arr]
 Backward = Callable[[list[Arr], Arr, Attrs, Arr], Grads]
 
 
+def rest_none(i: list[Arr]) -> Grads:
+    """No gradient for every input after the first."""
+    return [None] * (len(i) - 1)
+
+
+def stable_sigmoid(x: Arr) -> Arr:
+    out: Arr = np.exp(-np.logaddexp(0.0, -x))
+    return out
+
+
 def unbroadcast(grad: Arr, shape: Sequence[int]) -> Arr:
     """Sum ``grad`` down to ``shape`` (undo numpy broadcasting)."""
     while grad.ndim > len(shape):
