@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
@@ -36,10 +36,12 @@ from services.scanner.service_layer.scan import ScanConfig, run_detectors, scan_
 NC = "neural_cleanse.v2"
 MIN_ASR = 0.5
 REVISION = 2  # bump when detector code changes what it computes without a key or parameter change
+KEY_REVISIONS = {NC: 3}  # the same, for one detector: NC 3 publishes foreign_class_scores
 
 
 def _signature(key: str, seed: int) -> str:
-    return json.dumps({"revision": REVISION, "key": key, "params": REGISTRY[key](seed=seed).get_params()},
+    params = REGISTRY[key](seed=seed).get_params()
+    return json.dumps({"revision": KEY_REVISIONS.get(key, REVISION), "key": key, "params": params},
                       sort_keys=True, default=str)
 
 
@@ -276,7 +278,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--skip-data", action="store_true")
     ap.add_argument("--seed", type=int, default=0, help="detector seed (judge changes over several)")
     args = ap.parse_args(argv)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    threadpool_limits(1)  # numpy's BLAS started with a thread per core; two runs side by side oversubscribe
     manifest = json.loads((args.zoo / "manifest.json").read_text())
     models = [e for e in manifest["models"] if e["id"].startswith(args.only)]
     failed = [e["id"] for e in models if e["backdoored"] and e.get("attack_success_rate", 1.0) < MIN_ASR]

@@ -12,14 +12,23 @@ clean earlier version, both read off the same reversed triggers) as fully correl
 the scale of its inputs (standard normal for standard-normal nulls) and shares their kind of threshold.
 
 Detectors publish their per-class indices as ``evidence["class_scores"]`` and, when they have a
-clean earlier version to compare with, ``evidence["baseline_class_scores"]``. Results without them,
-or whose class count differs, are left out.
+clean earlier version to compare with, ``evidence["baseline_class_scores"]``. Neural Cleanse also
+publishes ``evidence["foreign_class_scores"]``: how unlike its class's own inputs each reversed trigger
+looks (:mod:`.detectors.likeness`). That one is read off the same triggers but measures something else
+(a pattern's look, not its size); on clean models its per-class correlation with Neural Cleanse's own
+index is negative, so it counts as a source of its own. Results without per-class signals, or whose
+class count differs, are left out.
+
+Baseline and foreign signals are *supporting* evidence: each class keeps the largest index over the
+detectors' own signals joined with any subset of them, so a target whose class was already easy in the
+earlier version, or whose trigger happens to look like its class, is not diluted by them.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
+from itertools import combinations
 
 import numpy as np
 
@@ -28,7 +37,9 @@ from services.scanner.domain.model import FloatArray
 
 KEY = "agreement.v1"
 DEFAULT_THRESHOLD = 3.0
-SIGNALS = ("class_scores", "baseline_class_scores")
+SUPPORTING = ("baseline_class_scores", "foreign_class_scores")
+SIGNALS = ("class_scores", *SUPPORTING)
+SEPARATE_SOURCES = ("foreign_class_scores",)
 
 
 def signals(results: Sequence[DetectionResult]) -> list[tuple[str, str, list[float]]]:
@@ -37,25 +48,34 @@ def signals(results: Sequence[DetectionResult]) -> list[tuple[str, str, list[flo
             if r.evidence.get(name) is not None]
 
 
-def _stouffer(rows: list[tuple[str, str, list[float]]]) -> FloatArray:
-    per_source = Counter(k for k, _, _ in rows)
+def _stouffer(rows: Sequence[tuple[str, str, list[float]]]) -> FloatArray:
+    per_source = Counter(f"{k}/{name}" if name in SEPARATE_SOURCES else k for k, name, _ in rows)
     z = np.nan_to_num(np.asarray([s for _, _, s in rows], dtype=float), nan=0.0)
     joined: FloatArray = z.sum(axis=0) / np.sqrt(sum(n * n for n in per_source.values()))
     return joined
 
 
+def _agreeing(rows: Sequence[tuple[str, str, list[float]]]) -> int:
+    """How many signals of ``rows`` can make an agreement: a foreign-trigger signal only supports one
+    (it says how a trigger looks, not that the model needs it), it never makes one with its own detector."""
+    return sum(1 for _, name, _ in rows if name not in SEPARATE_SOURCES)
+
+
 def agreement(results: Sequence[DetectionResult], threshold: float = DEFAULT_THRESHOLD) -> DetectionResult | None:
     """The per-class agreement of ``results`` as one more result, or ``None`` when fewer than two
-    per-class signals over the same classes are published. With a clean earlier version, each class
-    keeps the larger of its index with and without the baseline signal: a target whose class was
-    already easy in the earlier version must not be diluted by it."""
+    per-class signals that can agree (detectors' own indices and baselines) over the same classes
+    are published. Each class keeps its largest index over the detectors' own signals joined with
+    every subset of the supporting ones."""
     rows = signals(results)
-    if len(rows) < 2 or len({len(s) for _, _, s in rows}) != 1:
+    if len({len(s) for _, _, s in rows}) != 1:
         return None
-    joined = _stouffer(rows)
-    plain = [r for r in rows if r[1] != "baseline_class_scores"]
-    if len(plain) != len(rows) and len(plain) >= 2:
-        joined = np.maximum(joined, _stouffer(plain))
+    own = [r for r in rows if r[1] not in SUPPORTING]
+    extra = [r for r in rows if r[1] in SUPPORTING]
+    subsets = [list(chosen) for n in range(len(extra) + 1) for chosen in combinations(extra, n)]
+    valid = [own + chosen for chosen in subsets if _agreeing(own + chosen) >= 2]
+    if not valid:
+        return None
+    joined = np.max([_stouffer(group) for group in valid], axis=0)
     ranking = [int(c) for c in np.argsort(-joined, kind="stable")]
     score = float(joined.max())
     flagged = score > threshold

@@ -103,8 +103,8 @@ def test_an_earlier_clean_report_can_serve_as_the_neural_cleanse_baseline(app: t
     nc, joined = detectors["neural_cleanse.v2"], detectors["agreement.v1"]
     against_base = nc["evidence"]["baseline_class_scores"]
     assert nc["evidence"]["baseline_used"] is True and against_base.index(max(against_base)) == ATTACK.target
-    assert joined["evidence"]["signals"] == [f"neural_cleanse.v2/{name}" for name in ("class_scores",
-                                                                                      "baseline_class_scores")]
+    assert joined["evidence"]["signals"] == [f"neural_cleanse.v2/{name}" for name in (
+        "class_scores", "baseline_class_scores", "foreign_class_scores")]
     assert joined["verdict"] == "suspicious" and joined["target_classes"][0] == ATTACK.target
     assert runner.invoke(app, ["scan", str(zoo.clean_model), "--clean-data", str(zoo.clean_npz),
                                "--baseline", str(zoo.clean_npz), FAST]).exit_code == 2

@@ -117,3 +117,11 @@ def test_data_level_detector_does_not_flag_a_class_in_every_class(key: str, zoo:
     result = create(key).fit(open_model(zoo.clean_model), load_npz(zoo.clean_train_npz)).result()
     assert len(result.target_classes) <= 2
     assert len(result.suspicious_indices) < 0.05 * 1397
+
+
+def test_neural_cleanse_finds_the_blended_trigger_least_like_its_class(zoo: Zoo) -> None:
+    result = create("neural_cleanse.v2").fit(open_model(zoo.blended_model), load_npz(zoo.clean_npz)).result()
+    foreign, likeness = result.evidence["foreign_class_scores"], result.evidence["class_likeness"]
+    assert len(foreign) == len(likeness) == 10
+    assert foreign.index(max(foreign)) == BLEND.target and max(foreign) > 3.0
+    assert likeness[BLEND.target] == min(likeness)

@@ -54,3 +54,28 @@ def test_a_baseline_on_which_the_target_was_already_easy_does_not_dilute_the_agr
     nc = _r("nc", _peak(10, 4, 3.0), baseline=_peak(10, 4, -2.0))  # class 4 was small in the earlier version too
     joined = agreement([nc, _r("mm", _peak(10, 4, 2.0))])
     assert joined is not None and joined.score == pytest.approx(5.0 / math.sqrt(2)) and joined.target_classes == [4]
+
+
+def _with_foreign(result: DetectionResult, foreign: list[float]) -> DetectionResult:
+    return DetectionResult(result.key, result.score, result.threshold, result.verdict, result.target_classes,
+                           {**result.evidence, "foreign_class_scores": foreign}, [], 0.1)
+
+
+def test_a_foreign_trigger_supports_two_detectors_that_agree_below_the_bar() -> None:
+    nc, mm = _r("nc", _peak(10, 3, 2.0)), _r("mm", _peak(10, 3, 2.0))
+    plain = agreement([nc, mm])
+    assert plain is not None and not plain.flagged  # 4 / sqrt(2) = 2.83
+    joined = agreement([_with_foreign(nc, _peak(10, 3, 2.5)), mm])
+    assert joined is not None and joined.flagged and joined.target_classes == [3]
+    assert joined.score == pytest.approx(6.5 / math.sqrt(3))  # its own source: not correlated with nc's index
+    assert joined.evidence["signals"] == ["nc/class_scores", "nc/foreign_class_scores", "mm/class_scores"]
+
+
+def test_a_foreign_trigger_never_makes_an_agreement_with_its_own_detector() -> None:
+    assert agreement([_with_foreign(_r("nc", _peak(10, 3, 3.0)), _peak(10, 3, 4.0))]) is None
+
+
+def test_a_trigger_that_looks_like_its_class_does_not_dilute_the_agreement() -> None:
+    nc, mm = _r("nc", _peak(10, 3, 3.0)), _r("mm", _peak(10, 3, 3.0))
+    joined = agreement([_with_foreign(nc, _peak(10, 3, -2.0)), mm])
+    assert joined is not None and joined.score == pytest.approx(6.0 / math.sqrt(2)) and joined.flagged

@@ -24,6 +24,10 @@ feature and keeps the prediction on the target; a natural small trigger (a few s
 is a fragile, adversarial-like edit and mostly does not. The per-class index is the mean of the two
 robust z-scores (small mask, high persistence) scaled by sqrt(2).
 
+A third cue, published apart as ``evidence["foreign_class_scores"]`` and joined by the verdict
+(:mod:`..fusion`), asks whether each reversed trigger looks like its class's own clean inputs: natural
+triggers do, planted ones do not (:mod:`.likeness`).
+
 Known limits: it assumes a small, input-agnostic patch-like trigger; blended whole-image triggers,
 input-specific and warping triggers (WaNet), and all-to-all attacks are usually missed. On small
 models some clean classes have naturally small triggers, so the raw index needs calibration. The
@@ -41,6 +45,7 @@ from typing import Any
 import numpy as np
 
 from services.scanner.domain.detectors.base import Detector, Finding, register
+from services.scanner.domain.detectors.likeness import class_likeness, foreign_index
 from services.scanner.domain.detectors.reversal import persistence, reverse_triggers
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.stats import class_outlier_note, robust_z
@@ -95,6 +100,7 @@ class NeuralCleanse(Detector):
         persist = (persistence(model, data, masks, patterns, self.persistence_alpha, rng)
                    if self.persistence_alpha > 0 else None)
         anomaly = _anomaly(l1, persist)
+        likeness = class_likeness(data, masks, patterns)
         ranking = [int(c) for c in np.argsort(-anomaly)]
         thr = self.effective_threshold()
         targets = [c for c in ranking if anomaly[c] > thr] or ranking[:1]
@@ -106,6 +112,8 @@ class NeuralCleanse(Detector):
                       "baseline_class_scores": None if base is None else [
                           round(float(v), 3) for v in baseline_index(l1, base)],
                       "persistence": None if persist is None else [round(float(v), 3) for v in persist],
+                      "class_likeness": [None if not np.isfinite(v) else round(float(v), 3) for v in likeness],
+                      "foreign_class_scores": [round(float(v), 3) for v in foreign_index(likeness)],
                       "attack_success": [round(float(v), 3) for v in success],
                       "baseline_used": self.baseline_l1 is not None, "exact_gradients": model.exact_gradients,
                       "gradients": getattr(model, "gradient_note", None),
