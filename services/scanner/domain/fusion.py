@@ -20,15 +20,16 @@ index is negative, so it counts as a source of its own. Results without per-clas
 class count differs, are left out.
 
 Baseline and foreign signals are *supporting* evidence: each class keeps the largest index over the
-detectors' own signals joined with any subset of them, so a target whose class was already easy in the
-earlier version, or whose trigger happens to look like its class, is not diluted by them.
+detectors' own signals alone or joined with one supporting signal, so a target whose class was already
+easy in the earlier version, or whose trigger happens to look like its class, is not diluted by them.
+One at a time: on the holdout zoo, joining both as well raised the false alarms over model x earlier-
+version pairs from 0.15 to 0.18 (0.07 without the foreign signal), and caught no more backdoors.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Sequence
-from itertools import combinations
 
 import numpy as np
 
@@ -64,15 +65,14 @@ def _agreeing(rows: Sequence[tuple[str, str, list[float]]]) -> int:
 def agreement(results: Sequence[DetectionResult], threshold: float = DEFAULT_THRESHOLD) -> DetectionResult | None:
     """The per-class agreement of ``results`` as one more result, or ``None`` when fewer than two
     per-class signals that can agree (detectors' own indices and baselines) over the same classes
-    are published. Each class keeps its largest index over the detectors' own signals joined with
-    every subset of the supporting ones."""
+    are published. Each class keeps its largest index over the detectors' own signals, alone or
+    joined with one supporting signal."""
     rows = signals(results)
     if len({len(s) for _, _, s in rows}) != 1:
         return None
     own = [r for r in rows if r[1] not in SUPPORTING]
     extra = [r for r in rows if r[1] in SUPPORTING]
-    subsets = [list(chosen) for n in range(len(extra) + 1) for chosen in combinations(extra, n)]
-    valid = [own + chosen for chosen in subsets if _agreeing(own + chosen) >= 2]
+    valid = [own + chosen for chosen in ([], *([r] for r in extra)) if _agreeing(own + chosen) >= 2]
     if not valid:
         return None
     joined = np.max([_stouffer(group) for group in valid], axis=0)

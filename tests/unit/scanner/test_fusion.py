@@ -79,3 +79,10 @@ def test_a_trigger_that_looks_like_its_class_does_not_dilute_the_agreement() -> 
     nc, mm = _r("nc", _peak(10, 3, 3.0)), _r("mm", _peak(10, 3, 3.0))
     joined = agreement([_with_foreign(nc, _peak(10, 3, -2.0)), mm])
     assert joined is not None and joined.score == pytest.approx(6.0 / math.sqrt(2)) and joined.flagged
+
+
+def test_supporting_signals_join_one_at_a_time() -> None:
+    nc = _r("nc", _peak(10, 3, 1.5), baseline=_peak(10, 3, 2.5))
+    joined = agreement([_with_foreign(nc, _peak(10, 3, 2.5)), _r("mm", _peak(10, 3, 1.5))])
+    # own + baseline: (1.5 + 2.5 + 1.5) / sqrt(2^2 + 1); own + foreign: (1.5 + 2.5 + 1.5) / sqrt(3)
+    assert joined is not None and joined.score == pytest.approx(5.5 / math.sqrt(3))
