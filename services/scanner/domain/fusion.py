@@ -15,20 +15,22 @@ Detectors publish their per-class indices as ``evidence["class_scores"]`` and, w
 clean earlier version to compare with, ``evidence["baseline_class_scores"]``. Neural Cleanse also
 publishes ``evidence["foreign_class_scores"]``: how unlike its class's own inputs each reversed trigger
 looks (:mod:`.detectors.likeness`). That one is read off the same triggers but measures something else
-(a pattern's look, not its size); on clean models its per-class correlation with Neural Cleanse's own
-index is negative, so it counts as a source of its own. Results without per-class signals, or whose
-class count differs, are left out.
+(a pattern's look, not its size), so it counts as a source of its own, with the null correlation
+measured between it and Neural Cleanse's own index (``SEPARATE_CORRELATION``: 0.38-0.42 per class over
+the clean models of three digit zoos; class 1 is both naturally small and unlike its class there). In
+general the index divides the sum by the square root of the sum of all pairwise null correlations.
+Results without per-class signals, or whose class count differs, are left out.
 
 Baseline and foreign signals are *supporting* evidence: each class keeps the largest index over the
 detectors' own signals alone or joined with one supporting signal, so a target whose class was already
 easy in the earlier version, or whose trigger happens to look like its class, is not diluted by them.
-One at a time: on the holdout zoo, joining both as well raised the false alarms over model x earlier-
-version pairs from 0.15 to 0.18 (0.07 without the foreign signal), and caught no more backdoors.
+One at a time: on the holdout zoo (with the foreign signal then taken as independent), joining both as
+well raised the false alarms over model x earlier-version pairs from 0.15 to 0.18 and caught no more
+backdoors.
 """
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Sequence
 
 import numpy as np
@@ -41,6 +43,7 @@ DEFAULT_THRESHOLD = 3.0
 SUPPORTING = ("baseline_class_scores", "foreign_class_scores")
 SIGNALS = ("class_scores", *SUPPORTING)
 SEPARATE_SOURCES = ("foreign_class_scores",)
+SEPARATE_CORRELATION = 0.4  # per-class, NC's own index vs its foreign signal, clean zoo models: 0.38-0.42
 
 
 def signals(results: Sequence[DetectionResult]) -> list[tuple[str, str, list[float]]]:
@@ -49,10 +52,23 @@ def signals(results: Sequence[DetectionResult]) -> list[tuple[str, str, list[flo
             if r.evidence.get(name) is not None]
 
 
+def _correlation(a: tuple[str, str, list[float]], b: tuple[str, str, list[float]]) -> float:
+    """Null correlation of two signals: 1 within a source, ``SEPARATE_CORRELATION`` between a
+    detector's separate source and its other signals, 0 between detectors."""
+    if _source(a) == _source(b):
+        return 1.0
+    return SEPARATE_CORRELATION if a[0] == b[0] else 0.0
+
+
+def _source(row: tuple[str, str, list[float]]) -> str:
+    key, name, _ = row
+    return f"{key}/{name}" if name in SEPARATE_SOURCES else key
+
+
 def _stouffer(rows: Sequence[tuple[str, str, list[float]]]) -> FloatArray:
-    per_source = Counter(f"{k}/{name}" if name in SEPARATE_SOURCES else k for k, name, _ in rows)
     z = np.nan_to_num(np.asarray([s for _, _, s in rows], dtype=float), nan=0.0)
-    joined: FloatArray = z.sum(axis=0) / np.sqrt(sum(n * n for n in per_source.values()))
+    variance = sum(_correlation(a, b) for a in rows for b in rows)
+    joined: FloatArray = z.sum(axis=0) / np.sqrt(variance)
     return joined
 
 

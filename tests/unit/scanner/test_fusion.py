@@ -67,7 +67,7 @@ def test_a_foreign_trigger_supports_two_detectors_that_agree_below_the_bar() -> 
     assert plain is not None and not plain.flagged  # 4 / sqrt(2) = 2.83
     joined = agreement([_with_foreign(nc, _peak(10, 3, 2.5)), mm])
     assert joined is not None and joined.flagged and joined.target_classes == [3]
-    assert joined.score == pytest.approx(6.5 / math.sqrt(3))  # its own source: not correlated with nc's index
+    assert joined.score == pytest.approx(6.5 / math.sqrt(3 + 2 * 0.4))  # its own source, 0.4 correlated with nc's
     assert joined.evidence["signals"] == ["nc/class_scores", "nc/foreign_class_scores", "mm/class_scores"]
 
 
@@ -84,5 +84,6 @@ def test_a_trigger_that_looks_like_its_class_does_not_dilute_the_agreement() -> 
 def test_supporting_signals_join_one_at_a_time() -> None:
     nc = _r("nc", _peak(10, 3, 1.5), baseline=_peak(10, 3, 2.5))
     joined = agreement([_with_foreign(nc, _peak(10, 3, 2.5)), _r("mm", _peak(10, 3, 1.5))])
-    # own + baseline: (1.5 + 2.5 + 1.5) / sqrt(2^2 + 1); own + foreign: (1.5 + 2.5 + 1.5) / sqrt(3)
-    assert joined is not None and joined.score == pytest.approx(5.5 / math.sqrt(3))
+    # own + baseline: 5.5 / sqrt(2^2 + 1) = 2.46; own + foreign: 5.5 / sqrt(3 + 2 * 0.4) = 2.82;
+    # all three at once would give 8 / sqrt(2^2 + 1 + 1 + 4 * 0.4) = 2.90
+    assert joined is not None and joined.score == pytest.approx(5.5 / math.sqrt(3.8))

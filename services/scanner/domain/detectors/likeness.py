@@ -16,12 +16,14 @@ ways of being written, and a natural trigger need only look like some of them. T
 is the robust z of *low* likeness, its scale floored at ``LIKENESS_FLOOR`` (cosines of unrelated
 patterns scatter by about that much), published by Neural Cleanse as ``foreign_class_scores``.
 
-Measured on the digits zoos (per-class signal of clean models, max over classes; planted targets):
-clean models reach about 3, mostly on class 1; planted targets score 3-12, and the border frames and
-small corner patches that Neural Cleanse's own index leaves under its bar (2.3-2.8) reach 2.9-3.5.
-Its per-class correlation with Neural Cleanse's own index on clean models is negative (natural small
-masks are the class-like ones), so the verdict joins it as a separate signal (:mod:`..fusion`) and
-never flags on it alone: it only says *how* a trigger looks, not that the model needs it.
+Measured on three digit zoos (seed 0): the per-class signal of clean models peaks at a median of 1.6
+and at most 2.9, mostly on class 1; at the planted target it has a median of 2.8-4.2, and more than 3
+for 10 of 22, 10 of 20 and 13 of 18 backdoors. Small corner patches and border frames that Neural
+Cleanse's own index leaves under its bar reach 2.9-3.3, but not all of them do (a frame on a strided
+CNN scored 0.1). On clean models its per-class correlation with Neural Cleanse's own index is 0.38-0.42
+(class 1 is both naturally small and unlike its class), which the verdict takes into account when it
+joins the signal (:mod:`..fusion`). It never flags on its own: it only says *how* a trigger looks, not
+that the model needs it.
 """
 
 from __future__ import annotations
