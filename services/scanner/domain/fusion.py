@@ -44,15 +44,16 @@ SUPPORTING = ("baseline_class_scores", "foreign_class_scores")
 SIGNALS = ("class_scores", *SUPPORTING)
 SEPARATE_SOURCES = ("foreign_class_scores",)
 SEPARATE_CORRELATION = 0.4  # per-class, NC's own index vs its foreign signal, clean zoo models: 0.38-0.42
+Signal = tuple[str, str, list[float]]  # (detector key, evidence name, per-class index)
 
 
-def signals(results: Sequence[DetectionResult]) -> list[tuple[str, str, list[float]]]:
+def signals(results: Sequence[DetectionResult]) -> list[Signal]:
     """(detector key, signal name, per-class index) for every per-class signal the results publish."""
     return [(r.key, name, [float(v) for v in r.evidence[name]]) for r in results for name in SIGNALS
             if r.evidence.get(name) is not None]
 
 
-def _correlation(a: tuple[str, str, list[float]], b: tuple[str, str, list[float]]) -> float:
+def _correlation(a: Signal, b: Signal) -> float:
     """Null correlation of two signals: 1 within a source, ``SEPARATE_CORRELATION`` between a
     detector's separate source and its other signals, 0 between detectors."""
     if _source(a) == _source(b):
@@ -60,19 +61,19 @@ def _correlation(a: tuple[str, str, list[float]], b: tuple[str, str, list[float]
     return SEPARATE_CORRELATION if a[0] == b[0] else 0.0
 
 
-def _source(row: tuple[str, str, list[float]]) -> str:
+def _source(row: Signal) -> str:
     key, name, _ = row
     return f"{key}/{name}" if name in SEPARATE_SOURCES else key
 
 
-def _stouffer(rows: Sequence[tuple[str, str, list[float]]]) -> FloatArray:
+def _stouffer(rows: Sequence[Signal]) -> FloatArray:
     z = np.nan_to_num(np.asarray([s for _, _, s in rows], dtype=float), nan=0.0)
     variance = sum(_correlation(a, b) for a in rows for b in rows)
     joined: FloatArray = z.sum(axis=0) / np.sqrt(variance)
     return joined
 
 
-def _agreeing(rows: Sequence[tuple[str, str, list[float]]]) -> int:
+def _agreeing(rows: Sequence[Signal]) -> int:
     """How many signals of ``rows`` can make an agreement: a foreign-trigger signal only supports one
     (it says how a trigger looks, not that the model needs it), it never makes one with its own detector."""
     return sum(1 for _, name, _ in rows if name not in SEPARATE_SOURCES)
