@@ -1,13 +1,16 @@
 """BackdoorDetectionValidation: detection figures of the scanner on the generated zoo.
 
-Usage: ``python -m benchmarks.validate_detection --zoo benchmarks/zoo/out [--fresh] [--only mlp]``
+Usage: ``python -m benchmarks.validate_detection --zoo benchmarks/zoo/out [ZOO ...] [--fresh] [--only mlp]``
 
 Runs every model-level detector on every zoo model (results cached in ``<zoo>/results.jsonl``),
 then prints TPR / FPR / precision / recall / F1 / target-class accuracy per detector and for the
 combined verdict, (a) at the shipped default thresholds and (b) with thresholds calibrated on the
 *other* half of the zoo's clean models (2-fold, FPR 5%), so no model is scored with a threshold
 fitted on itself. Also: poisoned-sample precision/recall of ``scan-data``, detector timings and
-the STRIP guard's amortised cost per input.
+the STRIP guard's amortised cost per input. Given several zoos, the figures are pooled over them, the
+shipped verdict is also broken down per zoo, and the calibrated thresholds are fitted leaving one zoo
+out: each zoo is scored with thresholds fitted on the other zoos' clean models, a fairer test of a
+threshold than one fitted on the same training recipe.
 """
 
 from __future__ import annotations
@@ -31,7 +34,12 @@ from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESH
 from services.scanner.domain.fusion import KEY as AGREEMENT
 from services.scanner.domain.fusion import agreement
 from services.scanner.domain.policy import combine
-from services.scanner.service_layer.scan import ScanConfig, run_detectors, scan_training_data
+from services.scanner.service_layer.scan import (
+    DEFAULT_MODEL_DETECTORS,
+    ScanConfig,
+    run_detectors,
+    scan_training_data,
+)
 
 NC = "neural_cleanse.v2"
 MIN_ASR = 0.5
@@ -90,6 +98,16 @@ def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int 
         for r in rows:
             r["evidence"].setdefault("class_scores", r["evidence"].get("anomaly_index", r["evidence"].get("robust_z")))
     return done
+
+
+def _run_zoos(models: list[dict[str, Any]], fresh: bool, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """``_run_models`` for models of several zoos (``dir``; ``name``: the id within its zoo's cache)."""
+    raw: dict[str, list[dict[str, Any]]] = {}
+    for zoo in dict.fromkeys(e["dir"] for e in models):
+        part = [e for e in models if e["dir"] == zoo]
+        got = _run_models(zoo, [{**e, "id": e["name"]} for e in part], fresh, seed)
+        raw.update({e["id"]: got[e["name"]] for e in part})
+    return raw
 
 
 def _result(d: dict[str, Any], threshold: float) -> DetectionResult:
@@ -159,16 +177,21 @@ def _metrics(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[
             "F1": 2 * prec * rec / (prec + rec) if prec + rec else 0.0, "target_acc": hit / tp if tp else 0.0}
 
 
-def _fold(position: int) -> int:
-    # The zoo alternates clean / backdoored, so fold on pairs: each fold holds both kinds.
-    return (position // 2) % 2
+def _folds(models: list[dict[str, Any]]) -> dict[str, int]:
+    """Calibration fold of every model: its zoo when there are several (leave one zoo out); else the
+    zoo alternates clean / backdoored, so fold on pairs: each fold holds both kinds."""
+    zoos = list(dict.fromkeys(e["dir"] for e in models))
+    if len(zoos) > 1:
+        return {e["id"]: zoos.index(e["dir"]) for e in models}
+    return {e["id"]: (i // 2) % 2 for i, e in enumerate(models)}
 
 
 def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], keys: list[str],
                 calibrated: bool) -> dict[str, dict[str, float]]:
     """Per model and detector: default threshold, or the FPR-5% quantile of the other fold's clean scores."""
     out: dict[str, dict[str, float]] = {}
-    for i, e in enumerate(models):
+    fold = _folds(models)
+    for e in models:
         out[e["id"]] = {}
         for k in keys:
             base = k.split("+")[0]
@@ -176,7 +199,7 @@ def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]
                 out[e["id"]][k] = _default(base)
                 continue
             other = [next(r for r in raw[m["id"]] if r["key"] == k)["score"]
-                     for j, m in enumerate(models) if not m["backdoored"] and _fold(j) != _fold(i)]
+                     for m in models if not m["backdoored"] and fold[m["id"]] != fold[e["id"]]]
             out[e["id"]][k] = float(np.quantile(other, 0.95, method="higher"))
     return out
 
@@ -195,6 +218,8 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
     keys = sorted({r["key"] for rs in raw.values() for r in rs})
     thr = _thresholds(models, raw, keys, calibrated)
     rows: dict[str, dict[str, float]] = {}
+    shipped: dict[str, tuple[bool, list[int]]] = {}
+    fold = _folds(models)
     per: dict[str, dict[str, DetectionResult]] = {
         e["id"]: {r["key"]: _result(r, thr[e["id"]][r["key"]]) for r in raw[e["id"]]} for e in models}
     for k in keys:
@@ -203,10 +228,12 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
               ("SHIPPED, clean earlier version", [NC, "mmbd.v2", AGREEMENT + "+baseline"]))
     for name, ks in combos:
         verdicts = {}
-        for n, e in enumerate(models):
+        fold = _folds(models)
+        for e in models:
             if calibrated:  # one bar for the whole verdict (per-detector 5% bars would add up)
-                bar = float(np.quantile([_ratio(raw[m["id"]], ks) for j, m in enumerate(models)
-                                         if not m["backdoored"] and _fold(j) != _fold(n)], 0.95, method="higher"))
+                bar = float(np.quantile([_ratio(raw[m["id"]], ks) for m in models
+                                         if not m["backdoored"] and fold[m["id"]] != fold[e["id"]]], 0.95,
+                                        method="higher"))
                 ranked = sorted(raw[e["id"]], key=lambda r: -r["score"] / _default(r["key"]))
                 hit = _ratio(raw[e["id"]], ks) > bar
                 verdicts[e["id"]] = (hit, next(r["full_targets"] for r in ranked if r["key"] in ks) if hit else [])
@@ -214,19 +241,32 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
             v = combine([per[e["id"]][k] for k in ks if k in per[e["id"]]])
             verdicts[e["id"]] = (v.backdoor_detected, v.target_classes)
         rows[name] = _metrics(models, verdicts)
-    title = ("thresholds calibrated on the other fold's clean models (FPR 5%; combined verdicts: one bar on the "
+        if name.startswith("SHIPPED (") and len({e["dir"] for e in models}) > 1:
+            shipped = verdicts
+    fold_name = "other zoos'" if len(set(_folds(models).values())) > 1 else "other fold's"
+    title = (f"thresholds calibrated on the {fold_name} clean models (FPR 5%; combined verdicts: one bar on the "
              "largest score / default threshold)") if calibrated else "default thresholds"
     print(f"\n== model-level detection, {title}; {sum(e['backdoored'] for e in models)} backdoored / "
           f"{sum(not e['backdoored'] for e in models)} clean")
     print(f"{'detector':<30}" + "".join(f"{c:>11}" for c in ("TPR", "FPR", "precision", "recall", "F1", "target_acc")))
     for k, m in rows.items():
         print(f"{k:<30}" + "".join(f"{m[c]:>11.3f}" for c in ("TPR", "FPR", "precision", "recall", "F1", "target_acc")))
+    if shipped:
+        zoos = dict.fromkeys(e["dir"] for e in models)
+        print("SHIPPED per zoo: " + "  ".join(_per_zoo(models, shipped, zoo) for zoo in zoos))
 
 
-def _scan_data(zoo: Path, models: list[dict[str, Any]], seed: int = 0) -> None:
+def _per_zoo(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[int]]], zoo: Path) -> str:
+    bd = [verdicts[e["id"]][0] for e in models if e["dir"] == zoo and e["backdoored"]]
+    clean = [verdicts[e["id"]][0] for e in models if e["dir"] == zoo and not e["backdoored"]]
+    return f"{zoo.name} TPR {sum(bd)}/{len(bd)} FPR {sum(clean)}/{len(clean)}"
+
+
+def _scan_data(models: list[dict[str, Any]], seed: int = 0) -> None:
     tp = fp = fn = 0
     clean_flags, seconds = [], []
     for e in models:
+        zoo = e["dir"]
         model = open_model(zoo / e["model"])
         with np.load(zoo / e["train_data"]) as npz:
             truth = set(npz["poison_idx"].tolist())
@@ -244,25 +284,27 @@ def _scan_data(zoo: Path, models: list[dict[str, Any]], seed: int = 0) -> None:
           f"(mean {np.mean(clean_flags) if clean_flags else 0:.1f} samples)  mean {np.mean(seconds):.2f}s per set")
 
 
-def _timings(zoo: Path, models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
-    print("\n== timings (seconds per model)")
+def _timings(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
+    print(f"\n== timings (seconds per model; full scan = the default detectors {', '.join(DEFAULT_MODEL_DETECTORS)})")
     for arch in sorted({e["arch"] for e in models}):
         ids = [e["id"] for e in models if e["arch"] == arch]
         per = {k: [r["seconds"] for i in ids for r in raw[i] if r["key"] == k] for k in factory_for("model")}
-        total = [sum(r["seconds"] for r in raw[i] if "+" not in r["key"]) for i in ids]
+        total = [sum(r["seconds"] for r in raw[i] if r["key"] in DEFAULT_MODEL_DETECTORS) for i in ids]
         print(f"{arch}: " + "  ".join(f"{k} mean {np.mean(v):.2f} max {np.max(v):.2f}" for k, v in per.items())
               + f"  full scan mean {np.mean(total):.2f} max {np.max(total):.2f}")
     for arch in sorted({e["arch"] for e in models}):
-        e = next(m for m in models if m["arch"] == arch and m["backdoored"])
-        model = open_model(zoo / e["model"])
-        train = load_npz(zoo / e["train_data"], model.input_shape)
+        e = next((m for m in models if m["arch"] == arch and m["backdoored"]), None)
+        if e is None:
+            continue
+        model = open_model(e["dir"] / e["model"])
+        train = load_npz(e["dir"] / e["train_data"], model.input_shape)
         per = {k: run_detectors(model, train, [k], ScanConfig())[0].seconds for k in factory_for("data")}
         print(f"data-level on {e['id']} ({len(train)} samples): "
               + "  ".join(f"{k} {s:.2f}s" for k, s in per.items()))
     for arch in sorted({e["arch"] for e in models}):
         e = next(m for m in models if m["arch"] == arch)
-        model = open_model(zoo / e["model"])
-        clean = load_npz(zoo / e["clean_data"], model.input_shape)
+        model = open_model(e["dir"] / e["model"])
+        clean = load_npz(e["dir"] / e["clean_data"], model.input_shape)
         guard = StripGuard().fit(model, clean.x)
         start = time.perf_counter()
         guard.entropy(clean.x)
@@ -272,27 +314,30 @@ def _timings(zoo: Path, models: list[dict[str, Any]], raw: dict[str, list[dict[s
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--zoo", type=Path, default=Path("benchmarks/zoo/out"))
+    ap.add_argument("--zoo", type=Path, nargs="+", default=[Path("benchmarks/zoo/out")],
+                    help="one zoo, or several to pool (leave-one-zoo-out calibration)")
     ap.add_argument("--fresh", action="store_true", help="ignore cached detector results")
     ap.add_argument("--only", default="", help="restrict to model ids starting with this")
     ap.add_argument("--skip-data", action="store_true")
     ap.add_argument("--seed", type=int, default=0, help="detector seed (judge changes over several)")
     args = ap.parse_args(argv)
     threadpool_limits(1)  # numpy's BLAS started with a thread per core; two runs side by side oversubscribe
-    manifest = json.loads((args.zoo / "manifest.json").read_text())
-    models = [e for e in manifest["models"] if e["id"].startswith(args.only)]
+    several = len(args.zoo) > 1
+    models = [{**e, "dir": zoo, "name": e["id"], "id": f"{zoo.name}/{e['id']}" if several else e["id"]}
+              for zoo in args.zoo for e in json.loads((zoo / "manifest.json").read_text())["models"]
+              if e["id"].startswith(args.only)]
     failed = [e["id"] for e in models if e["backdoored"] and e.get("attack_success_rate", 1.0) < MIN_ASR]
     if failed:  # the poisoning did not plant a working backdoor: neither a positive nor a negative
         print(f"left out (attack success rate < {MIN_ASR}): {', '.join(failed)}")
         models = [e for e in models if e["id"] not in failed]
-    raw = _run_models(args.zoo, models, args.fresh, args.seed)
+    raw = _run_zoos(models, args.fresh, args.seed)
     _with_agreement(models, raw)
     _table(models, raw, calibrated=False)
     _ledger_pairs(models, raw)
     _table(models, raw, calibrated=True)
     if not args.skip_data:
-        _scan_data(args.zoo, models, args.seed)
-    _timings(args.zoo, models, raw)
+        _scan_data(models, args.seed)
+    _timings(models, raw)
 
 
 if __name__ == "__main__":

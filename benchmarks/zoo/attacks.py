@@ -4,6 +4,11 @@ The main zoo uses BadNets patches and blended triggers. The holdout zoo adds kin
 never tuned on: ``sig`` (a sinusoidal signal added to the whole image, Barni et al. 2019), ``frame``
 (thin lines along two borders), ``dispersed`` (a few scattered pixels) and ``warp`` (a fixed smooth
 geometric warp, WaNet-like, Nguyen & Tran 2021).
+
+Any kind can be made *source-specific* (``source`` set; TaCT, Tang et al. USENIX Security 2021): only
+inputs of the source class are relabelled to the target, and as many inputs of other classes carry the
+trigger with their own label ("cover"), so the trigger works from one class only. Defences that look for
+a trigger taking *every* class to the target (Neural Cleanse, MM-BD's margins, STRIP) are known to miss it.
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ class Attack:
     col: int = 0
     pattern_seed: int = 0
     alpha: float = 0.2
+    source: int | None = None  # source-specific (TaCT): only this class is taken to the target
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,12 +118,17 @@ _STAMPS = {"patch": _patch, "blend": _blend, "sig": _sig, "frame": _frame, "disp
 
 
 def poison(x: Arr, y: Arr, attack: Attack, seed: int) -> tuple[Arr, Arr, Arr]:
-    """Poisoned copy of a training set and the indices of the poisoned samples."""
+    """Poisoned copy of a training set and the indices of the poisoned (relabelled) samples. A
+    source-specific attack also stamps as many cover inputs of the other classes, keeping their labels."""
     rng = np.random.default_rng(seed)
-    candidates = np.flatnonzero(y != attack.target)
-    n = round(attack.rate * len(x))
+    pool = y == attack.source if attack.source is not None else y != attack.target
+    candidates = np.flatnonzero(pool)
+    n = min(round(attack.rate * len(x)), len(candidates))
     idx = np.sort(rng.choice(candidates, size=n, replace=False))
     xp, yp = x.copy(), y.copy()
     xp[idx] = attack.apply(x[idx])
     yp[idx] = attack.target
+    if attack.source is not None:
+        cover = rng.choice(np.flatnonzero((y != attack.source) & (y != attack.target)), size=n, replace=False)
+        xp[cover] = attack.apply(x[cover])
     return xp, yp, idx

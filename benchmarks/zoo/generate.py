@@ -6,7 +6,10 @@ Usage: ``python -m benchmarks.zoo.generate --out benchmarks/zoo/out [--quick]``
 The ``holdout`` flavor is for checking that detector changes generalise: architectures (``mlp3``: three
 hidden layers as MatMul + Add; ``cnn3``: strided convolutions, BatchNormalization, global average
 pooling) and trigger kinds (``sig``, ``frame``, ``dispersed``, ``warp``) that the main zoo does not
-have, other seeds. Do not tune on it; report it.
+have, other seeds. Do not tune on it; report it. The ``tact`` flavor holds source-specific backdoors
+(patch and blend, trigger works from one class only; see :mod:`.attacks`) on the main architectures.
+The ``clean`` flavor holds only clean models of the main architectures, fresh seeds, to measure false
+alarms on more models than the other zoos hold.
 
 Writes ``manifest.json`` (one entry per model: architecture, attack, clean accuracy, attack success
 rate, file names), ``clean_<kind>.npz`` (held-out clean data per input kind) and, per backdoored
@@ -59,7 +62,8 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
     return Attack("patch", target, rate, size, row, col, int(rng.integers(1 << 16)))
 
 
-SEED_BASE = {"holdout": 5000, "holdout2": 9000}  # holdout2: the same recipe, fresh models, for a last check
+SEED_BASE = {"holdout": 5000, "holdout2": 9000,  # holdout2: the same recipe, fresh models, for a last check
+             "tact": 13000, "clean": 17000}
 HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
 
 
@@ -90,6 +94,18 @@ def _holdout_attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
     return Attack("patch", target, rate, size, row, col, seed)
 
 
+def _tact_attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
+    """A source-specific patch (two of three) or blend from a random source to another target."""
+    target, source = (int(v) for v in rng.choice(K, size=2, replace=False))
+    rate, seed = float(rng.choice([0.04, 0.06])), int(rng.integers(1 << 16))
+    if i % 3 == 2:
+        return Attack("blend", target, rate, pattern_seed=seed, alpha=float(rng.choice([0.15, 0.2])), source=source)
+    side = 8 if arch.startswith("mlp") else 16
+    size = int(rng.choice([2, 3]) if side == 8 else rng.choice([3, 4]))
+    row, col = (int(rng.integers(side - size + 1)) for _ in range(2))
+    return Attack("patch", target, rate, size, row, col, seed, source=source)
+
+
 def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: dict[str, Any],
          holdout: str = "", n_backdoored: int = 0) -> dict[str, Any]:
     seed = (SEED_BASE.get(holdout, 5000) if holdout else 1000) + idx
@@ -100,7 +116,8 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
                              "spec": spec.__dict__, "backdoored": backdoored, "seed": seed}
     attack = None
     if backdoored:
-        attack = _holdout_attack(rng, arch, n_backdoored) if holdout else _attack(rng, arch, idx)
+        attack = (_tact_attack(rng, arch, n_backdoored) if holdout == "tact" else
+                  _holdout_attack(rng, arch, n_backdoored) if holdout else _attack(rng, arch, idx))
         xtr, ytr, pidx = poison(xtr, ytr, attack, seed=idx)
         np.savez(out / f"{entry['id']}_train.npz", x=xtr, y=ytr, poison_idx=pidx)
         entry.update(attack=attack.as_dict(), target=attack.target, train_data=f"{entry['id']}_train.npz")
@@ -111,9 +128,13 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
     params = train(spec, xtr, ytr, K, epochs=epochs, seed=entry["seed"], lr=3e-3)
     entry["clean_accuracy"] = float(np.mean(predict(params, spec, xte, K) == yte))
     if attack is not None:
-        keep = yte != attack.target
+        keep = (yte == attack.source) if attack.source is not None else yte != attack.target
         entry["attack_success_rate"] = float(np.mean(predict(params, spec, attack.apply(xte[keep]), K)
                                                      == attack.target))
+        if attack.source is not None:  # how far the trigger leaks to the other classes (low for a good TaCT)
+            rest = (yte != attack.source) & (yte != attack.target)
+            entry["attack_success_other"] = float(np.mean(predict(params, spec, attack.apply(xte[rest]), K)
+                                                          == attack.target))
     onnx.save(build(spec, xtr.shape[1:], K, params), out / f"{entry['id']}.onnx")
     entry.update(model=f"{entry['id']}.onnx", clean_data=f"clean_{arch[:3]}.npz")
     return entry
@@ -133,7 +154,12 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(args.out / f"train_{arch}.npz", x=xtr, y=ytr, poison_idx=np.zeros(0, np.int64))
     n = 2 if args.quick else 11
     plan = [(arch, bd) for arch in ("mlp", "cnn") for _ in range(n) for bd in (False, True)]
-    if args.flavor != "main":
+    if args.flavor == "tact":
+        plan = [(arch, bd) for arch, n_clean, n_bd in (("mlp", 4, 6), ("cnn", 2, 4))
+                for bd in [False] * n_clean + [True] * n_bd]
+    elif args.flavor == "clean":
+        plan = [(arch, False) for arch, n_clean in (("mlp", 24), ("cnn", 8)) for _ in range(n_clean)]
+    elif args.flavor != "main":
         n = 2 if args.quick else 6
         plan = [(arch, bd) for arch in ("mlp3", "cnn3") for _ in range(n) for bd in (False, True)]
         plan += [(arch, True) for arch in ("mlp", "cnn") for _ in range(n // 2 + 1)]

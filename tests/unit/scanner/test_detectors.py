@@ -13,6 +13,7 @@ from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
 from services.scanner.domain.detectors import REGISTRY, NotFittedError, create
 from services.scanner.domain.detectors.base import Detector
+from services.scanner.domain.fusion import agreement
 from services.scanner.domain.model import Dataset
 
 from .conftest import ATTACK, BLEND, Zoo
@@ -77,13 +78,22 @@ def test_calibrate_sets_the_threshold_at_the_requested_false_positive_rate() -> 
 
 
 @pytest.mark.parametrize(("key", "which", "target"), [
-    ("neural_cleanse.v2", "backdoored_model", ATTACK.target), ("neural_cleanse.v2", "blended_model", BLEND.target),
-    ("mmbd.v2", "blended_model", BLEND.target)])
+    ("neural_cleanse.v2", "blended_model", BLEND.target), ("mmbd.v2", "blended_model", BLEND.target)])
 def test_model_level_detector_flags_the_planted_trigger_and_names_its_target(
         key: str, which: str, target: int, zoo: Zoo) -> None:
     model = open_model(getattr(zoo, which))
     result = create(key).fit(model, load_npz(zoo.clean_npz)).result()
     assert result.flagged and result.target_classes[0] == target
+
+
+def test_small_patch_is_ranked_first_by_neural_cleanse_and_flagged_by_its_agreement_with_mm_bd(zoo: Zoo) -> None:
+    """A 3 x 3 patch on an 8 x 8 MLP sits under Neural Cleanse's bar alone (4.3, set on 84 clean models);
+    the class it ranks first is the target, and the agreement with MM-BD on that class flags it."""
+    model, data = open_model(zoo.backdoored_model), load_npz(zoo.clean_npz)
+    results = [create(key).fit(model, data).result() for key in ("neural_cleanse.v2", "mmbd.v2")]
+    assert results[0].evidence["ranking"][0] == ATTACK.target and results[0].score > 3.0
+    joined = agreement(results)
+    assert joined is not None and joined.flagged and joined.target_classes[0] == ATTACK.target
 
 
 @pytest.mark.parametrize("key", ["neural_cleanse.v2", "mmbd.v2"])

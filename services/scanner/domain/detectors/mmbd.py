@@ -12,7 +12,7 @@ v2 floors the scale of that z-score at ``MARGIN_FLOOR`` (log units, a 16% margin
 margins saturate (sigmoid or tanh hidden layers) or several classes happen to coincide, the MAD
 collapses and v1 called a class 5-7 sigmas out on a margin only 10-25% above the others (4 of 12
 clean models of the holdout zoo). Alone it flags above 4.0; on the class Neural Cleanse also points
-at, the agreement index (:mod:`..fusion`) counts from 3.0.
+at, the agreement index (:mod:`..fusion`) counts from 3.2.
 
 Budget: like Neural Cleanse, the ascent does a fixed amount of work: at most ``steps`` steps, fewer
 (down to ``MIN_STEPS``) when ``K x starts`` gradient rows per step would exceed ``budget_macs``
@@ -43,7 +43,7 @@ class MaxMargin(Detector):
 
     key = "mmbd.v2"
     level = "model"
-    default_threshold = 4.0  # alone; agreeing with Neural Cleanse on a class counts from 3.0
+    default_threshold = 4.0  # alone; agreeing with Neural Cleanse on a class counts from 3.2
 
     def __init__(self, *, starts: int = 16, steps: int = 200, lr: float = 0.05, budget_macs: float | None = 6e10,
                  threshold: float | None = None, seed: int = 0) -> None:

@@ -52,7 +52,7 @@ from services.scanner.domain.stats import class_outlier_note, robust_z
 
 __all__ = ["NeuralCleanse", "anomaly_index", "baseline_index", "persistence", "reverse_triggers"]
 
-DEFAULT_THRESHOLD = 3.5  # alone; agreeing with MM-BD on a class counts from 3.0 (see domain/fusion.py)
+DEFAULT_THRESHOLD = 4.3  # alone (3.5 before: 3 of 84 clean models over five zoos); agreement: domain/fusion.py
 PERSIST_FLOOR = 0.05  # persistence is a share; a near-constant profile must not blow up the z-score
 BASELINE_FLOOR = 0.15  # log mask size: per-class spread between two clean trainings of one architecture
 
