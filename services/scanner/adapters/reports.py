@@ -76,6 +76,7 @@ def write_html(report: dict[str, Any], path: Path) -> None:
              f"<h2 class='{'bad' if report['backdoor_detected'] else 'ok'}'>{verdict}</h2>",
              f"<p>confidence {report['confidence']:.3f}; target classes {esc(str(report['target_classes']))};"
              f" block deployment: {report['block_deployment']}</p>",
+             *(f"<p class='note'>Note: {esc(n)}</p>" for n in report.get("notes", [])),
              "<table><tr><th>detector</th><th>verdict</th><th>score</th><th>threshold</th><th>targets</th>"
              "<th>seconds</th></tr>"]
     for d in report["detectors"]:

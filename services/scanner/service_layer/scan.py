@@ -7,12 +7,13 @@ opened here from paths; the domain only sees ``ModelHandle`` and ``Dataset``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
+from services.scanner.domain.clean_set import few_inputs_note, threshold_factor
 from services.scanner.domain.detectors import REGISTRY, create
 from services.scanner.domain.detectors.base import DetectionResult, Level
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
@@ -23,6 +24,7 @@ from services.scanner.domain.policy import Verdict, VerdictPolicy, combine
 
 DEFAULT_MODEL_DETECTORS = ("neural_cleanse.v2", "mmbd.v2")
 DEFAULT_DATA_DETECTORS = ("trigger_response.v2", "label_consistency.v1", "strip.v1", "joint_split.v1")
+READS_CLEAN_INPUTS = ("neural_cleanse.v2",)  # model-level scores fitted to the clean inputs (MM-BD: only their range)
 Progress = Callable[[str, int, int], None]  # (detector key, done, total)
 
 
@@ -69,9 +71,24 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
     data = clean.subset(config.max_clean_samples, config.seed)
-    results = run_detectors(model, data, keys, config, progress)
-    joined = agreement(results, float(config.params.get(AGREEMENT, {}).get("threshold", AGREEMENT_THRESHOLD)))
-    return combine(results + ([joined] if joined is not None else []), config.policy)
+    raised = _raise_for_few_inputs(config, keys, threshold_factor(data.y))
+    results = run_detectors(model, data, keys, raised, progress)
+    joined = agreement(results, float(raised.params[AGREEMENT]["threshold"]))
+    verdict = combine(results + ([joined] if joined is not None else []), config.policy)
+    note = few_inputs_note(data.y)
+    return replace(verdict, notes=[*verdict.notes, note]) if note else verdict
+
+
+def _raise_for_few_inputs(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
+    """``config`` with the bars of the detectors that read clean inputs (and their agreement) times
+    ``factor``; thresholds the caller set are kept as given (see :mod:`..domain.clean_set`)."""
+    params = {k: dict(v) for k, v in config.params.items()}
+    for key, default in [*((k, REGISTRY[k].default_threshold) for k in keys if k in READS_CLEAN_INPUTS),
+                         (AGREEMENT, AGREEMENT_THRESHOLD)]:
+        entry = params.setdefault(key, {})
+        if entry.get("threshold") is None:
+            entry["threshold"] = default * factor
+    return replace(config, params=params)
 
 
 def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | None = None,

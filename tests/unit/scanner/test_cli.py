@@ -6,6 +6,7 @@ import base64
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -108,3 +109,18 @@ def test_an_earlier_clean_report_can_serve_as_the_neural_cleanse_baseline(app: t
     assert joined["verdict"] == "suspicious" and joined["target_classes"][0] == ATTACK.target
     assert runner.invoke(app, ["scan", str(zoo.clean_model), "--clean-data", str(zoo.clean_npz),
                                "--baseline", str(zoo.clean_npz), FAST]).exit_code == 2
+
+
+def test_a_small_clean_set_is_named_on_the_terminal_and_in_the_reports(app: typer.Typer, zoo: Zoo,
+                                                                      tmp_path: Path) -> None:
+    with np.load(zoo.clean_npz) as npz:
+        x, y = npz["x"], npz["y"]
+    keep = np.concatenate([np.flatnonzero(y == c)[:5] for c in range(10)])
+    small, r, h = tmp_path / "small.npz", tmp_path / "r.json", tmp_path / "r.html"
+    np.savez(small, x=x[keep], y=y[keep])
+    res = CliRunner().invoke(app, ["scan", str(zoo.clean_model), "--clean-data", str(small), "--report", str(r),
+                                   "--html", str(h), FAST], env={"CI": "true"})
+    assert res.exit_code in (0, 1), res.output
+    assert "note: only 5 clean inputs per class" in res.output
+    assert json.loads(r.read_text())["notes"][0].startswith("only 5 clean inputs per class")
+    assert "only 5 clean inputs per class" in h.read_text()

@@ -1,0 +1,55 @@
+"""How far to trust a model-level verdict made with few clean inputs per class. Pure.
+
+Neural Cleanse's index and the per-class agreement read the clean inputs: the search fits each class's
+trigger to them, persistence and trigger likeness are measured on them. Their thresholds were set on
+clean sets of about 30 inputs per class (``benchmarks/validate_detection.py``). With fewer inputs the
+reversed triggers fit the few inputs at hand, a naturally easy class stands out more, and the scores of
+clean models rise. Measured on 41 clean and 21 backdoored MLPs of three digit zoos (seed 0):
+
+=================  ==============  ==========================  ============
+inputs per class   shipped bars    bars x 1.5                  bars x 1.75
+=================  ==============  ==========================  ============
+3                  FPR 11/41       FPR 3/41, TPR 15/21         1/41, 13/21
+10                 FPR 8/41        FPR 3/41, TPR 16/21         0/41, 13/21
+30-40              FPR 2/41        (not raised)
+=================  ==============  ==========================  ============
+
+So below ``CALIBRATED_PER_CLASS`` inputs per class (the median over the classes present) the bars of
+the detectors that read clean inputs are raised, linearly up to x ``1 + MAX_RAISE`` at
+``FEW_PER_CLASS`` or fewer, and the verdict says so. MM-BD only takes the input range from the data
+and keeps its bar. Mixing same-class inputs to make more (mixup, kept when the model agrees on the
+class) was tried and raised false alarms further (10 per class: 10/41).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.scanner.domain.stats import Arr
+
+CALIBRATED_PER_CLASS = 20
+FEW_PER_CLASS = 10
+MAX_RAISE = 0.5
+
+
+def inputs_per_class(y: Arr) -> float:
+    """Median number of clean inputs over the classes present in ``y``."""
+    counts = np.bincount(np.asarray(y, dtype=np.int64))
+    counts = counts[counts > 0]
+    return float(np.median(counts)) if len(counts) else 0.0
+
+
+def threshold_factor(y: Arr) -> float:
+    """What the bars of clean-data detectors are multiplied by for a clean set with labels ``y``."""
+    short = (CALIBRATED_PER_CLASS - inputs_per_class(y)) / (CALIBRATED_PER_CLASS - FEW_PER_CLASS)
+    return 1.0 + MAX_RAISE * min(max(short, 0.0), 1.0)
+
+
+def few_inputs_note(y: Arr) -> str | None:
+    """A line for the report when the clean set is small enough to raise the bars, else ``None``."""
+    factor = threshold_factor(y)
+    if factor <= 1.0:
+        return None
+    return (f"only {inputs_per_class(y):g} clean inputs per class (median); the bars of the detectors that read "
+            f"them were raised x{factor:.2f}, as false alarms rise with few inputs: give at least "
+            f"{CALIBRATED_PER_CLASS} per class for the calibrated verdict")

@@ -1,0 +1,60 @@
+"""A verdict made with few clean inputs per class raises the bars of the detectors that read them, and says so."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.scanner.adapters.datasets import load_npz
+from services.scanner.adapters.onnx_model import open_model
+from services.scanner.domain.clean_set import few_inputs_note, inputs_per_class, threshold_factor
+from services.scanner.domain.model import Dataset
+from services.scanner.service_layer.scan import ScanConfig, scan_model
+
+from .conftest import ATTACK, Zoo
+
+pytestmark = pytest.mark.unit
+
+
+def _labels(per_class: int, classes: int = 10) -> np.ndarray:
+    return np.repeat(np.arange(classes), per_class)
+
+
+@pytest.mark.parametrize(("per_class", "factor"), [(40, 1.0), (20, 1.0), (15, 1.25), (10, 1.5), (3, 1.5)])
+def test_bars_rise_linearly_below_twenty_inputs_per_class_up_to_one_and_a_half(per_class: int, factor: float) -> None:
+    assert threshold_factor(_labels(per_class)) == pytest.approx(factor)
+    assert (few_inputs_note(_labels(per_class)) is None) == (factor == 1.0)
+
+
+def test_the_count_is_the_median_over_the_classes_present() -> None:
+    y = np.concatenate([_labels(30, 5), np.full(2, 7)])  # five classes of 30, one stray class of 2
+    assert inputs_per_class(y) == 30.0 and threshold_factor(y) == 1.0
+
+
+def _few(zoo: Zoo, per_class: int) -> Dataset:
+    data = load_npz(zoo.clean_npz)
+    keep = np.concatenate([np.flatnonzero(data.y == c)[:per_class] for c in range(10)])
+    return Dataset(data.x[keep], data.y[keep])
+
+
+def test_scan_with_few_clean_inputs_raises_the_clean_data_bars_and_notes_it(zoo: Zoo) -> None:
+    model = open_model(zoo.backdoored_model)
+    verdict = scan_model(model, _few(zoo, 10))
+    bars = {r.key: r.threshold for r in verdict.results}
+    assert bars["neural_cleanse.v2"] == pytest.approx(4.3 * 1.5) and bars["agreement.v1"] == pytest.approx(3.2 * 1.5)
+    assert bars["mmbd.v2"] == pytest.approx(4.0)  # reads only the input range
+    assert len(verdict.notes) == 1 and "10 clean inputs per class" in verdict.notes[0]
+    assert verdict.to_dict()["notes"] == verdict.notes
+    assert verdict.backdoor_detected and verdict.target_classes[0] == ATTACK.target  # a clear trigger still shows
+
+
+def test_thresholds_the_caller_sets_are_kept(zoo: Zoo) -> None:
+    config = ScanConfig(params={"neural_cleanse.v2": {"threshold": 9.0}, "agreement.v1": {"threshold": 8.0}})
+    verdict = scan_model(open_model(zoo.clean_model), _few(zoo, 10), config)
+    bars = {r.key: r.threshold for r in verdict.results}
+    assert bars["neural_cleanse.v2"] == 9.0 and bars.get("agreement.v1", 8.0) == 8.0
+
+
+def test_a_full_clean_set_keeps_the_shipped_bars_and_adds_no_note(zoo: Zoo) -> None:
+    verdict = scan_model(open_model(zoo.clean_model), load_npz(zoo.clean_npz))
+    assert verdict.notes == [] and {r.key: r.threshold for r in verdict.results}["neural_cleanse.v2"] == 4.3
