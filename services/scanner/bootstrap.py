@@ -50,7 +50,7 @@ def onnx_scanner(settings: ScannerSettings) -> Scanner:
         write_triggers(verdict, report_base.with_suffix(".triggers.npz"))  # feeds the telemetry trigger library
         return ScanOutcome(verdict.backdoor_detected, verdict.confidence, list(verdict.target_classes),
                            [_wire(r.to_dict()) for r in verdict.results], time.perf_counter() - began,
-                           report_base.with_suffix(".json").resolve().as_uri())
+                           report_base.with_suffix(".json").resolve().as_uri(), notes=list(verdict.notes))
 
     return scan
 

@@ -53,11 +53,14 @@ def test_a_scan_moves_the_ledger_and_a_detection_raises_an_alert(
     _ledger(uow_factory(), artifact, Status.VALIDATED)
     assert admit(_request(artifact), "evt-1", uow_factory())
     outcome = ScanOutcome(detected, 0.95 if detected else 0.05, [7] if detected else [],
-                          [{"key": "neural_cleanse.v1", "score": 3.1, "verdict": "suspicious"}], 12.0)
+                          [{"key": "neural_cleanse.v1", "score": 3.1, "verdict": "suspicious"}], 12.0,
+                          notes=["only 8 clean inputs per class"])
     assert record_scan(_request(artifact), outcome, "evt-1", uow_factory()) is status
     assert not admit(_request(artifact), "evt-1", uow_factory())  # redelivery: nothing to do
     with uow_factory() as uow:
         staged = {r["topic"]: orjson.loads(r["value"]) for r in uow.outbox.pending()}
+        decision = next(e for e in uow.audit.iterate() if e.action.startswith("scan."))
+    assert decision.details["notes"] == ["only 8 clean inputs per class"]  # the caveat is on the audit trail
     assert staged[topics.SCAN_COMPLETED]["verdict"] == status.value
     assert (topics.ALERTS in staged) is detected
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from shared.contracts.records import Alert, ScanCompleted, ScanRequested
@@ -30,6 +30,7 @@ class ScanOutcome:
     duration_s: float
     report_uri: str | None = None
     error: str | None = None
+    notes: list[str] = field(default_factory=list)  # caveats on the verdict (e.g. a small clean set)
 
 
 def admit(request: ScanRequested, event_id: str, uow: SqlUnitOfWork) -> bool:
@@ -69,7 +70,8 @@ def record_scan(request: ScanRequested, outcome: ScanOutcome, event_id: str, uow
         audit(uow, actor="scanner", action=f"scan.{verdict}", subject=f"{request.model}/{request.version}",
               details={"confidence": round(outcome.confidence, 4), "target_classes": outcome.target_classes,
                        "flagged": [d["key"] for d in outcome.detectors if d.get("verdict") == "suspicious"],
-                       "error": outcome.error, "report_uri": outcome.report_uri}, correlation_id=event_id)
+                       "error": outcome.error, "report_uri": outcome.report_uri, "notes": outcome.notes},
+              correlation_id=event_id)
         uow.processed.mark(CONSUMER, event_id, now)
         uow.commit()
         return status
