@@ -47,10 +47,20 @@ REVISION = 2  # bump when detector code changes what it computes without a key o
 KEY_REVISIONS = {NC: 3}  # the same, for one detector: NC 3 publishes foreign_class_scores
 
 
-def _signature(key: str, seed: int) -> str:
+def _signature(key: str, seed: int, nes: bool = False) -> str:
     params = REGISTRY[key](seed=seed).get_params()
-    return json.dumps({"revision": KEY_REVISIONS.get(key, REVISION), "key": key, "params": params},
-                      sort_keys=True, default=str)
+    sig = {"revision": KEY_REVISIONS.get(key, REVISION), "key": key, "params": params}
+    return json.dumps({**sig, "gradients": "nes"} if nes else sig, sort_keys=True, default=str)
+
+
+def _open(path: Path, nes: bool) -> Any:
+    """The model, with its gradients estimated (NES) instead of exact when ``nes``: how the scanner
+    works on graphs its numpy tape cannot differentiate."""
+    model = open_model(path)
+    if nes:
+        model.tape, model.exact_gradients = None, False
+        model.gradient_passes = 1 + 2 * model.nes_samples
+    return model
 
 
 def _cached(line: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -65,13 +75,13 @@ def _cached(line: str) -> list[tuple[str, str, dict[str, Any]]]:
              r) for r in row.get("results", [])]
 
 
-def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int = 0
+def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int = 0, nes: bool = False
                 ) -> dict[str, list[dict[str, Any]]]:
     """Every model-level detector's result on every model, each run once per detector signature
     (key, parameters, seed and ``REVISION``) and cached in ``<zoo>/results.jsonl``."""
     cache = zoo / "results.jsonl"
     keys = factory_for("model")
-    sigs = {k: _signature(k, seed) for k in keys}
+    sigs = {k: _signature(k, seed, nes) for k in keys}
     found: dict[tuple[str, str], dict[str, Any]] = {}
     if cache.exists() and not fresh:
         for line in cache.read_text().splitlines():
@@ -82,7 +92,7 @@ def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int 
         for e in models:
             todo = [k for k in keys if (e["id"], sigs[k]) not in found]
             if todo:
-                model = open_model(zoo / e["model"])
+                model = _open(zoo / e["model"], nes)
                 clean = load_npz(zoo / e["clean_data"], model.input_shape).subset(300, 0)
                 for r in run_detectors(model, clean, todo, ScanConfig(seed=seed)):
                     found[(e["id"], sigs[r.key])] = {**r.to_dict(), "full_targets": r.evidence.get(
@@ -100,12 +110,13 @@ def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int 
     return done
 
 
-def _run_zoos(models: list[dict[str, Any]], fresh: bool, seed: int) -> dict[str, list[dict[str, Any]]]:
+def _run_zoos(models: list[dict[str, Any]], fresh: bool, seed: int, nes: bool = False
+              ) -> dict[str, list[dict[str, Any]]]:
     """``_run_models`` for models of several zoos (``dir``; ``name``: the id within its zoo's cache)."""
     raw: dict[str, list[dict[str, Any]]] = {}
     for zoo in dict.fromkeys(e["dir"] for e in models):
         part = [e for e in models if e["dir"] == zoo]
-        got = _run_models(zoo, [{**e, "id": e["name"]} for e in part], fresh, seed)
+        got = _run_models(zoo, [{**e, "id": e["name"]} for e in part], fresh, seed, nes)
         raw.update({e["id"]: got[e["name"]] for e in part})
     return raw
 
@@ -320,6 +331,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--only", default="", help="restrict to model ids starting with this")
     ap.add_argument("--skip-data", action="store_true")
     ap.add_argument("--seed", type=int, default=0, help="detector seed (judge changes over several)")
+    ap.add_argument("--nes", action="store_true", help="estimate gradients (NES) as for graphs the tape cannot "
+                                                       "differentiate; cached apart from exact runs")
     args = ap.parse_args(argv)
     threadpool_limits(1)  # numpy's BLAS started with a thread per core; two runs side by side oversubscribe
     several = len(args.zoo) > 1
@@ -330,7 +343,7 @@ def main(argv: list[str] | None = None) -> None:
     if failed:  # the poisoning did not plant a working backdoor: neither a positive nor a negative
         print(f"left out (attack success rate < {MIN_ASR}): {', '.join(failed)}")
         models = [e for e in models if e["id"] not in failed]
-    raw = _run_zoos(models, args.fresh, args.seed)
+    raw = _run_zoos(models, args.fresh, args.seed, args.nes)
     _with_agreement(models, raw)
     _table(models, raw, calibrated=False)
     _ledger_pairs(models, raw)
