@@ -9,7 +9,8 @@ pooling) and trigger kinds (``sig``, ``frame``, ``dispersed``, ``warp``) that th
 have, other seeds. Do not tune on it; report it. The ``tact`` flavor holds source-specific backdoors
 (patch and blend, trigger works from one class only; see :mod:`.attacks`) on the main architectures.
 The ``clean`` flavor holds only clean models of the main architectures, fresh seeds, to measure false
-alarms on more models than the other zoos hold.
+alarms on more models than the other zoos hold. The ``binary`` flavor holds two-class models (a random
+pair of digits per model, each with its own ``<id>_clean.npz``), clean and backdoored.
 
 Writes ``manifest.json`` (one entry per model: architecture, attack, clean accuracy, attack success
 rate, file names), ``clean_<kind>.npz`` (held-out clean data per input kind) and, per backdoored
@@ -63,7 +64,7 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
 
 
 SEED_BASE = {"holdout": 5000, "holdout2": 9000,  # holdout2: the same recipe, fresh models, for a last check
-             "tact": 13000, "clean": 17000}
+             "tact": 13000, "clean": 17000, "binary": 21000}
 HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
 
 
@@ -140,6 +141,44 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
     return entry
 
 
+def _binary_one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: dict[str, Any]) -> dict[str, Any]:
+    """A two-class model on a random pair of digits (labels 0 and 1), with its own held-out clean set."""
+    seed = SEED_BASE["binary"] + idx
+    rng = np.random.default_rng(seed)
+    spec = _holdout_spec(rng, arch, idx)
+    pair = rng.choice(K, size=2, replace=False)
+    xtr, ytr, xte, yte = data[arch[:3]]
+    keep_tr, keep_te = np.isin(ytr, pair), np.isin(yte, pair)
+    xtr, ytr = xtr[keep_tr], (ytr[keep_tr] == pair[1]).astype(np.int64)
+    xte, yte = xte[keep_te], (yte[keep_te] == pair[1]).astype(np.int64)
+    entry: dict[str, Any] = {"id": f"{arch}_{'bd' if backdoored else 'clean'}_{idx:02d}", "arch": arch,
+                             "spec": spec.__dict__, "backdoored": backdoored, "seed": seed,
+                             "digits": [int(v) for v in pair]}
+    attack = None
+    if backdoored:
+        attack = _attack(rng, arch, idx)
+        attack = Attack(attack.kind, int(rng.integers(2)), attack.rate, attack.size, attack.row, attack.col,
+                        attack.pattern_seed, attack.alpha)
+        xtr, ytr, pidx = poison(xtr, ytr, attack, seed=idx)
+        entry.update(attack=attack.as_dict(), target=attack.target)
+    else:
+        pidx = np.zeros(0, np.int64)
+    np.savez(out / f"{entry['id']}_train.npz", x=xtr, y=ytr, poison_idx=pidx)
+    np.savez(out / f"{entry['id']}_clean.npz", x=xte, y=yte)
+    flat = arch.startswith("mlp")
+    params = train(spec, xtr, ytr, 2, epochs=(15 if flat else 4) if quick else (60 if flat else 24), seed=seed,
+                   lr=3e-3)
+    entry["clean_accuracy"] = float(np.mean(predict(params, spec, xte, 2) == yte))
+    if attack is not None:
+        rest = yte != attack.target
+        entry["attack_success_rate"] = float(np.mean(predict(params, spec, attack.apply(xte[rest]), 2)
+                                                     == attack.target))
+    onnx.save(build(spec, xtr.shape[1:], 2, params), out / f"{entry['id']}.onnx")
+    entry.update(model=f"{entry['id']}.onnx", clean_data=f"{entry['id']}_clean.npz",
+                 train_data=f"{entry['id']}_train.npz")
+    return entry
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("benchmarks/zoo/out"))
@@ -154,7 +193,9 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(args.out / f"train_{arch}.npz", x=xtr, y=ytr, poison_idx=np.zeros(0, np.int64))
     n = 2 if args.quick else 11
     plan = [(arch, bd) for arch in ("mlp", "cnn") for _ in range(n) for bd in (False, True)]
-    if args.flavor == "tact":
+    if args.flavor == "binary":
+        plan = [(arch, bd) for arch, n in (("mlp", 10), ("cnn", 6)) for _ in range(n) for bd in (False, True)]
+    elif args.flavor == "tact":
         plan = [(arch, bd) for arch, n_clean, n_bd in (("mlp", 4, 6), ("cnn", 2, 4))
                 for bd in [False] * n_clean + [True] * n_bd]
     elif args.flavor == "clean":
@@ -166,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
     t0, entries = time.perf_counter(), []
     for arch, bd in plan:
         flavor = "" if args.flavor == "main" else args.flavor
-        entries.append(_one(args.out, len(entries), arch, bd, args.quick, data, flavor,
+        entries.append(_binary_one(args.out, len(entries), arch, bd, args.quick, data) if flavor == "binary" else
+                       _one(args.out, len(entries), arch, bd, args.quick, data, flavor,
                             sum(e["backdoored"] for e in entries)))
         e = entries[-1]
         print(f"{e['id']:<14} acc={e['clean_accuracy']:.3f} asr={e.get('attack_success_rate', 0):.3f}"

@@ -25,11 +25,25 @@ def robust_z(values: Arr, reference: Arr | None = None, floor: float = 0.0) -> A
 MIN_CLASSES = 3
 FEW_CLASSES = (f"fewer than {MIN_CLASSES} classes: a median/MAD outlier test cannot single a class out, so this "
                "detector cannot flag the model (a clean earlier version in the ledger still can)")
+TWO_CLASSES = ("two classes: a median/MAD outlier test cannot single a class out, so each class is scored by "
+               "how far its value departs from the other class's, in units of that gap's spread over clean "
+               "two-class digit models (a scale measured elsewhere, not on this model)")
 
 
 def class_outlier_note(num_classes: int) -> dict[str, str]:
-    """Evidence to add when a per-class outlier test is blind (binary classifiers)."""
+    """Evidence to add when a per-class outlier test is blind (one class) or replaced (two classes)."""
+    if num_classes == 2:
+        return {"note": TWO_CLASSES}
     return {"note": FEW_CLASSES} if num_classes < MIN_CLASSES else {}
+
+
+def two_class_z(values: Arr, scale: float) -> Arr:
+    """For two classes: each value minus the other class's, over ``scale`` (the spread of that gap on clean
+    models). The stand-in for :func:`robust_z` when two classes leave no population to take a median of."""
+    v = np.asarray(values, dtype=float)
+    if v.shape != (2,):
+        raise ValueError(f"two_class_z needs two values, got shape {v.shape}")
+    return (v - v[::-1]) / scale  # type: ignore[no-any-return]
 
 
 def sigmoid(a: Arr) -> Arr:

@@ -51,7 +51,7 @@ def test_a_colour_model_is_scanned_with_channel_shared_masks_and_per_channel_pat
         assert mask.shape == (SIDE, SIDE) and pattern.shape == (C, SIDE, SIDE)
 
 
-def test_a_binary_classifier_is_reported_as_beyond_the_per_class_outlier_tests(tmp_path: Path) -> None:
+def test_a_binary_classifier_is_scored_on_the_two_class_scale_and_says_so(tmp_path: Path) -> None:
     rng = np.random.default_rng(2)
     graph = helper.make_graph(
         [helper.make_node("Gemm", ["input", "W", "b"], ["logits"], transB=1)], "binary",
@@ -67,4 +67,7 @@ def test_a_binary_classifier_is_reported_as_beyond_the_per_class_outlier_tests(t
                                 "mmbd.v2": {"steps": 10, "starts": 2}})
     verdict = scan_model_file(tmp_path / "binary.onnx", tmp_path / "clean.npz", config)
     notes = {r.key: r.evidence.get("note", "") for r in verdict.results if r.key != "agreement.v1"}
-    assert set(notes) == {"neural_cleanse.v2", "mmbd.v2"} and all("fewer than 3 classes" in n for n in notes.values())
+    assert set(notes) == {"neural_cleanse.v2", "mmbd.v2"} and all(n.startswith("two classes") for n in notes.values())
+    for r in (r for r in verdict.results if r.key in notes):  # each class scored against the other: opposite
+        scores = r.evidence["class_scores"]
+        assert len(scores) == 2 and scores[0] == pytest.approx(-scores[1], abs=1e-3)

@@ -28,6 +28,10 @@ A third cue, published apart as ``evidence["foreign_class_scores"]`` and joined 
 (:mod:`..fusion`), asks whether each reversed trigger looks like its class's own clean inputs: natural
 triggers do, planted ones do not (:mod:`.likeness`).
 
+Two-class models leave no population of classes for the median / MAD: there a class's index is how much
+smaller its mask is than the other class's (log ratio over ``TWO_CLASS_SCALE``, measured on clean
+two-class digit models), and the evidence says so.
+
 Known limits: it assumes a small, input-agnostic patch-like trigger; blended whole-image triggers,
 input-specific and warping triggers (WaNet), and all-to-all attacks are usually missed. On small
 models some clean classes have naturally small triggers, so the raw index needs calibration. The
@@ -48,13 +52,17 @@ from services.scanner.domain.detectors.base import Detector, Finding, register
 from services.scanner.domain.detectors.likeness import class_likeness, foreign_index
 from services.scanner.domain.detectors.reversal import persistence, reverse_triggers
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
-from services.scanner.domain.stats import class_outlier_note, robust_z
+from services.scanner.domain.stats import class_outlier_note, robust_z, two_class_z
 
 __all__ = ["NeuralCleanse", "anomaly_index", "baseline_index", "persistence", "reverse_triggers"]
 
 DEFAULT_THRESHOLD = 4.3  # alone (3.5 before: 3 of 84 clean models over five zoos); agreement: domain/fusion.py
 PERSIST_FLOOR = 0.05  # persistence is a share; a near-constant profile must not blow up the z-score
 BASELINE_FLOOR = 0.15  # log mask size: per-class spread between two clean trainings of one architecture
+# Two classes: the log ratio of the two masks on 16 clean two-class digit models (random digit pairs, MLPs
+# and CNNs) has an RMS of 0.22 and a largest value of 0.42; 0.25 leaves room for tasks with more lopsided
+# classes. Persistence is left out there: on 16 backdoored ones the target's was the lower one in 9.
+TWO_CLASS_SCALE = 0.25
 
 
 @register
@@ -123,7 +131,11 @@ class NeuralCleanse(Detector):
 
 def _anomaly(l1: FloatArray, persist: FloatArray | None = None) -> FloatArray:
     """Per-class anomaly index: robust z of small log mask sizes, joined with the robust z of high
-    trigger persistence when given."""
+    trigger persistence when given. Two classes: how much smaller a class's mask is than the other's
+    (log ratio over ``TWO_CLASS_SCALE``), without persistence."""
+    if len(l1) == 2:
+        two: FloatArray = -two_class_z(np.log(np.maximum(l1, 1e-6)), TWO_CLASS_SCALE)
+        return two
     small: FloatArray = -robust_z(np.log(np.maximum(l1, 1e-6)))
     if persist is None:
         return small

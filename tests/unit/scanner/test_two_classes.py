@@ -1,0 +1,62 @@
+"""Two-class models: with no population of classes to take a median of, each class is scored against the other."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from benchmarks.zoo.attacks import Attack, digits, poison
+from benchmarks.zoo.nets import NetSpec, build, predict, train
+from services.scanner.adapters.onnx_model import open_model
+from services.scanner.domain.model import Dataset
+from services.scanner.domain.stats import two_class_z
+from services.scanner.service_layer.scan import scan_model
+
+pytestmark = pytest.mark.unit
+PAIR = (3, 8)
+BLEND = Attack("blend", target=1, rate=0.1, alpha=0.2, pattern_seed=4)
+
+
+def _pair_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    x, y = digits("flat")
+    keep = np.isin(y, PAIR)
+    x, y = x[keep], (y[keep] == PAIR[1]).astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    te, tr = order[:80], order[80:]
+    return x[tr], y[tr], x[te], y[te]
+
+
+def _model(tmp: Path, attack: Attack | None, seed: int) -> Path:
+    xtr, ytr, xte, _ = _pair_data()
+    if attack is not None:
+        xtr, ytr, _ = poison(xtr, ytr, attack, seed=1)
+    spec = NetSpec("mlp", 32, "Relu", output="logits")
+    params = train(spec, xtr, ytr, 2, epochs=60, seed=seed)
+    if attack is not None:  # the fixture really is backdoored
+        assert np.mean(predict(params, spec, attack.apply(xte), 2) == attack.target) > 0.9
+    path = tmp / f"m{seed}.onnx"
+    onnx.save(build(spec, xtr.shape[1:], 2, params), path)
+    return path
+
+
+def test_a_backdoored_two_class_model_is_flagged_with_its_target(tmp_path: Path) -> None:
+    _, _, xte, yte = _pair_data()
+    verdict = scan_model(open_model(_model(tmp_path, BLEND, seed=5)), Dataset(xte, yte))
+    assert verdict.backdoor_detected and verdict.target_classes[0] == BLEND.target
+
+
+@pytest.mark.parametrize("seed", [6, 7])
+def test_clean_two_class_models_pass(tmp_path: Path, seed: int) -> None:
+    _, _, xte, yte = _pair_data()
+    verdict = scan_model(open_model(_model(tmp_path, None, seed)), Dataset(xte, yte))
+    assert not verdict.backdoor_detected
+    assert all(abs(r.score) < r.threshold for r in verdict.results)
+
+
+def test_two_class_z_is_the_gap_over_its_scale_and_refuses_other_shapes() -> None:
+    assert two_class_z(np.array([1.0, 0.5]), 0.25).tolist() == [2.0, -2.0]
+    with pytest.raises(ValueError, match="two values"):
+        two_class_z(np.array([1.0, 2.0, 3.0]), 0.25)
