@@ -10,7 +10,8 @@ have, other seeds. Do not tune on it; report it. The ``tact`` flavor holds sourc
 (patch and blend, trigger works from one class only; see :mod:`.attacks`) on the main architectures.
 The ``clean`` flavor holds only clean models of the main architectures, fresh seeds, to measure false
 alarms on more models than the other zoos hold. The ``binary`` flavor holds two-class models (a random
-pair of digits per model, each with its own ``<id>_clean.npz``), clean and backdoored.
+pair of digits per model, each with its own ``<id>_clean.npz``), clean and backdoored; ``binary2`` the same
+with fresh seeds, to check the two-class scale measured on ``binary``.
 
 Writes ``manifest.json`` (one entry per model: architecture, attack, clean accuracy, attack success
 rate, file names), ``clean_<kind>.npz`` (held-out clean data per input kind) and, per backdoored
@@ -64,7 +65,7 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
 
 
 SEED_BASE = {"holdout": 5000, "holdout2": 9000,  # holdout2: the same recipe, fresh models, for a last check
-             "tact": 13000, "clean": 17000, "binary": 21000}
+             "tact": 13000, "clean": 17000, "binary": 21000, "binary2": 21100}
 HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
 
 
@@ -141,9 +142,10 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
     return entry
 
 
-def _binary_one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: dict[str, Any]) -> dict[str, Any]:
+def _binary_one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: dict[str, Any],
+                flavor: str = "binary") -> dict[str, Any]:
     """A two-class model on a random pair of digits (labels 0 and 1), with its own held-out clean set."""
-    seed = SEED_BASE["binary"] + idx
+    seed = SEED_BASE[flavor] + idx
     rng = np.random.default_rng(seed)
     spec = _holdout_spec(rng, arch, idx)
     pair = rng.choice(K, size=2, replace=False)
@@ -193,7 +195,7 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(args.out / f"train_{arch}.npz", x=xtr, y=ytr, poison_idx=np.zeros(0, np.int64))
     n = 2 if args.quick else 11
     plan = [(arch, bd) for arch in ("mlp", "cnn") for _ in range(n) for bd in (False, True)]
-    if args.flavor == "binary":
+    if args.flavor.startswith("binary"):
         plan = [(arch, bd) for arch, n in (("mlp", 10), ("cnn", 6)) for _ in range(n) for bd in (False, True)]
     elif args.flavor == "tact":
         plan = [(arch, bd) for arch, n_clean, n_bd in (("mlp", 4, 6), ("cnn", 2, 4))
@@ -207,7 +209,8 @@ def main(argv: list[str] | None = None) -> None:
     t0, entries = time.perf_counter(), []
     for arch, bd in plan:
         flavor = "" if args.flavor == "main" else args.flavor
-        entries.append(_binary_one(args.out, len(entries), arch, bd, args.quick, data) if flavor == "binary" else
+        entries.append(_binary_one(args.out, len(entries), arch, bd, args.quick, data, flavor)
+                       if flavor.startswith("binary") else
                        _one(args.out, len(entries), arch, bd, args.quick, data, flavor,
                             sum(e["backdoored"] for e in entries)))
         e = entries[-1]
