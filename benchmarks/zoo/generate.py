@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +159,7 @@ def _binary_one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, d
                              "digits": [int(v) for v in pair]}
     attack = None
     if backdoored:
-        attack = _attack(rng, arch, idx)
-        attack = Attack(attack.kind, int(rng.integers(2)), attack.rate, attack.size, attack.row, attack.col,
-                        attack.pattern_seed, attack.alpha)
+        attack = replace(_attack(rng, arch, idx), target=int(rng.integers(2)))
         xtr, ytr, pidx = poison(xtr, ytr, attack, seed=idx)
         entry.update(attack=attack.as_dict(), target=attack.target)
     else:
