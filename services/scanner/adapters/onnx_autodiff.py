@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from services.scanner.adapters.onnx_conv_kernels import frozen_convs
 from services.scanner.adapters.onnx_extra_ops import CHECKS, EXTRA_RULES, MULTI_RULES
 from services.scanner.adapters.onnx_ops import RULES as CORE_RULES
 from services.scanner.adapters.onnx_ops import Arr, Backward, Forward
@@ -87,9 +88,14 @@ class GraphTape:
         output: Name of the graph output to differentiate; the first output when ``None``.
         strip_softmax: When the output is produced by a final Softmax, differentiate its input
             (the logits) instead, which is what attacks and margins want.
+        fixed_weights: The graph's own weights never change and only input gradients are wanted
+            (a scan): convolutions with constant weights then run on onnxruntime
+            (:mod:`onnx_conv_kernels`) and their weight gradients are skipped. ``forward`` must then
+            be called without ``params``.
     """
 
-    def __init__(self, model: onnx.ModelProto, output: str | None = None, strip_softmax: bool = True) -> None:
+    def __init__(self, model: onnx.ModelProto, output: str | None = None, strip_softmax: bool = True,
+                 fixed_weights: bool = False) -> None:
         g = model.graph
         self.params: dict[str, Arr] = {
             t.name: numpy_helper.to_array(t).astype(np.float32)
@@ -112,14 +118,20 @@ class GraphTape:
         last = next((n for n in self.nodes if self.output in n.outputs), None)
         if strip_softmax and last is not None and last.op == "Softmax":
             self.output, self.applied_softmax = last.inputs[0], True
+        self.kernels = frozen_convs(self.nodes, self.params) if fixed_weights else {}
 
     def forward(self, x: Arr, params: dict[str, Arr] | None = None) -> dict[str, Arr]:
         """Run the graph; returns every intermediate tensor by name."""
+        if params is not None and self.kernels:
+            raise ValueError("a tape with fixed weights runs its own parameters only")
         env: dict[str, Arr] = dict(params or self.params)
         env[self.input] = x
-        for n in self.nodes:
+        for i, n in enumerate(self.nodes):
             if n.op == "Constant":
                 env[n.outputs[0]] = n.attrs["value"]
+                continue
+            if i in self.kernels:
+                env[n.outputs[0]] = self.kernels[i].forward(env[n.inputs[0]])
                 continue
             ins = [env[k] if k else _EMPTY for k in n.inputs]
             if n.op in MULTI_RULES:
@@ -131,12 +143,19 @@ class GraphTape:
         return env
 
     def backward(self, env: dict[str, Arr], grad_out: Arr) -> dict[str, Arr]:
-        """Reverse pass from ``d loss / d output``; returns gradients of every reached tensor."""
+        """Reverse pass from ``d loss / d output``; returns gradients of every reached tensor (with fixed
+        weights, none for the weights of the convolutions run on onnxruntime)."""
         grads: dict[str, Arr] = {self.output: grad_out}
-        for n in reversed(self.nodes):
+        for i in reversed(range(len(self.nodes))):
+            n = self.nodes[i]
             if n.op == "Constant":
                 continue
-            gin = self._node_grads(n, env, grads)
+            gin: list[Arr | None] | None
+            if i in self.kernels:
+                g = grads.get(n.outputs[0])
+                gin = None if g is None else [self.kernels[i].input_grad(env[n.inputs[0]].shape, g)]
+            else:
+                gin = self._node_grads(n, env, grads)
             for name, gi in zip(n.inputs, gin or [], strict=False):
                 if gi is None or not name:
                     continue

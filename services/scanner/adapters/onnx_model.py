@@ -130,7 +130,8 @@ class OnnxModel:
         self.tape: GraphTape | None = None
         self.gradient_note = "exact: numpy tape checked against onnxruntime"
         try:
-            self.tape = _checked_tape(GraphTape(model, self.output_name), self._run, self.input_shape)
+            self.tape = _checked_tape(GraphTape(model, self.output_name, fixed_weights=True), self._run,
+                                      self.input_shape)
         except (UnsupportedGraph, TapeMismatch) as exc:
             self.gradient_note = f"estimated (NES): {exc}"
         self.exact_gradients = self.tape is not None

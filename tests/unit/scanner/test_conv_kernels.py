@@ -1,0 +1,95 @@
+"""Convolutions with fixed weights run on onnxruntime and give the numpy tape's input gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from services.scanner.adapters.onnx_autodiff import GraphTape
+from services.scanner.adapters.onnx_model import OnnxModel
+
+pytestmark = pytest.mark.unit
+
+CASES: list[tuple[str, dict[str, Any], tuple[int, ...], tuple[int, ...]]] = [
+    ("same size", {"pads": [1, 1, 1, 1]}, (3, 9, 9), (4, 3, 3, 3)),
+    ("stride 2, even input", {"pads": [1, 1, 1, 1], "strides": [2, 2]}, (3, 8, 8), (4, 3, 3, 3)),
+    ("stride 3 leaves rows unused", {"pads": [1, 0, 2, 1], "strides": [3, 2]}, (2, 11, 10), (4, 2, 3, 3)),
+    ("dilation", {"pads": [2, 2, 2, 2], "dilations": [2, 2]}, (2, 9, 9), (3, 2, 3, 3)),
+    ("groups", {"pads": [1, 1, 1, 1], "group": 2}, (4, 7, 7), (6, 2, 3, 3)),
+    ("auto_pad SAME_UPPER, stride 2", {"auto_pad": "SAME_UPPER", "strides": [2, 2]}, (2, 9, 9), (3, 2, 4, 4)),
+    ("auto_pad VALID, no bias", {"auto_pad": "VALID"}, (2, 6, 7), (3, 2, 2, 3)),
+    ("1-D, stride 2", {"pads": [1, 1], "strides": [2]}, (3, 13), (5, 3, 3)),
+]
+
+
+def _conv_net(attrs: dict[str, Any], in_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> onnx.ModelProto:
+    r = np.random.default_rng(0)
+    bias = "VALID" not in str(attrs.get("auto_pad", ""))
+    params = {"W": r.normal(size=w_shape), **({"B": r.normal(size=w_shape[0])} if bias else {})}
+    nodes = [helper.make_node("Conv", ["x", *params], ["c"], **attrs),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Flatten", ["r"], ["f"]),
+             helper.make_node("ReduceSum", ["f", "axes"], ["s"], keepdims=1),
+             helper.make_node("Concat", ["s", "s"], ["y0"], axis=1),
+             helper.make_node("Mul", ["y0", "k"], ["y"])]
+    params["k"] = np.array([1.0, -0.5])
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", *in_shape])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                          [numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items()]
+                          + [numpy_helper.from_array(np.array([1], np.int64), "axes")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+@pytest.mark.parametrize(("attrs", "in_shape", "w_shape"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_fixed_weight_convolutions_give_the_numpy_tapes_output_and_input_gradient(
+        attrs: dict[str, Any], in_shape: tuple[int, ...], w_shape: tuple[int, ...]) -> None:
+    model = _conv_net(attrs, in_shape, w_shape)
+    plain, fixed = GraphTape(model), GraphTape(model, fixed_weights=True)
+    assert list(fixed.kernels) == [0]  # the Conv node runs on onnxruntime
+    x = np.random.default_rng(1).random((4, *in_shape)).astype(np.float32)
+    c = np.random.default_rng(2).normal(size=(4, 2)).astype(np.float32)
+    env_p, env_f = plain.forward(x), fixed.forward(x)
+    np.testing.assert_allclose(env_f["y"], env_p["y"], rtol=1e-5, atol=1e-4)
+    np.testing.assert_allclose(env_f["c"], env_p["c"], rtol=1e-5, atol=1e-5)
+    grad_p = plain.backward(env_p, c)
+    grad_f = fixed.backward(env_p, c)  # the same activations: only the convolution's rule differs
+    assert grad_f["x"].shape == x.shape
+    np.testing.assert_allclose(grad_f["x"], grad_p["x"], rtol=1e-5, atol=1e-5)
+    assert "W" in grad_p and "W" not in grad_f  # no weight gradient is computed
+
+
+def test_a_tape_with_fixed_weights_refuses_other_parameters() -> None:
+    model = _conv_net(*CASES[0][1:])
+    tape = GraphTape(model, fixed_weights=True)
+    with pytest.raises(ValueError, match="fixed weights"):
+        tape.forward(np.zeros((1, 3, 9, 9), np.float32), {k: v * 2 for k, v in tape.params.items()})
+
+
+def test_a_convolution_whose_weight_is_computed_in_the_graph_stays_on_numpy() -> None:
+    model = _conv_net(*CASES[0][1:])
+    g = model.graph
+    w = next(t for t in g.initializer if t.name == "W")
+    w.name = "W_half"
+    g.node.insert(0, helper.make_node("Mul", ["W_half", "two"], ["W"]))
+    g.initializer.append(numpy_helper.from_array(np.array(2.0, np.float32), "two"))
+    tape = GraphTape(model, fixed_weights=True)
+    assert tape.kernels == {}
+    x = np.random.default_rng(1).random((2, 3, 9, 9)).astype(np.float32)
+    plain = GraphTape(model)
+    np.testing.assert_allclose(tape.forward(x)["y"], plain.forward(x)["y"], rtol=1e-6)
+
+
+def test_the_scanner_model_handle_uses_the_onnxruntime_convolutions() -> None:
+    handle = OnnxModel(_conv_net(*CASES[1][1:]))
+    assert handle.exact_gradients and handle.tape is not None and handle.tape.kernels
+    x = np.random.default_rng(3).random((3, 3, 8, 8)).astype(np.float32)
+    _z, gx = handle.value_and_grad(x, lambda z: np.ones_like(z))
+    plain = GraphTape(handle.model)
+    want = plain.backward(plain.forward(x), np.ones((3, 2), np.float32))["x"]
+    np.testing.assert_allclose(gx, want, rtol=1e-4, atol=1e-5)
