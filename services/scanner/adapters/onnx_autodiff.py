@@ -18,8 +18,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from services.scanner.adapters.onnx_conv_kernels import frozen_convs
 from services.scanner.adapters.onnx_extra_ops import CHECKS, EXTRA_RULES, MULTI_RULES
+from services.scanner.adapters.onnx_fixed_kernels import fixed_kernels
 from services.scanner.adapters.onnx_ops import RULES as CORE_RULES
 from services.scanner.adapters.onnx_ops import Arr, Backward, Forward
 
@@ -90,7 +90,7 @@ class GraphTape:
             (the logits) instead, which is what attacks and margins want.
         fixed_weights: The graph's own weights never change and only input gradients are wanted
             (a scan): convolutions with constant weights then run on onnxruntime
-            (:mod:`onnx_conv_kernels`) and their weight gradients are skipped. ``forward`` must then
+            (:mod:`onnx_fixed_kernels`) and their weight gradients are skipped. ``forward`` must then
             be called without ``params``.
     """
 
@@ -118,7 +118,7 @@ class GraphTape:
         last = next((n for n in self.nodes if self.output in n.outputs), None)
         if strip_softmax and last is not None and last.op == "Softmax":
             self.output, self.applied_softmax = last.inputs[0], True
-        self.kernels = frozen_convs(self.nodes, self.params) if fixed_weights else {}
+        self.kernels = fixed_kernels(self.nodes, self.params) if fixed_weights else {}
 
     def forward(self, x: Arr, params: dict[str, Arr] | None = None) -> dict[str, Arr]:
         """Run the graph; returns every intermediate tensor by name."""

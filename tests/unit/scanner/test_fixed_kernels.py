@@ -93,3 +93,29 @@ def test_the_scanner_model_handle_uses_the_onnxruntime_convolutions() -> None:
     plain = GraphTape(handle.model)
     want = plain.backward(plain.forward(x), np.ones((3, 2), np.float32))["x"]
     np.testing.assert_allclose(gx, want, rtol=1e-4, atol=1e-5)
+
+
+def test_inference_batch_normalization_runs_as_one_affine_map_with_the_tapes_gradient() -> None:
+    r = np.random.default_rng(4)
+    params = {"W": r.normal(size=(4, 2, 3, 3)), "s": r.uniform(0.5, 2, 4), "b": r.normal(size=4),
+              "m": r.normal(size=4), "v": r.uniform(0.5, 2, 4), "L": r.normal(size=(4, 2))}
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "s", "b", "m", "v"], ["n"], epsilon=1e-3),
+             helper.make_node("Relu", ["n"], ["r"]),
+             helper.make_node("Add", ["r", "c"], ["res"]),  # a residual connection around the normalisation
+             helper.make_node("GlobalAveragePool", ["res"], ["g"]),
+             helper.make_node("Flatten", ["g"], ["f"]),
+             helper.make_node("MatMul", ["f", "L"], ["y"])]
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                          [numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items()])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    plain, fixed = GraphTape(model), GraphTape(model, fixed_weights=True)
+    assert sorted(fixed.kernels) == [0, 1]
+    x = np.random.default_rng(5).normal(size=(3, 2, 6, 6)).astype(np.float32)
+    c = np.random.default_rng(6).normal(size=(3, 2)).astype(np.float32)
+    env_p, env_f = plain.forward(x), fixed.forward(x)
+    np.testing.assert_allclose(env_f["n"], env_p["n"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fixed.backward(env_p, c)["x"], plain.backward(env_p, c)["x"], rtol=1e-5, atol=1e-5)
+    assert "s" not in fixed.backward(env_p, c)
