@@ -11,6 +11,8 @@ import pickletools
 from dataclasses import dataclass
 from typing import IO, Any
 
+from .pickle_ops import genops
+
 _MARK = object()
 _UNKNOWN = object()
 _STRINGS = frozenset(
@@ -96,7 +98,7 @@ def scan_pickle(stream: IO[bytes], limit: int) -> PickleScan:
     while count == 0 or stream.peek(1)[:1]:  # type: ignore[attr-defined]
         machine, stopped = _Machine(), False
         try:
-            for op, arg, pos in pickletools.genops(stream):
+            for op, arg, pos in genops(stream):
                 if pos is not None and pos > limit:
                     raise PickleParseError(f"pickle stream longer than {limit} bytes")
                 machine.step(op, arg)

@@ -1,20 +1,22 @@
 """Decide a file's format from its bytes, never from its name.
 
-A file counts as a pickle when it starts with the PROTO opcode or when ``pickletools.genops`` (a
-parser, it executes nothing) reads it from byte 0 up to a STOP or an importing/calling opcode:
-that prefix is what ``pickle.load`` would run before failing. A file whose end holds a zip central
-directory while its start says something else is a polyglot and is reported as such.
+A file counts as a pickle when it starts with the PROTO opcode or when the opcode reader (a parser
+that executes nothing and decodes arguments as ``pickle.load`` does) reads it from byte 0 up to a
+STOP or an importing/calling opcode: that prefix is what ``pickle.load`` would run before failing.
+A file whose end holds a zip central directory while its start says something else is a polyglot and
+is reported as such.
 """
 
 from __future__ import annotations
 
 import ast
-import pickletools
 import struct
 import zipfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import IO
+
+from .pickle_ops import genops
 
 HEAD = 64 * 1024
 _CODE_OPCODES = frozenset({"STOP", "GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
@@ -45,7 +47,7 @@ def reads_as_pickle(stream: IO[bytes]) -> bool:
     a complete one: reaching such an opcode before the first parse error is enough.
     """
     try:
-        for opcode, _arg, _pos in pickletools.genops(stream):
+        for opcode, _arg, _pos in genops(stream):
             if opcode.name in _CODE_OPCODES:
                 return True
     except Exception:  # a parse failure before any such opcode: nothing would have run
