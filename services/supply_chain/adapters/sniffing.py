@@ -10,6 +10,7 @@ is reported as such.
 from __future__ import annotations
 
 import ast
+import codecs
 import struct
 import zipfile
 from collections.abc import Callable
@@ -74,11 +75,12 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     return 2 <= length <= size - 8 and head[8:9] == b"{"
 
 
-def _is_text(head: bytes) -> bool:
+def _is_text(head: bytes, complete: bool) -> bool:
+    """UTF-8 without NUL; a window cut from a longer file (not ``complete``) may end mid-character."""
     try:
-        text = head.decode("utf-8")
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=complete)
     except UnicodeDecodeError:
-        return len(head) == HEAD  # cut mid-character at the window edge: retry without the tail
+        return False
     return "\x00" not in text
 
 
@@ -100,7 +102,7 @@ def sniff(head: bytes, size: int, reopen: Opener) -> str:
             return "pickle"
     if head[0] in ONNX_FIRST_BYTES:
         return "onnx"
-    if _is_text(head) or _is_text(head[:-4]):
+    if _is_text(head, complete=len(head) >= size):
         return "text"
     return "unknown"
 

@@ -119,3 +119,15 @@ def test_unknown_binary_content_is_rejected_unless_policy_allows_it(tmp_path: Pa
     path.write_bytes(bytes(range(256)) * 4)
     assert any("cannot be inspected" in p for p in problems(path))
     assert problems(path, SupplyChainPolicy(allow_unknown_formats=True)) == []
+
+
+def test_binary_content_larger_than_the_sniffing_window_is_not_taken_for_text(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\x01\xff" * 40_000)  # 80 kB, invalid UTF-8 from byte 1, no magic, no pickle
+    assert any("'unknown' cannot be inspected" in p for p in problems(path))
+
+
+def test_utf8_text_cut_mid_character_by_the_sniffing_window_is_still_text(tmp_path: Path) -> None:
+    path = tmp_path / "vocab.txt"
+    path.write_text("a" + "é" * 40_000, encoding="utf-8")  # the 64 KiB window ends inside a character
+    assert problems(path) == []
