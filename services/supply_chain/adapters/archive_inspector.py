@@ -105,6 +105,8 @@ def archive_members(
                 problems.append(f"member {name[:120]!r}: nested {inner} archive")
             elif inner in ("pickle", "numpy-object"):
                 problems += on_pickle(name, opener)
+            elif inner.startswith("polyglot"):
+                problems.append(f"member {name[:120]!r}: {inner}: content is two formats at once")
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError) as exc:
         problems.append(f"unreadable {fmt} archive: {type(exc).__name__}: {exc}"[:300])
     return problems

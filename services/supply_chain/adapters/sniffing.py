@@ -3,8 +3,9 @@
 A file counts as a pickle when it starts with the PROTO opcode or when the opcode reader (a parser
 that executes nothing and decodes arguments as ``pickle.load`` does) reads it from byte 0 up to a
 STOP or an importing/calling opcode: that prefix is what ``pickle.load`` would run before failing.
-A file whose end holds a zip central directory while its start says something else is a polyglot and
-is reported as such.
+Content that a magic number (or a safetensors header) claims, and that read from byte 0 imports a
+global, is a polyglot; so is a file whose end holds a zip central directory while its start says
+something else.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import IO
 
+from .pickle_inspector import would_import
 from .pickle_ops import genops
 
 HEAD = 64 * 1024
@@ -84,19 +86,26 @@ def _is_text(head: bytes, complete: bool) -> bool:
     return "\x00" not in text
 
 
+def _by_magic(head: bytes, size: int) -> str | None:
+    for offset, magic, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return "numpy-object" if name == "numpy" and npy_holds_objects(head) else name
+    return "safetensors" if _looks_like_safetensors(head, size) else None
+
+
 def sniff(head: bytes, size: int, reopen: Opener) -> str:
     """Name the format of content whose first bytes are ``head`` (``reopen`` gives a fresh stream)."""
     if size == 0:
         return "empty"
     if head[:1] == b"\x80":
         return "pickle"
-    for offset, magic, name in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            if name == "numpy" and npy_holds_objects(head):
-                return "numpy-object"
-            return name
-    if _looks_like_safetensors(head, size):
-        return "safetensors"
+    if fmt := _by_magic(head, size):
+        # a zip is exempt: it starts with PERSID, which stops an unpickler without persistent_load,
+        # and torch.load (which has one) reads a zip as a zip
+        with reopen() as stream:
+            if fmt != "zip" and would_import(stream):
+                return f"polyglot({fmt}+pickle)"
+        return fmt
     with reopen() as stream:
         if reads_as_pickle(stream):
             return "pickle"

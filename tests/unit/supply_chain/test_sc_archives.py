@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickletools
 import stat
 import struct
 import tarfile
@@ -131,3 +132,56 @@ def test_utf8_text_cut_mid_character_by_the_sniffing_window_is_still_text(tmp_pa
     path = tmp_path / "vocab.txt"
     path.write_text("a" + "é" * 40_000, encoding="utf-8")  # the 64 KiB window ends inside a character
     assert problems(path) == []
+
+
+def safetensors_pickle_polyglot(payload: bytes) -> bytes:
+    """A valid safetensors file that ``pickle.load`` also runs from byte 0.
+
+    The header length's bytes are BINBYTES (``B`` + a 4-byte length) swallowing the start of the JSON
+    header; a JSON string closing on a line of its own is then a protocol-0 STRING, ``}}`` two empty
+    dicts, and ``payload`` (the one U8 tensor) the code.
+    """
+    skip = 160  # BINBYTES length: it ends right before the STRING opcode inside the JSON header
+    length = ord("B") + 256 * skip
+    prefix = b'{"w":{"dtype":"U8","shape":[%d],"data_offsets":[0,%d]},"__metadata__":{"p":"' % (
+        len(payload),
+        len(payload),
+    )
+    prefix += b"a" * (skip - 3 - len(prefix))
+    opening, closing = b'S","q":"', b'"\n}}'
+    header = prefix + opening + b"b" * (length - len(prefix) - len(opening) - len(closing)) + closing
+    return struct.pack("<Q", length) + header + payload
+
+
+def test_a_safetensors_file_that_is_also_a_pickle_is_rejected_as_a_polyglot(tmp_path: Path) -> None:
+    path = tmp_path / "pytorch_model.bin"
+    data = safetensors_pickle_polyglot(b"0cos\nsystem\n(S'id'\ntR.")
+    path.write_bytes(data)
+    assert json.loads(data[8 : 8 + struct.unpack("<Q", data[:8])[0]])  # a real safetensors header...
+    assert "os system" in [arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"]  # ...and pickle
+    assert any("polyglot(safetensors+pickle)" in p for p in problems(path))
+
+
+def test_a_tar_whose_first_member_name_is_a_pickle_is_rejected_as_a_polyglot(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as archive:
+        member = tarfile.TarInfo("cos\nsystem\n(S'id'\ntR.")  # pickle.load runs the header's name field
+        member.size = 3
+        archive.addfile(member, io.BytesIO(b"\x00\x01\x02"))
+    assert any("polyglot(tar+pickle)" in p for p in problems(path))
+
+
+def test_a_polyglot_inside_an_archive_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.safetensors", safetensors_pickle_polyglot(b"0cos\nsystem\n(S'id'\ntR."))
+    assert any("model.safetensors" in p and "polyglot(safetensors+pickle)" in p for p in problems(path))
+
+
+def test_safetensors_headers_of_every_length_residue_are_not_taken_for_pickles(tmp_path: Path) -> None:
+    data = bytes(range(1, 256)).replace(b"\x80", b"\n") * 4  # newlines give GLOBAL lines to end on
+    for pad in range(256):
+        tensor = {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}
+        header = {"w": tensor, "__metadata__": {"p": "c" * pad}}
+        path = write_safetensors(tmp_path / f"{pad}.safetensors", header, data)
+        assert not any("polyglot" in p for p in problems(path)), pad
