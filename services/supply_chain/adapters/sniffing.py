@@ -20,6 +20,7 @@ from typing import IO
 
 from .pickle_inspector import would_import
 from .pickle_ops import genops
+from .protobuf_walk import walks_as_onnx
 
 HEAD = 64 * 1024
 _CODE_OPCODES = frozenset({"STOP", "GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
@@ -111,6 +112,9 @@ def sniff(head: bytes, size: int, reopen: Opener) -> str:
             return "pickle"
     if head[0] in ONNX_FIRST_BYTES:
         return "onnx"
+    with reopen() as stream:
+        if walks_as_onnx(stream, size):
+            return "onnx"
     if _is_text(head, complete=len(head) >= size):
         return "text"
     return "unknown"
