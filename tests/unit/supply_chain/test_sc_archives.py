@@ -15,7 +15,7 @@ import pytest
 from services.supply_chain.adapters.filesystem import load_artifact
 from services.supply_chain.adapters.safetensors_inspector import inspect_safetensors
 from services.supply_chain.adapters.serialization import inspect_artifact
-from services.supply_chain.domain.policy import SupplyChainPolicy
+from services.supply_chain.domain.policy import ArchiveLimits, SupplyChainPolicy
 
 pytestmark = pytest.mark.unit
 
@@ -185,3 +185,26 @@ def test_safetensors_headers_of_every_length_residue_are_not_taken_for_pickles(t
         header = {"w": tensor, "__metadata__": {"p": "c" * pad}}
         path = write_safetensors(tmp_path / f"{pad}.safetensors", header, data)
         assert not any("polyglot" in p for p in problems(path)), pad
+
+
+@pytest.mark.parametrize("inner_format", ["zip", "tar.gz"])
+def test_an_archive_nested_within_the_allowed_depth_is_inspected_not_waved_through(
+    tmp_path: Path, inner_format: str
+) -> None:
+    evil = b"cos\nsystem\n(S'id'\ntR."
+    inner = io.BytesIO()
+    if inner_format == "zip":
+        with zipfile.ZipFile(inner, "w") as archive:
+            archive.writestr("archive/data.pkl", evil)
+    else:
+        with tarfile.open(fileobj=inner, mode="w:gz") as archive:
+            member = tarfile.TarInfo("archive/data.pkl")
+            member.size = len(evil)
+            archive.addfile(member, io.BytesIO(evil))
+    path = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("inner.pt", inner.getvalue())
+    policy = SupplyChainPolicy(allow_pickle=True, archive=ArchiveLimits(max_nesting=1))
+    found = problems(path, policy)
+    assert any("inner.pt/archive/data.pkl" in p and "os.system" in p for p in found), found
+    assert any("nested" in p for p in problems(path, SupplyChainPolicy(allow_pickle=True)))
