@@ -8,10 +8,12 @@ Members that are pickles are scanned in place.
 
 from __future__ import annotations
 
+import lzma
 import posixpath
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
@@ -20,6 +22,8 @@ from ..domain.policy import ArchiveLimits
 from .sniffing import ARCHIVES, HEAD, Opener, sniff
 
 INSPECTABLE = frozenset({"zip", "tar", "gzip", "bz2", "xz"})  # what zipfile and tarfile read
+# corrupt deflate/xz data and unsupported zip compression methods (zipfile lets these through)
+_DECODER_ERRORS = (zlib.error, lzma.LZMAError, NotImplementedError)
 PickleCheck = Callable[[str, Opener], list[str]]
 
 
@@ -114,7 +118,7 @@ def _members_problems(
                 problems += on_pickle(name, opener)
             elif inner.startswith("polyglot"):
                 problems.append(f"member {name[:120]!r}: {inner}: content is two formats at once")
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError) as exc:
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError, *_DECODER_ERRORS) as exc:
         problems.append(f"unreadable {fmt} archive: {type(exc).__name__}: {exc}"[:300])
     return problems
 

@@ -208,3 +208,25 @@ def test_an_archive_nested_within_the_allowed_depth_is_inspected_not_waved_throu
     found = problems(path, policy)
     assert any("inner.pt/archive/data.pkl" in p and "os.system" in p for p in found), found
     assert any("nested" in p for p in problems(path, SupplyChainPolicy(allow_pickle=True)))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA, 99])
+def test_a_zip_member_that_cannot_be_decompressed_is_a_clear_rejection_not_a_crash(tmp_path: Path, method: int) -> None:
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w", compression=method if method != 99 else zipfile.ZIP_STORED) as archive:
+        archive.writestr("weights.bin", bytes(range(256)) * 40)
+    raw = bytearray(path.read_bytes())
+    if method == 99:  # a compression method zipfile does not implement, in both headers
+        central = raw.find(b"PK\x01\x02")
+        raw[8:10] = raw[central + 10 : central + 12] = struct.pack("<H", 99)
+    else:
+        raw[60:100] = b"\xff" * 40  # corrupt the compressed stream
+    path.write_bytes(bytes(raw))
+    assert any("unreadable zip archive" in p for p in problems(path))
+
+
+def test_a_safetensors_header_nested_too_deep_for_the_json_parser_is_a_clear_rejection(tmp_path: Path) -> None:
+    raw = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    assert any("header is not JSON" in p for p in problems(path))
