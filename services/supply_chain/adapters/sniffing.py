@@ -18,6 +18,8 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import IO
 
+from numpy.lib import format as npy_format
+
 from .pickle_inspector import would_import
 from .pickle_ops import genops
 from .protobuf_walk import walks_as_onnx
@@ -60,13 +62,16 @@ def reads_as_pickle(stream: IO[bytes]) -> bool:
 
 
 def npy_holds_objects(head: bytes) -> bool:
-    """True when a ``.npy`` header declares an object dtype (whose payload is a pickle)."""
+    """True when a ``.npy`` header declares a dtype holding objects (whose payload is a pickle).
+
+    The dtype is built by NumPy's own header parser, so ``'object'``, ``'O8'`` or an object field in a
+    structured dtype count alike.
+    """
     try:
-        major = head[6]
-        size_fmt, start = ("<H", 8) if major == 1 else ("<I", 10)
-        (length,) = struct.unpack(size_fmt, head[start - 2 if major == 1 else start - 4 : start])
+        size_fmt, start = ("<H", 10) if head[6] == 1 else ("<I", 12)
+        (length,) = struct.unpack(size_fmt, head[8:start])
         header = ast.literal_eval(head[start : start + length].decode("latin-1"))
-        return "O" in str(header.get("descr", "O"))
+        return bool(npy_format.descr_to_dtype(header["descr"]).hasobject)
     except Exception:  # an unreadable header is treated as the dangerous case
         return True
 

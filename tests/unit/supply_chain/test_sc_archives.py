@@ -230,3 +230,28 @@ def test_a_safetensors_header_nested_too_deep_for_the_json_parser_is_a_clear_rej
     path = tmp_path / "m.safetensors"
     path.write_bytes(struct.pack("<Q", len(raw)) + raw)
     assert any("header is not JSON" in p for p in problems(path))
+
+
+def npy_bytes(array: np.ndarray, descr: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    raw = buffer.getvalue()
+    if descr is None:
+        return raw
+    (length,) = struct.unpack("<H", raw[8:10])
+    header = raw[10 : 10 + length].replace(b"'|O'", repr(descr).encode()).rstrip()
+    return raw[:10] + header.ljust(length - 1) + b"\n" + raw[10 + length :]
+
+
+@pytest.mark.parametrize("descr", ["object", "O8", "|O"])
+def test_a_npy_whose_dtype_holds_objects_is_rejected_however_the_descr_spells_it(tmp_path: Path, descr: str) -> None:
+    path = tmp_path / "x.npy"
+    path.write_bytes(npy_bytes(np.array([{"a": 1}], dtype=object), descr))
+    assert np.lib.format.read_array_header_1_0(io.BytesIO(path.read_bytes()[8:]))[2].hasobject
+    assert any("payload is a pickle" in p for p in problems(path))
+
+
+def test_a_npy_of_plain_numbers_is_accepted_as_data(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    path.write_bytes(npy_bytes(np.arange(8, dtype=np.float32)))
+    assert problems(path) == []
