@@ -2,20 +2,29 @@
 
 Refuses traversal (absolute, drive, backslash or ``..`` names), links and device entries, encrypted
 members, overlapping zip members, decompression bombs (per-member ratio, total size, entry count) and
-nested archives beyond the policy depth. Members that are pickles are scanned in place.
+nested archives beyond the policy depth; nested archives within it are inspected by the same rules.
+Members that are pickles are scanned in place.
 """
 
 from __future__ import annotations
 
+import lzma
 import posixpath
 import stat
 import tarfile
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from ..domain.policy import ArchiveLimits
 from .sniffing import ARCHIVES, HEAD, Opener, sniff
+
+INSPECTABLE = frozenset({"zip", "tar", "gzip", "bz2", "xz"})  # what zipfile and tarfile read
+# corrupt deflate/xz data and unsupported zip compression methods (zipfile lets these through)
+_DECODER_ERRORS = (zlib.error, lzma.LZMAError, NotImplementedError)
+PickleCheck = Callable[[str, Opener], list[str]]
 
 
 def unsafe_member_name(name: str) -> str | None:
@@ -32,8 +41,11 @@ def unsafe_member_name(name: str) -> str | None:
     return None
 
 
-def _zip_members(path: Path, limits: ArchiveLimits, problems: list[str]) -> Iterator[tuple[str, int, Opener]]:
-    with zipfile.ZipFile(path) as archive:
+Members = Iterator[tuple[str, int, Opener]]
+
+
+def _zip_members(source: IO[bytes], size: int, limits: ArchiveLimits, problems: list[str]) -> Members:
+    with zipfile.ZipFile(source) as archive:
         infos = archive.infolist()
         if len(infos) > limits.max_entries:
             problems.append(f"{len(infos)} entries, limit {limits.max_entries}")
@@ -55,7 +67,7 @@ def _zip_members(path: Path, limits: ArchiveLimits, problems: list[str]) -> Iter
             total += info.file_size
         if total > limits.max_total_uncompressed:
             problems.append(f"uncompressed total {total} bytes, limit {limits.max_total_uncompressed}")
-        if sum(i.compress_size for i in infos) > path.stat().st_size:
+        if sum(i.compress_size for i in infos) > size:
             problems.append("members overlap (compressed sizes exceed the archive size)")
         if problems:
             return
@@ -64,9 +76,9 @@ def _zip_members(path: Path, limits: ArchiveLimits, problems: list[str]) -> Iter
                 yield info.filename, info.file_size, lambda i=info: archive.open(i)  # type: ignore[misc]
 
 
-def _tar_members(path: Path, limits: ArchiveLimits, problems: list[str]) -> Iterator[tuple[str, int, Opener]]:
-    total, count, on_disk = 0, 0, path.stat().st_size
-    with tarfile.open(path, "r:*") as archive:
+def _tar_members(source: IO[bytes], size: int, limits: ArchiveLimits, problems: list[str]) -> Members:
+    total, count, on_disk = 0, 0, size
+    with tarfile.open(fileobj=source, mode="r:*") as archive:
         while (member := archive.next()) is not None:
             count += 1
             total += member.size
@@ -86,25 +98,39 @@ def _tar_members(path: Path, limits: ArchiveLimits, problems: list[str]) -> Iter
                 yield member.name, member.size, lambda m=member: archive.extractfile(m)  # type: ignore[misc]
 
 
-def archive_members(
-    path: Path, fmt: str, limits: ArchiveLimits, on_pickle: Callable[[str, Opener], list[str]], depth: int = 0
+def _members_problems(
+    source: IO[bytes], size: int, fmt: str, limits: ArchiveLimits, on_pickle: PickleCheck, depth: int, outer: str
 ) -> list[str]:
+    problems: list[str] = []
+    members = _zip_members if fmt == "zip" else _tar_members
+    try:
+        for member, member_size, opener in members(source, size, limits, problems):
+            name = outer + member
+            with opener() as stream:
+                head = stream.read(HEAD)
+            inner = sniff(head, member_size, opener)
+            if inner in ARCHIVES and (depth >= limits.max_nesting or inner not in INSPECTABLE):
+                problems.append(f"member {name[:120]!r}: nested {inner} archive")
+            elif inner in ARCHIVES:
+                with opener() as nested:
+                    problems += _members_problems(nested, member_size, inner, limits, on_pickle, depth + 1, name + "/")
+            elif inner in ("pickle", "numpy-object"):
+                problems += on_pickle(name, opener)
+            elif inner.startswith("polyglot"):
+                problems.append(f"member {name[:120]!r}: {inner}: content is two formats at once")
+    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError, *_DECODER_ERRORS) as exc:
+        problems.append(f"unreadable {fmt} archive: {type(exc).__name__}: {exc}"[:300])
+    return problems
+
+
+def archive_members(path: Path, fmt: str, limits: ArchiveLimits, on_pickle: PickleCheck) -> list[str]:
     """Check an archive in place; ``on_pickle(name, opener)`` is called, while open, for pickle members.
+
+    Nested archives are refused past ``limits.max_nesting`` and inspected by the same rules within it
+    (their members named ``outer/inner``).
 
     Returns:
         Problems found, empty when the archive is acceptable.
     """
-    problems: list[str] = []
-    members = _zip_members if fmt == "zip" else _tar_members
-    try:
-        for name, size, opener in members(path, limits, problems):
-            with opener() as stream:
-                head = stream.read(HEAD)
-            inner = sniff(head, size, opener)
-            if inner in ARCHIVES and depth >= limits.max_nesting:
-                problems.append(f"member {name[:120]!r}: nested {inner} archive")
-            elif inner in ("pickle", "numpy-object"):
-                problems += on_pickle(name, opener)
-    except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError) as exc:
-        problems.append(f"unreadable {fmt} archive: {type(exc).__name__}: {exc}"[:300])
-    return problems
+    with open(path, "rb") as source:
+        return _members_problems(source, path.stat().st_size, fmt, limits, on_pickle, 0, "")

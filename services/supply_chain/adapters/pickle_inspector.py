@@ -11,6 +11,8 @@ import pickletools
 from dataclasses import dataclass
 from typing import IO, Any
 
+from .pickle_ops import genops
+
 _MARK = object()
 _UNKNOWN = object()
 _STRINGS = frozenset(
@@ -85,6 +87,21 @@ class _Machine:
             self.stack.append(_MARK if is_mark else arg if name in _STRINGS else _UNKNOWN)
 
 
+def would_import(stream: IO[bytes]) -> bool:
+    """True when ``pickle.load`` from byte 0 would import a global named by identifiers before failing.
+
+    For content another format already claims (a tar, a safetensors file): such a prefix makes it a
+    pickle too, which a loader picked by file name (``torch.load``, ``joblib.load``) would run.
+    """
+    machine = _Machine()
+    try:
+        for op, arg, _pos in genops(stream):
+            machine.step(op, arg)
+    except Exception:  # the first error ends what pickle.load would run
+        pass
+    return any(all(part.isidentifier() for part in name.split(".")) for name in machine.globals)
+
+
 def scan_pickle(stream: IO[bytes], limit: int) -> PickleScan:
     """Parse one or more concatenated pickles to the end of ``stream`` (which must support ``peek``).
 
@@ -96,7 +113,7 @@ def scan_pickle(stream: IO[bytes], limit: int) -> PickleScan:
     while count == 0 or stream.peek(1)[:1]:  # type: ignore[attr-defined]
         machine, stopped = _Machine(), False
         try:
-            for op, arg, pos in pickletools.genops(stream):
+            for op, arg, pos in genops(stream):
                 if pos is not None and pos > limit:
                     raise PickleParseError(f"pickle stream longer than {limit} bytes")
                 machine.step(op, arg)

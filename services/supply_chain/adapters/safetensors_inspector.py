@@ -40,7 +40,7 @@ def inspect_safetensors(path: Path, max_header: int) -> list[str]:
         raw = handle.read(length)
     try:
         header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting: RecursionError
         return [f"header is not JSON: {exc}"[:200]]
     if not isinstance(header, dict):
         return ["header is not a JSON object"]

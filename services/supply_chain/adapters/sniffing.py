@@ -1,20 +1,28 @@
 """Decide a file's format from its bytes, never from its name.
 
-A file counts as a pickle when it starts with the PROTO opcode or when ``pickletools.genops`` (a
-parser, it executes nothing) reads it from byte 0 up to a STOP or an importing/calling opcode:
-that prefix is what ``pickle.load`` would run before failing. A file whose end holds a zip central
-directory while its start says something else is a polyglot and is reported as such.
+A file counts as a pickle when it starts with the PROTO opcode or when the opcode reader (a parser
+that executes nothing and decodes arguments as ``pickle.load`` does) reads it from byte 0 up to a
+STOP or an importing/calling opcode: that prefix is what ``pickle.load`` would run before failing.
+Content that a magic number (or a safetensors header) claims, and that read from byte 0 imports a
+global, is a polyglot; so is a file whose end holds a zip central directory while its start says
+something else.
 """
 
 from __future__ import annotations
 
 import ast
-import pickletools
+import codecs
 import struct
 import zipfile
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import IO
+
+from numpy.lib import format as npy_format
+
+from .pickle_inspector import would_import
+from .pickle_ops import genops
+from .protobuf_walk import walks_as_onnx
 
 HEAD = 64 * 1024
 _CODE_OPCODES = frozenset({"STOP", "GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
@@ -45,7 +53,7 @@ def reads_as_pickle(stream: IO[bytes]) -> bool:
     a complete one: reaching such an opcode before the first parse error is enough.
     """
     try:
-        for opcode, _arg, _pos in pickletools.genops(stream):
+        for opcode, _arg, _pos in genops(stream):
             if opcode.name in _CODE_OPCODES:
                 return True
     except Exception:  # a parse failure before any such opcode: nothing would have run
@@ -54,13 +62,16 @@ def reads_as_pickle(stream: IO[bytes]) -> bool:
 
 
 def npy_holds_objects(head: bytes) -> bool:
-    """True when a ``.npy`` header declares an object dtype (whose payload is a pickle)."""
+    """True when a ``.npy`` header declares a dtype holding objects (whose payload is a pickle).
+
+    The dtype is built by NumPy's own header parser, so ``'object'``, ``'O8'`` or an object field in a
+    structured dtype count alike.
+    """
     try:
-        major = head[6]
-        size_fmt, start = ("<H", 8) if major == 1 else ("<I", 10)
-        (length,) = struct.unpack(size_fmt, head[start - 2 if major == 1 else start - 4 : start])
+        size_fmt, start = ("<H", 10) if head[6] == 1 else ("<I", 12)
+        (length,) = struct.unpack(size_fmt, head[8:start])
         header = ast.literal_eval(head[start : start + length].decode("latin-1"))
-        return "O" in str(header.get("descr", "O"))
+        return bool(npy_format.descr_to_dtype(header["descr"]).hasobject)
     except Exception:  # an unreadable header is treated as the dangerous case
         return True
 
@@ -72,12 +83,20 @@ def _looks_like_safetensors(head: bytes, size: int) -> bool:
     return 2 <= length <= size - 8 and head[8:9] == b"{"
 
 
-def _is_text(head: bytes) -> bool:
+def _is_text(head: bytes, complete: bool) -> bool:
+    """UTF-8 without NUL; a window cut from a longer file (not ``complete``) may end mid-character."""
     try:
-        text = head.decode("utf-8")
+        text = codecs.getincrementaldecoder("utf-8")().decode(head, final=complete)
     except UnicodeDecodeError:
-        return len(head) == HEAD  # cut mid-character at the window edge: retry without the tail
+        return False
     return "\x00" not in text
+
+
+def _by_magic(head: bytes, size: int) -> str | None:
+    for offset, magic, name in _MAGIC:
+        if head[offset : offset + len(magic)] == magic:
+            return "numpy-object" if name == "numpy" and npy_holds_objects(head) else name
+    return "safetensors" if _looks_like_safetensors(head, size) else None
 
 
 def sniff(head: bytes, size: int, reopen: Opener) -> str:
@@ -86,19 +105,22 @@ def sniff(head: bytes, size: int, reopen: Opener) -> str:
         return "empty"
     if head[:1] == b"\x80":
         return "pickle"
-    for offset, magic, name in _MAGIC:
-        if head[offset : offset + len(magic)] == magic:
-            if name == "numpy" and npy_holds_objects(head):
-                return "numpy-object"
-            return name
-    if _looks_like_safetensors(head, size):
-        return "safetensors"
+    if fmt := _by_magic(head, size):
+        # a zip is exempt: it starts with PERSID, which stops an unpickler without persistent_load,
+        # and torch.load (which has one) reads a zip as a zip
+        with reopen() as stream:
+            if fmt != "zip" and would_import(stream):
+                return f"polyglot({fmt}+pickle)"
+        return fmt
     with reopen() as stream:
         if reads_as_pickle(stream):
             return "pickle"
     if head[0] in ONNX_FIRST_BYTES:
         return "onnx"
-    if _is_text(head) or _is_text(head[:-4]):
+    with reopen() as stream:
+        if walks_as_onnx(stream, size):
+            return "onnx"
+    if _is_text(head, complete=len(head) >= size):
         return "text"
     return "unknown"
 

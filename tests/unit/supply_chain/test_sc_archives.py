@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickletools
 import stat
 import struct
 import tarfile
@@ -14,7 +15,7 @@ import pytest
 from services.supply_chain.adapters.filesystem import load_artifact
 from services.supply_chain.adapters.safetensors_inspector import inspect_safetensors
 from services.supply_chain.adapters.serialization import inspect_artifact
-from services.supply_chain.domain.policy import SupplyChainPolicy
+from services.supply_chain.domain.policy import ArchiveLimits, SupplyChainPolicy
 
 pytestmark = pytest.mark.unit
 
@@ -119,3 +120,138 @@ def test_unknown_binary_content_is_rejected_unless_policy_allows_it(tmp_path: Pa
     path.write_bytes(bytes(range(256)) * 4)
     assert any("cannot be inspected" in p for p in problems(path))
     assert problems(path, SupplyChainPolicy(allow_unknown_formats=True)) == []
+
+
+def test_binary_content_larger_than_the_sniffing_window_is_not_taken_for_text(tmp_path: Path) -> None:
+    path = tmp_path / "weights.bin"
+    path.write_bytes(b"\x01\xff" * 40_000)  # 80 kB, invalid UTF-8 from byte 1, no magic, no pickle
+    assert any("'unknown' cannot be inspected" in p for p in problems(path))
+
+
+def test_utf8_text_cut_mid_character_by_the_sniffing_window_is_still_text(tmp_path: Path) -> None:
+    path = tmp_path / "vocab.txt"
+    path.write_text("a" + "é" * 40_000, encoding="utf-8")  # the 64 KiB window ends inside a character
+    assert problems(path) == []
+
+
+def safetensors_pickle_polyglot(payload: bytes) -> bytes:
+    """A valid safetensors file that ``pickle.load`` also runs from byte 0.
+
+    The header length's bytes are BINBYTES (``B`` + a 4-byte length) swallowing the start of the JSON
+    header; a JSON string closing on a line of its own is then a protocol-0 STRING, ``}}`` two empty
+    dicts, and ``payload`` (the one U8 tensor) the code.
+    """
+    skip = 160  # BINBYTES length: it ends right before the STRING opcode inside the JSON header
+    length = ord("B") + 256 * skip
+    prefix = b'{"w":{"dtype":"U8","shape":[%d],"data_offsets":[0,%d]},"__metadata__":{"p":"' % (
+        len(payload),
+        len(payload),
+    )
+    prefix += b"a" * (skip - 3 - len(prefix))
+    opening, closing = b'S","q":"', b'"\n}}'
+    header = prefix + opening + b"b" * (length - len(prefix) - len(opening) - len(closing)) + closing
+    return struct.pack("<Q", length) + header + payload
+
+
+def test_a_safetensors_file_that_is_also_a_pickle_is_rejected_as_a_polyglot(tmp_path: Path) -> None:
+    path = tmp_path / "pytorch_model.bin"
+    data = safetensors_pickle_polyglot(b"0cos\nsystem\n(S'id'\ntR.")
+    path.write_bytes(data)
+    assert json.loads(data[8 : 8 + struct.unpack("<Q", data[:8])[0]])  # a real safetensors header...
+    assert "os system" in [arg for op, arg, _ in pickletools.genops(data) if op.name == "GLOBAL"]  # ...and pickle
+    assert any("polyglot(safetensors+pickle)" in p for p in problems(path))
+
+
+def test_a_tar_whose_first_member_name_is_a_pickle_is_rejected_as_a_polyglot(tmp_path: Path) -> None:
+    path = tmp_path / "model.bin"
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as archive:
+        member = tarfile.TarInfo("cos\nsystem\n(S'id'\ntR.")  # pickle.load runs the header's name field
+        member.size = 3
+        archive.addfile(member, io.BytesIO(b"\x00\x01\x02"))
+    assert any("polyglot(tar+pickle)" in p for p in problems(path))
+
+
+def test_a_polyglot_inside_an_archive_is_rejected(tmp_path: Path) -> None:
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.safetensors", safetensors_pickle_polyglot(b"0cos\nsystem\n(S'id'\ntR."))
+    assert any("model.safetensors" in p and "polyglot(safetensors+pickle)" in p for p in problems(path))
+
+
+def test_safetensors_headers_of_every_length_residue_are_not_taken_for_pickles(tmp_path: Path) -> None:
+    data = bytes(range(1, 256)).replace(b"\x80", b"\n") * 4  # newlines give GLOBAL lines to end on
+    for pad in range(256):
+        tensor = {"dtype": "U8", "shape": [len(data)], "data_offsets": [0, len(data)]}
+        header = {"w": tensor, "__metadata__": {"p": "c" * pad}}
+        path = write_safetensors(tmp_path / f"{pad}.safetensors", header, data)
+        assert not any("polyglot" in p for p in problems(path)), pad
+
+
+@pytest.mark.parametrize("inner_format", ["zip", "tar.gz"])
+def test_an_archive_nested_within_the_allowed_depth_is_inspected_not_waved_through(
+    tmp_path: Path, inner_format: str
+) -> None:
+    evil = b"cos\nsystem\n(S'id'\ntR."
+    inner = io.BytesIO()
+    if inner_format == "zip":
+        with zipfile.ZipFile(inner, "w") as archive:
+            archive.writestr("archive/data.pkl", evil)
+    else:
+        with tarfile.open(fileobj=inner, mode="w:gz") as archive:
+            member = tarfile.TarInfo("archive/data.pkl")
+            member.size = len(evil)
+            archive.addfile(member, io.BytesIO(evil))
+    path = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("inner.pt", inner.getvalue())
+    policy = SupplyChainPolicy(allow_pickle=True, archive=ArchiveLimits(max_nesting=1))
+    found = problems(path, policy)
+    assert any("inner.pt/archive/data.pkl" in p and "os.system" in p for p in found), found
+    assert any("nested" in p for p in problems(path, SupplyChainPolicy(allow_pickle=True)))
+
+
+@pytest.mark.parametrize("method", [zipfile.ZIP_DEFLATED, zipfile.ZIP_LZMA, 99])
+def test_a_zip_member_that_cannot_be_decompressed_is_a_clear_rejection_not_a_crash(tmp_path: Path, method: int) -> None:
+    path = tmp_path / "model.zip"
+    with zipfile.ZipFile(path, "w", compression=method if method != 99 else zipfile.ZIP_STORED) as archive:
+        archive.writestr("weights.bin", bytes(range(256)) * 40)
+    raw = bytearray(path.read_bytes())
+    if method == 99:  # a compression method zipfile does not implement, in both headers
+        central = raw.find(b"PK\x01\x02")
+        raw[8:10] = raw[central + 10 : central + 12] = struct.pack("<H", 99)
+    else:
+        raw[60:100] = b"\xff" * 40  # corrupt the compressed stream
+    path.write_bytes(bytes(raw))
+    assert any("unreadable zip archive" in p for p in problems(path))
+
+
+def test_a_safetensors_header_nested_too_deep_for_the_json_parser_is_a_clear_rejection(tmp_path: Path) -> None:
+    raw = b'{"a":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw)
+    assert any("header is not JSON" in p for p in problems(path))
+
+
+def npy_bytes(array: np.ndarray, descr: str | None = None) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=True)
+    raw = buffer.getvalue()
+    if descr is None:
+        return raw
+    (length,) = struct.unpack("<H", raw[8:10])
+    header = raw[10 : 10 + length].replace(b"'|O'", repr(descr).encode()).rstrip()
+    return raw[:10] + header.ljust(length - 1) + b"\n" + raw[10 + length :]
+
+
+@pytest.mark.parametrize("descr", ["object", "O8", "|O"])
+def test_a_npy_whose_dtype_holds_objects_is_rejected_however_the_descr_spells_it(tmp_path: Path, descr: str) -> None:
+    path = tmp_path / "x.npy"
+    path.write_bytes(npy_bytes(np.array([{"a": 1}], dtype=object), descr))
+    assert np.lib.format.read_array_header_1_0(io.BytesIO(path.read_bytes()[8:]))[2].hasobject
+    assert any("payload is a pickle" in p for p in problems(path))
+
+
+def test_a_npy_of_plain_numbers_is_accepted_as_data(tmp_path: Path) -> None:
+    path = tmp_path / "x.npy"
+    path.write_bytes(npy_bytes(np.arange(8, dtype=np.float32)))
+    assert problems(path) == []

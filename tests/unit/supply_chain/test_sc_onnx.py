@@ -106,3 +106,20 @@ def test_an_onnx_file_over_the_size_limit_is_not_parsed(tmp_path: Path) -> None:
     path = tmp_path / "model.onnx"
     onnx.save(onnx_model(WEIGHTS), path)
     assert "limit" in inspect_onnx(path, 16, DEFAULT_ONNX_DOMAINS).problems[0]
+
+
+def test_an_onnx_model_led_by_an_unknown_field_is_still_inspected_as_onnx(tmp_path: Path) -> None:
+    node = onnx.helper.make_node("Exfiltrate", ["X"], ["Y"], domain="com.evil.ops")
+    value = onnx.helper.make_tensor_value_info
+    graph = onnx.helper.make_graph([node], "g", [value("X", 1, [4])], [value("Y", 1, [4])])
+    opsets = [onnx.helper.make_opsetid("com.evil.ops", 1), onnx.OperatorSetIdProto(version=17)]
+    model = onnx.helper.make_model(graph, opset_imports=opsets, ir_version=8)
+    path = tmp_path / "model.onnx"
+    path.write_bytes(b"H\x01" + model.SerializeToString())  # field 9, varint 1: skipped by onnx and ORT
+    assert "\x00" not in path.read_bytes().decode("utf-8")  # NUL-free UTF-8: it passed as a text file
+    assert onnx.load(str(path)).graph.node[0].domain == "com.evil.ops"
+
+    artifact = load_artifact(str(path), max_file_bytes=2**30, max_total_bytes=2**31, max_files=10)
+    reports, _ = inspect_artifact(artifact, SupplyChainPolicy())
+    assert reports[0].fmt == "onnx"
+    assert any("com.evil.ops" in p and "custom op" in p for p in reports[0].problems), reports[0].problems

@@ -159,3 +159,31 @@ def test_picklescan_as_a_second_opinion_can_add_a_rejection_but_never_grants_a_p
     path.write_bytes(proto0_call("builtins", "eval", "1"))
     careless = {"allow_pickle": True, "pickle_globals": ["builtins.eval"]}
     assert any("picklescan flags builtins.eval" in p for p in serialization_problems(path, **careless))
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        b"I0x10\n0",  # _pickle parses INT with base 0; pickletools.genops raises on it
+        b"L0b101L\n0",  # the same for LONG
+        b"F1.5\x00junk\n0",  # _pickle hands FLOAT to a C parser: the NUL ends the number
+        b"I7\x00junk\n0",
+        b"S'\xc3\xa9'\n0",  # a UTF-8 STRING: torch.load's encoding="utf-8" reads it, genops does not
+    ],
+)
+def test_a_pickle_that_only_the_c_unpickler_can_read_is_not_mistaken_for_text(
+    tmp_path: Path,
+    prefix: bytes,
+    make_event: Callable[..., ModelVersionPublished],
+    settings: SupplyChainSettings,
+) -> None:
+    marker = tmp_path / "pwned"
+    path = tmp_path / "weights.bin"
+    path.write_bytes(prefix + proto0_call("os", "system", f"touch {marker}"))
+
+    verdict = validate_model_version(make_event(path), settings)
+
+    check = next(c for c in verdict.checks if c.name == "serialization")
+    assert not check.passed and "os.system" in check.details, check.details
+    assert "os.system" in serialization_problems(path, allow_pickle=True)[0]
+    assert not marker.exists()
