@@ -103,8 +103,8 @@ def sniff(head: bytes, size: int, reopen: Opener) -> str:
     """Name the format of content whose first bytes are ``head`` (``reopen`` gives a fresh stream)."""
     if size == 0:
         return "empty"
-    if head[:1] == b"\x80":
-        return "pickle"
+    # magic numbers first: a safetensors header length whose low byte is 0x80 (one real file in 256)
+    # starts like pickle's PROTO opcode; the polyglot check below still catches one that pickle.load runs
     if fmt := _by_magic(head, size):
         # a zip is exempt: it starts with PERSID, which stops an unpickler without persistent_load,
         # and torch.load (which has one) reads a zip as a zip
@@ -112,6 +112,8 @@ def sniff(head: bytes, size: int, reopen: Opener) -> str:
             if fmt != "zip" and would_import(stream):
                 return f"polyglot({fmt}+pickle)"
         return fmt
+    if head[:1] == b"\x80":
+        return "pickle"
     with reopen() as stream:
         if reads_as_pickle(stream):
             return "pickle"
