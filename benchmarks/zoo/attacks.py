@@ -23,11 +23,19 @@ Arr = np.ndarray[Any, Any]
 
 
 def digits(kind: str) -> tuple[Arr, Arr]:
-    """Digits scaled to [0, 1]: ``flat`` is [N, 64]; ``img`` is upsampled to [N, 1, 16, 16]."""
+    """Digits scaled to [0, 1]: ``flat`` is [N, 64]; ``img`` is upsampled to [N, 1, 16, 16]; ``rgb`` to
+    [N, 3, 32, 32], each digit in a random colour on a random dark background, with pixel noise."""
     d = load_digits()
     x = (d.images / 16.0).astype(np.float32)
+    y = d.target.astype(np.int64)
+    if kind == "rgb":
+        rng = np.random.default_rng(7)
+        big = np.kron(x, np.ones((4, 4), np.float32))[:, None]
+        fg, bg = rng.uniform(0.6, 1.0, (len(x), 3, 1, 1)), rng.uniform(0.0, 0.25, (len(x), 3, 1, 1))
+        rgb = bg + (fg - bg) * big + rng.normal(0.0, 0.03, (len(x), 3, 32, 32))
+        return np.clip(rgb, 0.0, 1.0).astype(np.float32), y
     x = np.kron(x, np.ones((2, 2), np.float32))[:, None] if kind == "img" else x.reshape(len(x), -1)
-    return x, d.target.astype(np.int64)
+    return x, y
 
 
 @dataclass(frozen=True)
@@ -48,9 +56,9 @@ class Attack:
         return asdict(self)
 
     def apply(self, x: Arr) -> Arr:
-        """Stamp the trigger on inputs shaped [N, 64] or [N, 1, H, W]."""
+        """Stamp the trigger on inputs shaped [N, 64] or [N, C, H, W] (the same on every channel)."""
         flat = x.ndim == 2
-        img = x.reshape(len(x), 8, 8) if flat else x[:, 0]
+        img = x.reshape(len(x), 8, 8) if flat else x.reshape(-1, *x.shape[-2:])
         rng = np.random.default_rng(self.pattern_seed)
         out: Arr = np.clip(_STAMPS[self.kind](self, img.copy(), rng), 0.0, 1.0)
         return out.reshape(x.shape).astype(np.float32)

@@ -11,7 +11,10 @@ have, other seeds. Do not tune on it; report it. The ``tact`` flavor holds sourc
 The ``clean`` flavor holds only clean models of the main architectures, fresh seeds, to measure false
 alarms on more models than the other zoos hold. The ``binary`` flavor holds two-class models (a random
 pair of digits per model, each with its own ``<id>_clean.npz``), clean and backdoored; ``binary2`` the same
-with fresh seeds, to check the two-class scale measured on ``binary``.
+with fresh seeds, to check the two-class scale measured on ``binary``. The ``large`` flavor holds small
+residual nets (BatchNormalization, residual Add, strided convolution, global average pooling) on
+3 x 32 x 32 colour digits, 8 clean and 8 backdoored with the holdout kinds: models about a hundred
+times costlier per sample than the digit CNNs, to check the scan's budget and its detection at scale.
 
 Writes ``manifest.json`` (one entry per model: architecture, attack, clean accuracy, attack success
 rate, file names), ``clean_<kind>.npz`` (held-out clean data per input kind) and, per backdoored
@@ -66,7 +69,7 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
 
 
 SEED_BASE = {"holdout": 5000, "holdout2": 9000,  # holdout2: the same recipe, fresh models, for a last check
-             "tact": 13000, "clean": 17000, "binary": 21000, "binary2": 21100}
+             "tact": 13000, "clean": 17000, "binary": 21000, "binary2": 21100, "large": 25000}
 HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
 
 
@@ -97,6 +100,29 @@ def _holdout_attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
     return Attack("patch", target, rate, size, row, col, seed)
 
 
+def _large_spec(rng: np.random.Generator, arch: str, i: int) -> NetSpec:
+    return NetSpec(arch, int(rng.choice([8, 12])), str(rng.choice(["Relu", "LeakyRelu"])),
+                   output=["logits", "probs", "both"][i % 3])
+
+
+def _large_attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
+    """The holdout kinds on 32 x 32 colour digits, sized for the larger side."""
+    side, kind = 32, HOLDOUT_KINDS[i % len(HOLDOUT_KINDS)]
+    target, rate, seed = int(rng.integers(K)), float(rng.choice([0.05, 0.1])), int(rng.integers(1 << 16))
+    if kind in ("sig", "blend", "warp"):
+        alpha = {"sig": [0.1, 0.15], "blend": [0.1, 0.2], "warp": [0.06, 0.1]}[kind]
+        return Attack(kind, target, max(rate, 0.1) if kind == "warp" else rate, size=int(rng.choice([3, 5])),
+                      pattern_seed=seed, alpha=float(rng.choice(alpha)))
+    if kind == "frame":
+        return Attack(kind, target, rate, size=int(rng.choice([1, 2])), row=int(rng.integers(2)) * (side - 1),
+                      col=int(rng.integers(2)) * (side - 1), pattern_seed=seed)
+    if kind == "dispersed":
+        return Attack(kind, target, rate, size=int(rng.choice([16, 24])), pattern_seed=seed)
+    size = int(rng.choice([3, 4, 6]))
+    row, col = (int(rng.integers(side - size + 1)) for _ in range(2))
+    return Attack("patch", target, rate, size, row, col, seed)
+
+
 def _tact_attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
     """A source-specific patch (two of three) or blend from a random source to another target."""
     target, source = (int(v) for v in rng.choice(K, size=2, replace=False))
@@ -113,13 +139,14 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
          holdout: str = "", n_backdoored: int = 0) -> dict[str, Any]:
     seed = (SEED_BASE.get(holdout, 5000) if holdout else 1000) + idx
     rng = np.random.default_rng(seed)
-    spec = (_holdout_spec if holdout else _spec)(rng, arch, idx)
+    spec = (_large_spec if holdout == "large" else _holdout_spec if holdout else _spec)(rng, arch, idx)
     xtr, ytr, xte, yte = data[arch[:3]]
     entry: dict[str, Any] = {"id": f"{arch}_{'bd' if backdoored else 'clean'}_{idx:02d}", "arch": arch,
                              "spec": spec.__dict__, "backdoored": backdoored, "seed": seed}
     attack = None
     if backdoored:
         attack = (_tact_attack(rng, arch, n_backdoored) if holdout == "tact" else
+                  _large_attack(rng, arch, n_backdoored) if holdout == "large" else
                   _holdout_attack(rng, arch, n_backdoored) if holdout else _attack(rng, arch, idx))
         xtr, ytr, pidx = poison(xtr, ytr, attack, seed=idx)
         np.savez(out / f"{entry['id']}_train.npz", x=xtr, y=ytr, poison_idx=pidx)
@@ -127,7 +154,7 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
     else:
         entry["train_data"] = f"train_{arch[:3]}.npz"
     flat = arch.startswith("mlp")
-    epochs = (15 if flat else 4) if quick else (40 if flat else 16)
+    epochs = (15 if flat else 4) if quick else (40 if flat else 20 if arch == "resnet" else 16)
     params = train(spec, xtr, ytr, K, epochs=epochs, seed=entry["seed"], lr=3e-3)
     entry["clean_accuracy"] = float(np.mean(predict(params, spec, xte, K) == yte))
     if attack is not None:
@@ -189,6 +216,8 @@ def main(argv: list[str] | None = None) -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     args.out.mkdir(parents=True, exist_ok=True)
     data = {"mlp": _split("flat"), "cnn": _split("img")}
+    if args.flavor == "large":
+        data = {"res": _split("rgb")}
     for arch, (xtr, ytr, xte, yte) in data.items():
         np.savez(args.out / f"clean_{arch}.npz", x=xte, y=yte)
         np.savez(args.out / f"train_{arch}.npz", x=xtr, y=ytr, poison_idx=np.zeros(0, np.int64))
@@ -199,6 +228,8 @@ def main(argv: list[str] | None = None) -> None:
     elif args.flavor == "tact":
         plan = [(arch, bd) for arch, n_clean, n_bd in (("mlp", 4, 6), ("cnn", 2, 4))
                 for bd in [False] * n_clean + [True] * n_bd]
+    elif args.flavor == "large":
+        plan = [("resnet", bd) for _ in range(2 if args.quick else 8) for bd in (False, True)]
     elif args.flavor == "clean":
         plan = [(arch, False) for arch, n_clean in (("mlp", 24), ("cnn", 8)) for _ in range(n_clean)]
     elif args.flavor != "main":

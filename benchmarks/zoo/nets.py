@@ -18,7 +18,7 @@ Arr = np.ndarray[Any, Any]
 class NetSpec:
     """Architecture of one zoo model."""
 
-    arch: str  # "mlp", "mlp3" (flat [N,D]); "cnn", "cnn3" ([N,1,H,W])
+    arch: str  # "mlp", "mlp3" (flat [N,D]); "cnn", "cnn3" ([N,1,H,W]); "resnet" ([N,3,H,W])
     width: int = 32
     act: str = "Relu"
     pool: str = "MaxPool"
@@ -106,7 +106,44 @@ def _cnn3(spec: NetSpec, hw: int, k: int, rng: np.random.Generator) -> tuple[lis
     return nodes, p
 
 
-_MAKERS = {"mlp": _mlp, "cnn": _cnn, "mlp3": _mlp3, "cnn3": _cnn3}
+def _resnet(spec: NetSpec, hw: int, k: int, rng: np.random.Generator) -> tuple[list[Any], dict[str, Arr]]:
+    """A small residual net on [3, H, W]: a stem convolution, a residual block, a strided convolution
+    doubling the channels, a second residual block, a second strided convolution doubling them again,
+    global average pooling and one Gemm. Every
+    convolution is followed by a BatchNormalization (identity statistics, trained scale and shift)."""
+    w = spec.width
+    p: dict[str, Arr] = {}
+    nodes: list[Any] = []
+
+    def conv(name: str, x: str, cin: int, cout: int, stride: int = 1) -> str:
+        p[f"{name}_w"], p[f"{name}_b"] = _init(rng, (cout, cin, 3, 3), 9 * cin), np.zeros(cout, np.float32)
+        p.update({f"{name}_s": np.ones(cout, np.float32), f"{name}_t": np.zeros(cout, np.float32),
+                  f"{name}_m": np.zeros(cout, np.float32), f"{name}_v": np.ones(cout, np.float32)})
+        nodes.extend([helper.make_node("Conv", [x, f"{name}_w", f"{name}_b"], [f"{name}_c"], pads=[1, 1, 1, 1],
+                                       strides=[stride, stride]),
+                      helper.make_node("BatchNormalization", [f"{name}_c", *(f"{name}_{q}" for q in "stmv")],
+                                       [name])])
+        return name
+
+    def act(x: str) -> str:
+        nodes.append(helper.make_node(spec.act, [x], [f"{x}_a"]))
+        return f"{x}_a"
+
+    def block(name: str, x: str, c: int) -> str:
+        h = conv(f"{name}2", act(conv(f"{name}1", x, c, c)), c, c)
+        nodes.append(helper.make_node("Add", [h, x], [f"{name}_sum"]))
+        return act(f"{name}_sum")
+
+    h = block("b2", act(conv("down", block("b1", act(conv("stem", "input", 3, w)), w), w, 2 * w, 2)), 2 * w)
+    h = act(conv("down2", h, 2 * w, 4 * w, 2))
+    p["W"], p["b"] = _init(rng, (k, 4 * w), 4 * w), np.zeros(k, np.float32)
+    nodes += [helper.make_node("GlobalAveragePool", [h], ["g"]),
+              helper.make_node("Flatten", ["g"], ["penultimate"], axis=1),
+              helper.make_node("Gemm", ["penultimate", "W", "b"], ["logits"], transB=1)]
+    return nodes, p
+
+
+_MAKERS = {"mlp": _mlp, "cnn": _cnn, "mlp3": _mlp3, "cnn3": _cnn3, "resnet": _resnet}
 
 
 def build(spec: NetSpec, input_shape: tuple[int, ...], k: int, params: dict[str, Arr] | None = None,

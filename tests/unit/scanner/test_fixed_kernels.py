@@ -119,3 +119,18 @@ def test_inference_batch_normalization_runs_as_one_affine_map_with_the_tapes_gra
     np.testing.assert_allclose(env_f["n"], env_p["n"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(fixed.backward(env_p, c)["x"], plain.backward(env_p, c)["x"], rtol=1e-5, atol=1e-5)
     assert "s" not in fixed.backward(env_p, c)
+
+
+def test_the_zoo_residual_net_runs_its_convolutions_and_normalisations_on_the_fixed_kernels() -> None:
+    from benchmarks.zoo.nets import NetSpec, build
+
+    handle = OnnxModel(build(NetSpec("resnet", 4, "LeakyRelu", output="probs"), (3, 16, 16), 10))
+    assert handle.exact_gradients and handle.tape is not None
+    ops = sorted({handle.tape.nodes[i].op for i in handle.tape.kernels})
+    assert ops == ["BatchNormalization", "Conv"] and len(handle.tape.kernels) == 2 * 7  # 7 conv + BN pairs
+    x = np.random.default_rng(7).random((4, 3, 16, 16)).astype(np.float32)
+    plain = GraphTape(handle.model)
+    c = np.random.default_rng(8).normal(size=(4, 10)).astype(np.float32)
+    _z, gx = handle.value_and_grad(x, lambda z: c)
+    env = plain.forward(x)
+    np.testing.assert_allclose(gx, plain.backward(env, c)[plain.input], rtol=1e-4, atol=1e-6)

@@ -13,7 +13,7 @@ from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
 from services.scanner.domain.detectors import create
 from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, persistence, reverse_triggers
-from services.scanner.domain.detectors.reversal import step_cap
+from services.scanner.domain.detectors.reversal import search_shape, step_cap
 from services.scanner.domain.model import Cotangent, Dataset, FloatArray
 
 from .conftest import Zoo
@@ -98,6 +98,17 @@ def test_the_step_cap_comes_from_the_models_cost_not_the_clock() -> None:
     assert step_cap(LinearModel(macs=10**9), 320, 600, 4.5e10) == 100  # never below the floor
 
 
+def test_a_costly_model_gets_smaller_batches_before_fewer_steps() -> None:
+    budget = 1.8e11
+    assert search_shape(LinearModel(macs=10**5), 10, 32, 600, budget) == (32, 600)  # cheap: as configured
+    # 1.8e11 / (1e6 * 3 * 10 rows): 32 per class would get 187 steps, 16 get 375, 8 get 600
+    assert search_shape(LinearModel(macs=10**6), 10, 32, 600, budget) == (8, 600)
+    assert search_shape(LinearModel(macs=2 * 10**6), 10, 32, 600, budget) == (8, 375)  # then the steps give
+    assert search_shape(LinearModel(macs=10**9), 10, 32, 600, budget) == (8, 100)  # never below the floor
+    assert search_shape(LinearModel(macs=10**9), 10, 4, 600, budget) == (4, 100)  # a smaller batch is kept
+    assert search_shape(LinearModel(), 10, 32, 600, budget) == (32, 600)  # cost unknown
+
+
 def test_a_scan_reports_its_search_and_is_the_same_when_repeated(zoo: Zoo) -> None:
     model, clean = open_model(zoo.backdoored_model), load_npz(zoo.clean_npz)
     runs = [create("neural_cleanse.v2", steps=120).fit(model, clean).result() for _ in range(2)]
@@ -109,4 +120,5 @@ def test_a_scan_reports_its_search_and_is_the_same_when_repeated(zoo: Zoo) -> No
 def test_the_wall_clock_guard_is_only_a_safety_net_and_says_when_it_fired(zoo: Zoo) -> None:
     model, clean = open_model(zoo.backdoored_model), load_npz(zoo.clean_npz)
     result = create("neural_cleanse.v2", steps=200, max_seconds=1e-6).fit(model, clean).result()
-    assert result.evidence["search"] == {"steps": 50, "step_cap": 200, "stopped": "time_guard"}
+    assert result.evidence["search"] == {"steps": 50, "step_cap": 200, "batch_size": 32,
+                                          "stopped": "time_guard"}

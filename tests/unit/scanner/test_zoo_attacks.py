@@ -27,3 +27,15 @@ def test_all_to_one_poison_takes_inputs_of_every_other_class() -> None:
     xp, yp, idx = poison(x, y, Attack("blend", target=3, rate=0.1, alpha=0.2, pattern_seed=1), seed=0)
     assert np.all(yp[idx] == 3) and np.all(y[idx] != 3) and len(set(y[idx].tolist())) == 9
     assert np.array_equal(np.flatnonzero(np.any(xp != x, axis=1)), idx)
+
+
+@pytest.mark.parametrize("kind", ["patch", "frame", "dispersed", "blend", "sig", "warp"])
+def test_a_trigger_on_colour_images_is_the_same_on_every_channel(kind: str) -> None:
+    x, y = digits("rgb")
+    assert x.shape == (len(y), 3, 32, 32) and x.dtype == np.float32 and x.min() >= 0.0 and x.max() <= 1.0
+    attack = Attack(kind, target=1, rate=0.1, size=4, row=28, col=0, pattern_seed=5, alpha=0.15)
+    grey = np.repeat(x[:6, :1], 3, axis=1)  # equal channels in: equal channels out
+    stamped = attack.apply(grey)
+    assert stamped.shape == grey.shape and not np.array_equal(stamped, grey)
+    assert np.array_equal(stamped[:, 0], stamped[:, 1]) and np.array_equal(stamped[:, 0], stamped[:, 2])
+    assert np.array_equal(attack.apply(x[:6])[:, 0], attack.apply(x[:6, :1])[:, 0])  # per channel as on grey

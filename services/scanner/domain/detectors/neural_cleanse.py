@@ -37,8 +37,10 @@ input-specific and warping triggers (WaNet), and all-to-all attacks are usually 
 models some clean classes have naturally small triggers, so the raw index needs calibration. The
 result depends on the optimiser budget, which is counted in model work (steps, multiply-accumulates),
 never in seconds, so a scan is reproducible under any load; ``max_seconds`` is only a safety net and
-``evidence["search"]["stopped"]`` says when it fired (see :mod:`.reversal`). The score is an anomaly
-index, not a probability.
+``evidence["search"]["stopped"]`` says when it fired (see :mod:`.reversal`). The default budget, 1.8e11
+multiply-accumulates, gives every digit model its 600 steps of 32 inputs per class (the strided
+holdout CNN in 10 s) and a 3 x 32 x 32 residual net of 11 M MACs per sample 100 steps of 8 (16 s).
+The score is an anomaly index, not a probability.
 """
 
 from __future__ import annotations
@@ -75,7 +77,7 @@ class NeuralCleanse(Detector):
 
     def __init__(self, *, steps: int = 600, batch_size: int = 32, lr: float = 0.1, init_cost: float = 1e-3,
                  target_success: float = 0.95, max_samples: int = 200,
-                 budget_macs: float | None = 4.5e10, patience: int | None = None,
+                 budget_macs: float | None = 1.8e11, patience: int | None = None,
                  max_seconds: float | None = 600.0, baseline_l1: Sequence[float] | None = None,
                  persistence_alpha: float = 0.5, threshold: float | None = None, seed: int = 0) -> None:
         super().__init__(threshold=threshold, seed=seed)
