@@ -19,6 +19,7 @@ from services.scanner.domain.detectors.base import DetectionResult, Level
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
 from services.scanner.domain.fusion import KEY as AGREEMENT
 from services.scanner.domain.fusion import agreement
+from services.scanner.domain.input_layout import layout_note
 from services.scanner.domain.model import Dataset, ModelHandle
 from services.scanner.domain.policy import Verdict, VerdictPolicy, combine
 
@@ -75,8 +76,8 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     results = run_detectors(model, data, keys, raised, progress)
     joined = agreement(results, float(raised.params[AGREEMENT]["threshold"]))
     verdict = combine(results + ([joined] if joined is not None else []), config.policy)
-    note = few_inputs_note(data.y)
-    return replace(verdict, notes=[*verdict.notes, note]) if note else verdict
+    notes = [n for n in (few_inputs_note(data.y), layout_note(model.input_shape)) if n]
+    return replace(verdict, notes=[*verdict.notes, *notes]) if notes else verdict
 
 
 def _raise_for_few_inputs(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
