@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-_COLUMNS = ("ids", "ts", "pred", "conf", "entropy", "sig")
+_COLUMNS = ("ids", "ts", "pred", "conf", "entropy", "sig", "strip")
+MAX_CLASSES = 100_000  # bounds the per-class state a single message can make the monitor allocate
 
 
 @dataclass(frozen=True)
@@ -34,27 +35,28 @@ class PredictionBatch:
 
     @classmethod
     def from_wire(cls, value: Mapping[str, Any]) -> PredictionBatch:
-        """Validate and convert a decoded wire value; raises ``ValueError`` naming the bad field."""
-        n = len(value["ids"])
-        for name in _COLUMNS:
-            if len(value[name]) != n:
-                raise ValueError(f"column {name!r} has {len(value[name])} values, ids has {n}")
-        strip_raw = value.get("strip")
-        if strip_raw is not None and len(strip_raw) != n:
-            raise ValueError(f"column 'strip' has {len(strip_raw)} values, ids has {n}")
-        n_classes = int(value["n_classes"])
-        pred = np.asarray(value["pred"], dtype=np.int64)
-        if n and (pred.min() < 0 or pred.max() >= n_classes):
-            raise ValueError(
-                f"pred values must lie in [0, n_classes={n_classes}); got {pred.min()}..{pred.max()}")
-        strip = None if strip_raw is None else np.asarray(
-            [np.nan if v is None else v for v in strip_raw], dtype=np.float64)
+        """Validate and convert a decoded wire value; raises ``ValueError`` naming the bad field.
+
+        Types are checked before numpy sees a column: ``np.asarray`` would otherwise turn ``null``
+        into NaN, ``"3"`` into 3, ``3.7`` into class 3 and ``true`` into class 1 without a word.
+        """
+        ids, sig = _strings(value["ids"], "ids"), _strings(value["sig"], "sig")
+        n_classes = integer(value["n_classes"], "n_classes", 2, MAX_CLASSES)
+        ts, pred, conf, entropy = (_numbers(value[name], name) for name in ("ts", "pred", "conf", "entropy"))
+        strip = None if value.get("strip") is None else _numbers(value["strip"], "strip", nulls=True)
+        n = len(ids)
+        for name, column in zip(_COLUMNS, (ids, ts, pred, conf, entropy, sig, strip), strict=True):
+            if column is not None and len(column) != n:
+                raise ValueError(f"column {name!r} has {len(column)} values, ids has {n}")
+        if n and (pred.min() < 0 or pred.max() >= n_classes or (pred != np.floor(pred)).any()):
+            raise ValueError(f"pred values must lie in [0, n_classes={n_classes}) and be integers; "
+                             f"got {pred.min():g}..{pred.max():g}")
+        if (entropy < 0).any():
+            raise ValueError("column 'entropy' must hold entropies >= 0")
         return cls(
-            model=str(value["model"]), version=str(value["version"]), server_id=str(value["server_id"]),
-            batch_id=str(value["batch_id"]), n_classes=n_classes, ids=_strings(value["ids"], "ids"),
-            ts=np.asarray(value["ts"], dtype=np.float64), pred=pred,
-            conf=np.asarray(value["conf"], dtype=np.float64),
-            entropy=np.asarray(value["entropy"], dtype=np.float64), sig=_strings(value["sig"], "sig"), strip=strip,
+            model=text(value, "model"), version=text(value, "version"), server_id=text(value, "server_id"),
+            batch_id=text(value, "batch_id"), n_classes=n_classes, ids=ids, ts=ts, pred=pred.astype(np.int64),
+            conf=conf, entropy=entropy, sig=sig, strip=strip,
         )
 
     def to_wire(self) -> dict[str, Any]:
@@ -66,6 +68,30 @@ class PredictionBatch:
             "conf": self.conf.tolist(), "entropy": self.entropy.tolist(), "sig": self.sig, "strip": strip,
             "n_classes": self.n_classes,
         }
+
+
+def text(value: Mapping[str, Any], name: str) -> str:
+    """A required non-empty string field (``null`` must not become the version ``"None"``)."""
+    raw = value[name]
+    if not isinstance(raw, str) or not raw:
+        raise ValueError(f"{name} must be a non-empty string, got {type(raw).__name__}")
+    return raw
+
+
+def integer(raw: Any, name: str, lo: int, hi: int) -> int:
+    """A JSON Schema integer (``3`` or ``3.0``; not ``true``, ``"3"`` or ``3.5``) in ``[lo, hi]``."""
+    if (isinstance(raw, bool) or not isinstance(raw, int | float)
+            or (isinstance(raw, float) and not raw.is_integer()) or not lo <= raw <= hi):
+        raise ValueError(f"{name} must be an integer in {lo}..{hi}, got {raw!r}")
+    return int(raw)
+
+
+def _numbers(column: Any, name: str, *, nulls: bool = False) -> NDArray[np.float64]:
+    """A list of JSON numbers as float64 (``nulls``: ``null`` = not measured, NaN)."""
+    allowed = {int, float, type(None)} if nulls else {int, float}
+    if not isinstance(column, list) or not set(map(type, column)) <= allowed:
+        raise ValueError(f"column {name!r} must be a list of numbers")
+    return np.asarray([np.nan if v is None else v for v in column] if nulls else column, dtype=np.float64)
 
 
 def _strings(column: Any, name: str) -> list[str]:

@@ -19,10 +19,9 @@ from typing import Any
 
 import numpy as np
 
-from services.telemetry.domain.batch import PredictionBatch
+from services.telemetry.domain.batch import MAX_CLASSES, PredictionBatch, integer, text
 
 REQUIRED = ("model", "version", "prediction_id", "ts")
-MAX_CLASSES = 100_000
 
 
 def is_single(value: Mapping[str, Any]) -> bool:
@@ -49,9 +48,9 @@ def single_prediction(value: Mapping[str, Any]) -> PredictionBatch:
     if not isinstance(sig, str):
         raise ValueError("sig must be a string")
     strip = value.get("strip_entropy")
-    prediction_id = str(value["prediction_id"])
+    prediction_id = text(value, "prediction_id")
     return PredictionBatch(
-        model=str(value["model"]), version=str(value["version"]), server_id=str(value.get("server_id") or "plain"),
+        model=text(value, "model"), version=text(value, "version"), server_id=str(value.get("server_id") or "plain"),
         batch_id=hashlib.sha256(prediction_id.encode()).hexdigest()[:16], n_classes=n_classes, ids=[prediction_id],
         ts=np.array([ts]), pred=np.array([pred], dtype=np.int64), conf=np.array([conf]),
         entropy=np.array([max(entropy, 0.0)]), sig=[sig],
@@ -76,11 +75,9 @@ def _from_top1(value: Mapping[str, Any]) -> tuple[int, float, float, int]:
     for name in ("predicted_class", "confidence", "n_classes"):
         if value.get(name) is None:
             raise KeyError(name if name != "predicted_class" else "probabilities or predicted_class")
-    n_classes, pred, conf = value["n_classes"], value["predicted_class"], _finite(value["confidence"], "confidence")
-    if not isinstance(n_classes, int) or not 2 <= n_classes <= MAX_CLASSES:
-        raise ValueError(f"n_classes must be an integer in 2..{MAX_CLASSES}")
-    if not isinstance(pred, int) or not 0 <= pred < n_classes:
-        raise ValueError(f"predicted_class must be an integer in [0, n_classes={n_classes})")
+    n_classes = integer(value["n_classes"], "n_classes", 2, MAX_CLASSES)
+    pred = integer(value["predicted_class"], "predicted_class", 0, n_classes - 1)
+    conf = _finite(value["confidence"], "confidence")
     if not 0.0 <= conf <= 1.0:
         raise ValueError("confidence must lie in [0, 1]")
     rest = (1.0 - conf) / (n_classes - 1)

@@ -1,0 +1,57 @@
+"""Traffic from producers written against the schema alone (not the bdguard client library)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+import pytest
+
+from services.telemetry.domain.batch import PredictionBatch
+from services.telemetry.service_layer.monitor import WindowConfig
+from services.telemetry.service_layer.wire import decode_batch
+from shared import topics
+from shared.contracts.validation import ContractViolation
+
+BATCH = {"model": "digits", "version": "3", "server_id": "inf-1", "batch_id": "9f1c", "n_classes": 10,
+         "ids": ["p1", "p2"], "ts": [1763900000.0, 1763900000.1], "pred": [3, 7], "conf": [0.98, 0.91],
+         "entropy": [0.08, 0.31], "sig": ["", ""]}
+SINGLE = {"model": "digits", "version": "3", "prediction_id": "req-17", "ts": 1763900000.1,
+          "probabilities": [0.01, 0.97, 0.02]}
+CFG = WindowConfig(window_s=10.0, step_s=10.0, lateness_s=0.0, baseline_size=1_000, early_eval_s=0.0)
+
+
+def _decode(value: dict[str, Any]) -> PredictionBatch:
+    return decode_batch(topics.PREDICTIONS, json.dumps(value).encode()).batch  # json: ints beyond 64 bits
+
+
+@pytest.mark.parametrize(("change", "named"), [
+    ({"ts": [None, 1763900000.1]}, "ts"), ({"ts": ["1763900000", "1763900000.1"]}, "ts"),
+    ({"ts": [[1763900000.0], [1763900000.1]]}, "ts"), ({"entropy": [None, 0.3]}, "entropy"),
+    ({"entropy": [-5.0, 0.3]}, "entropy"), ({"pred": [3.7, 7]}, "pred"), ({"pred": [True, 7]}, "pred"),
+    ({"pred": [2**64 + 1, 7]}, "pred"), ({"pred": [2**63, 7]}, "pred"), ({"n_classes": 10**12}, "n_classes"),
+    ({"n_classes": "10"}, "n_classes"), ({"n_classes": 10.5}, "n_classes"), ({"version": None}, "version"),
+    ({"model": ""}, "model"), ({"model": {"name": "digits"}}, "model"), ({"batch_id": ""}, "batch_id"),
+    ({"strip": [0.1, "x"]}, "strip"),
+])
+def test_a_batch_breaking_the_schema_is_a_contract_violation_naming_the_field(
+        change: dict[str, Any], named: str) -> None:
+    with pytest.raises(ContractViolation, match=named):
+        _decode({**BATCH, **change})
+
+
+@pytest.mark.parametrize("change", [{"version": None}, {"model": ""}, {"prediction_id": ""},
+                                    {"model": 7}, {"version": ["3"]}])
+def test_a_single_prediction_without_a_proper_model_version_or_id_is_a_contract_violation(
+        change: dict[str, Any]) -> None:
+    with pytest.raises(ContractViolation, match=next(iter(change))):
+        _decode({**SINGLE, **change})
+
+
+def test_integral_floats_are_integers_as_json_schema_has_it() -> None:
+    batch = _decode({**BATCH, "pred": [3.0, 7.0], "n_classes": 10.0})
+    assert batch.pred.tolist() == [3, 7] and batch.pred.dtype == np.int64 and batch.n_classes == 10
+    single = _decode({"model": "digits", "version": "3", "prediction_id": "r", "ts": 1763900000.0,
+                      "predicted_class": 1.0, "confidence": 0.9, "n_classes": 10.0})
+    assert single.pred.tolist() == [1] and single.n_classes == 10
