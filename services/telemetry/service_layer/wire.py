@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import orjson
@@ -14,6 +15,10 @@ from shared.contracts.records import Alert, WindowStats
 from shared.contracts.validation import ContractViolation
 
 MAX_BATCH = 100_000
+# event time may run ahead of this worker's clock by server clock skew, not more: one prediction far
+# ahead (a timestamp in milliseconds, a wrong server clock) would carry the model version's watermark
+# with it, and every later window would be dropped as too late
+MAX_AHEAD_S = 300.0
 
 
 @dataclass(frozen=True)
@@ -26,11 +31,12 @@ class DecodedBatch:
         return f"{self.batch.model}/{self.batch.version}"
 
 
-def decode_batch(topic: str, raw: bytes | None) -> DecodedBatch:
+def decode_batch(topic: str, raw: bytes | None, now: float | None = None) -> DecodedBatch:
     """Structural validation at numpy speed (a JSON Schema pass over 500-element arrays costs ms).
 
     Checks the same contract as ``schemas/telemetry.predictions.v1.schema.json``: required fields,
-    equal column lengths, classes in range, probabilities in [0, 1]. A message holding one prediction
+    equal column lengths, classes in range, probabilities in [0, 1]; and event times no more than
+    ``MAX_AHEAD_S`` ahead of ``now`` (default: this machine's clock). A message holding one prediction
     (``prediction_id`` instead of ``ids``, see domain/single.py) is accepted too.
     """
     if raw is None:
@@ -51,6 +57,11 @@ def decode_batch(topic: str, raw: bytes | None) -> DecodedBatch:
         raise ContractViolation(f"schema {topic}: ids: batch of {len(batch)} predictions (1..{MAX_BATCH})")
     if batch.n_classes < 2 or not ((batch.conf >= 0) & (batch.conf <= 1)).all():
         raise ContractViolation(f"schema {topic}: conf: probabilities must lie in [0, 1]; n_classes >= 2")
+    latest, clock = float(batch.ts.max()), time.time() if now is None else now
+    if latest > clock + MAX_AHEAD_S:
+        unit = " (Unix seconds expected: milliseconds?)" if latest > 1e11 else ""
+        raise ContractViolation(f"schema {topic}: ts: event time {latest!r} lies {latest - clock:.0f} s in the "
+                                f"future{unit}")
     return DecodedBatch(batch)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 import numpy as np
@@ -55,3 +56,13 @@ def test_integral_floats_are_integers_as_json_schema_has_it() -> None:
     single = _decode({"model": "digits", "version": "3", "prediction_id": "r", "ts": 1763900000.0,
                       "predicted_class": 1.0, "confidence": 0.9, "n_classes": 10.0})
     assert single.pred.tolist() == [1] and single.n_classes == 10
+
+
+@pytest.mark.parametrize("ts", [time.time() * 1000.0, time.time() + 30 * 86400.0])
+def test_event_times_in_milliseconds_or_far_ahead_of_the_clock_are_dead_lettered_saying_so(ts: float) -> None:
+    # one such prediction would carry the watermark years ahead and every later window would be "too late"
+    with pytest.raises(ContractViolation, match=r"ts.*future"):
+        _decode({**SINGLE, "ts": ts})
+    with pytest.raises(ContractViolation, match=r"ts.*future"):
+        _decode({**BATCH, "ts": [time.time(), ts]})
+    assert len(_decode({**SINGLE, "ts": time.time() + 5.0})) == 1  # a few seconds of clock skew is fine
