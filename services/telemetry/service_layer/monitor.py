@@ -9,6 +9,7 @@ a fraction of a window, and close windows once the watermark passes their end pl
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,7 +165,16 @@ def ingest_many(state: MonitorState, items: list[tuple[PredictionBatch, int, int
 
 
 def _batch_key(batch: PredictionBatch) -> str:
-    return batch.batch_id[:16]  # the changelog carries these with every update: keep them short
+    """What a producer retry repeats: the batch id *and* who sent it and what it holds. Plain clients
+    reuse batch ids (a copied schema example, a counter restarting with the server) and prediction ids
+    (one request counter per server); keyed on the id alone, their new predictions were dropped as retries.
+    """
+    if not len(batch):
+        return batch.batch_id[:16]
+    head = (batch.server_id, batch.batch_id, len(batch), batch.ids[0], float(batch.ts[0]), int(batch.pred[0]),
+            float(batch.conf[0]), batch.ids[-1], float(batch.ts[-1]))
+    # the changelog carries these with every update: keep them short
+    return hashlib.blake2b(repr(head).encode(), digest_size=8).hexdigest()
 
 
 def _first_deliveries(state: MonitorState, items: list[tuple[PredictionBatch, int, int]],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from typing import Any
@@ -10,8 +11,9 @@ import numpy as np
 import pytest
 
 from services.telemetry.domain.batch import PredictionBatch
-from services.telemetry.service_layer.monitor import WindowConfig
+from services.telemetry.service_layer.monitor import MonitorState, WindowConfig, ingest, ingest_many
 from services.telemetry.service_layer.wire import decode_batch
+from services.telemetry.simulation import Traffic
 from shared import topics
 from shared.contracts.validation import ContractViolation
 
@@ -66,3 +68,25 @@ def test_event_times_in_milliseconds_or_far_ahead_of_the_clock_are_dead_lettered
     with pytest.raises(ContractViolation, match=r"ts.*future"):
         _decode({**BATCH, "ts": [time.time(), ts]})
     assert len(_decode({**SINGLE, "ts": time.time() + 5.0})) == 1  # a few seconds of clock skew is fine
+
+
+def test_batches_that_reuse_a_batch_id_are_all_counted() -> None:
+    # a plain producer copying the schema example, or numbering its batches from 1 after each restart
+    traffic, state = Traffic(10, seed=31), MonitorState("m", "1")
+    for offset in range(3):
+        ingest(state, dataclasses.replace(traffic.batch(200), batch_id="9f1c"), 0, offset, now=0.0, cfg=CFG)
+    assert state.builder is not None and state.builder.stats.count == 600
+
+
+def test_single_predictions_of_two_servers_numbering_their_requests_alike_are_all_counted() -> None:
+    items, offset = [], 0
+    for i in range(150):
+        for server in ("inf-a", "inf-b"):
+            offset += 1
+            value = {**SINGLE, "prediction_id": f"req-{i}", "server_id": server, "ts": 1763900000.0 + i * 0.01}
+            items.append((_decode(value), 0, offset))
+    state = MonitorState("digits", "3")
+    ingest_many(state, items, now=0.0, cfg=CFG)
+    ingest_many(state, [(_decode({**SINGLE, "prediction_id": "req-149", "server_id": "inf-a",
+                                  "ts": 1763900000.0 + 149 * 0.01}), 0, offset + 1)], now=0.0, cfg=CFG)  # a retry
+    assert state.builder is not None and state.builder.stats.count == 300
