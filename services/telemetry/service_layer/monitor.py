@@ -232,13 +232,16 @@ def _refresh_baseline(state: MonitorState, batch: PredictionBatch, out: Outputs,
 
 
 def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConfig) -> None:
-    for start in window_starts(batch.ts, cfg):
-        if start + cfg.window_s <= state.watermark - cfg.lateness_s:
-            continue  # too late: that window is closed; counting it now would rewrite history
+    # too late: that window is closed; counting it now would rewrite history
+    starts = [float(s) for s in window_starts(batch.ts, cfg) if s + cfg.window_s > state.watermark - cfg.lateness_s]
+    # only the newest windows survive the bound below: a backlog spanning thousands of windows in one
+    # batch built (and masked the batch for) every one of them before throwing most away
+    kept = set(sorted({*state.windows, *starts})[-cfg.max_open_windows:])
+    for start in (s for s in starts if s in kept):
         mask = (batch.ts >= start) & (batch.ts < start + cfg.window_s)
-        stats = state.windows.get(float(start))
+        stats = state.windows.get(start)
         if stats is None:
-            stats = state.windows[float(start)] = WindowStats(batch.n_classes, cfg.pattern_capacity)
+            stats = state.windows[start] = WindowStats(batch.n_classes, cfg.pattern_capacity)
         stats.add(batch if mask.all() else subset(batch, mask))
     while len(state.windows) > cfg.max_open_windows:  # event times all over the place: keep the newest
         oldest = min(state.windows)

@@ -90,3 +90,16 @@ def test_single_predictions_of_two_servers_numbering_their_requests_alike_are_al
     ingest_many(state, [(_decode({**SINGLE, "prediction_id": "req-149", "server_id": "inf-a",
                                   "ts": 1763900000.0 + 149 * 0.01}), 0, offset + 1)], now=0.0, cfg=CFG)  # a retry
     assert state.builder is not None and state.builder.stats.count == 300
+
+
+def test_a_batch_spread_over_many_windows_only_pays_for_the_windows_it_keeps() -> None:
+    cfg = dataclasses.replace(CFG, baseline_size=100)
+    traffic, state = Traffic(10, seed=32, spacing_s=60.0), MonitorState("m", "1")
+    ingest(state, traffic.batch(100), 0, 0, now=0.0, cfg=cfg)
+    wide = traffic.batch(30_000)  # a replayed backlog: one prediction per minute, each in its own window
+    began = time.perf_counter()
+    out = ingest(state, wide, 0, 1, now=0.0, cfg=cfg)
+    assert time.perf_counter() - began < 3.0  # was ~10 s: every window was built, then thrown away
+    newest = np.floor(wide.ts[-cfg.max_open_windows:] / cfg.step_s) * cfg.step_s
+    windows = [(w.start, w.stats) for w in out.closed] + sorted(state.windows.items())
+    assert [s for s, _ in windows] == newest.tolist() and {w.count for _, w in windows} == {1}
