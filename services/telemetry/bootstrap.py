@@ -149,7 +149,12 @@ class _Update:
 
 
 def _state_key(batch: PredictionBatch) -> str:
-    return f"{batch.model}|{batch.version}"
+    """``model|version`` with ``|`` and ``\\`` escaped inside the names, so ``a|b``/``c`` and ``a``/``b|c``
+    do not share one state (names without either character keep the key they always had)."""
+    def escaped(name: str) -> str:
+        return name.replace("\\", "\\\\").replace("|", "\\|")
+
+    return f"{escaped(batch.model)}|{escaped(batch.version)}"
 
 
 def _revive(value: object, cls: type[T]) -> T | None:

@@ -8,14 +8,19 @@ import time
 from typing import Any
 
 import numpy as np
+import orjson
 import pytest
 
+from services.telemetry.bootstrap import InMemoryStore, TelemetryService
 from services.telemetry.domain.batch import PredictionBatch
 from services.telemetry.service_layer.monitor import MonitorState, WindowConfig, ingest, ingest_many
 from services.telemetry.service_layer.wire import decode_batch
 from services.telemetry.simulation import Traffic
 from shared import topics
+from shared.contracts.cloudevents import CloudEventAttributes
 from shared.contracts.validation import ContractViolation
+from shared.messaging.delivery import Delivery
+from shared.messaging.envelope import OutgoingMessage
 
 BATCH = {"model": "digits", "version": "3", "server_id": "inf-1", "batch_id": "9f1c", "n_classes": 10,
          "ids": ["p1", "p2"], "ts": [1763900000.0, 1763900000.1], "pred": [3, 7], "conf": [0.98, 0.91],
@@ -103,3 +108,28 @@ def test_a_batch_spread_over_many_windows_only_pays_for_the_windows_it_keeps() -
     newest = np.floor(wide.ts[-cfg.max_open_windows:] / cfg.step_s) * cfg.step_s
     windows = [(w.start, w.stats) for w in out.closed] + sorted(state.windows.items())
     assert [s for s, _ in windows] == newest.tolist() and {w.count for _, w in windows} == {1}
+
+
+class Collecting:
+    def __init__(self) -> None:
+        self.messages: list[OutgoingMessage] = []
+
+    async def publish(self, message: OutgoingMessage) -> None:
+        self.messages.append(message)
+
+
+async def test_model_and_version_names_holding_the_key_separator_keep_separate_states() -> None:
+    states = InMemoryStore()
+    service = TelemetryService(CFG, states, InMemoryStore(), Collecting())
+    deliveries = []
+    for offset, (model, version) in enumerate([("a|b", "c"), ("a", "b|c")]):
+        batch = dataclasses.replace(Traffic(10, seed=33, model=model, version=version).batch(300),
+                                    batch_id=f"b{offset}")
+        attrs = CloudEventAttributes.for_topic(topics.PREDICTIONS, source="urn:test", event_id=f"e{offset}",
+                                               subject=f"{model}/{version}")
+        deliveries.append(Delivery(decode_batch(topics.PREDICTIONS, orjson.dumps(batch.to_wire())), attrs,
+                                   topics.PREDICTIONS, 0, offset))
+    await service.on_batches(deliveries)
+    kept = [(s.model, s.version, s.builder.stats.count) for s in states.data.values()  # type: ignore[attr-defined]
+            if isinstance(s, MonitorState) and s.builder is not None]
+    assert sorted(kept) == [("a", "b|c", 300), ("a|b", "c", 300)]
