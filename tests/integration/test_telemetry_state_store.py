@@ -45,3 +45,21 @@ async def test_a_new_worker_reads_back_the_latest_state_of_every_key(kafka_boots
         assert first.get("m|1") == {"n": 5}
     finally:
         await producer.stop()
+
+
+async def test_a_key_written_on_several_partitions_reads_back_as_its_latest_write(kafka_bootstrap: str) -> None:
+    # a producer without keys spreads one model version's predictions over every partition, and its
+    # state is written on the partition of each group's last batch
+    topic = f"state-{uuid.uuid4().hex[:6]}"
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        store = _store(kafka_bootstrap, topic, producer)
+        await store.load()
+        for n, partition in enumerate([0, 1, 0, 2, 1, 0, 2, 1]):
+            await store.put("m|1", {"n": n}, partition=partition)
+        restarted = _store(kafka_bootstrap, topic, producer)
+        await restarted.load()
+        assert restarted.get("m|1") == {"n": 7}
+    finally:
+        await producer.stop()

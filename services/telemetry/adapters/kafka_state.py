@@ -83,12 +83,18 @@ class KafkaStateStore:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            raw: dict[str, bytes | None] = {}
+            # a key can sit on several partitions (a producer without keys spreads one model version's
+            # predictions over all of them, and the state follows each group's partition): the latest
+            # write wins (by offset within a partition, by timestamp across), not the partition read last
+            raw: dict[str, tuple[int, int, bytes | None]] = {}
             while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for r in records:
-                        if r.key is not None:
-                            raw[r.key.decode()] = r.value
-            return {key: self.decode(orjson.loads(value)) for key, value in raw.items() if value is not None}
+                        if r.key is None:
+                            continue
+                        partition, timestamp, _ = raw.get(r.key.decode(), (r.partition, r.timestamp, None))
+                        if partition == r.partition or r.timestamp >= timestamp:
+                            raw[r.key.decode()] = (r.partition, r.timestamp, r.value)
+            return {key: self.decode(orjson.loads(value)) for key, (*_, value) in raw.items() if value is not None}
         finally:
             await consumer.stop()
