@@ -28,11 +28,16 @@ One at a time: on the holdout zoo (with the foreign signal then taken as indepen
 well raised the false alarms over model x earlier-version pairs from 0.15 to 0.18 and caught no more
 backdoors.
 
-Threshold: 3.2, with Neural Cleanse alone at 4.3 and MM-BD alone at 4.0, keeps the false alarms of the
-shipped verdict at 4 of 84 clean models (4.8%) over five digit zoos of different training recipes. The
-first setting (3.0 / 3.5), chosen on the main zoo alone, had no false alarm there but 7 of 84 over all
-five, 5 of 32 on a zoo of fresh clean models alone: recipes the thresholds were not chosen on raise
-clean scores, so thresholds are set on the pooled population (``benchmarks/validate_detection.py``).
+Threshold: 3.3, with Neural Cleanse alone at 4.3 and MM-BD alone at 4.0, keeps the false alarms of the
+shipped verdict at 4 of 84 clean models (4.8%) over five digit zoos of different training recipes,
+catching 55 of 60 all-to-one backdoors. It was 3.2 while the search of the costlier digit CNNs was cut
+short by the work budget (272 of 600 steps on the strided CNN); with the full search (the budget rose
+four-fold when convolutions moved to onnxruntime) some clean classes' natural triggers come out
+smaller, and 3.2 gave 6 of 84 (56 of 60 caught). The first setting (3.0 / 3.5), chosen on the main zoo
+alone, had no false alarm there but 7 of 84 over all five, 5 of 32 on a zoo of fresh clean models
+alone: recipes the thresholds were not chosen on raise clean scores, so thresholds are set on the
+pooled population (``benchmarks/validate_detection.py``, whose leave-one-zoo-out table says what that
+choice is worth out of sample).
 """
 
 from __future__ import annotations
@@ -45,7 +50,7 @@ from services.scanner.domain.detectors.base import DetectionResult
 from services.scanner.domain.model import FloatArray
 
 KEY = "agreement.v1"
-DEFAULT_THRESHOLD = 3.2  # pooled clean population of five digit zoos (84 models): see the module docstring
+DEFAULT_THRESHOLD = 3.3  # pooled clean population of five digit zoos (84 models): see the module docstring
 SUPPORTING = ("baseline_class_scores", "foreign_class_scores")
 SIGNALS = ("class_scores", *SUPPORTING)
 SEPARATE_SOURCES = ("foreign_class_scores",)

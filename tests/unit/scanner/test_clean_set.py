@@ -8,6 +8,8 @@ import pytest
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
 from services.scanner.domain.clean_set import few_inputs_note, inputs_per_class, threshold_factor
+from services.scanner.domain.detectors.neural_cleanse import DEFAULT_THRESHOLD as NC_BAR
+from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_BAR
 from services.scanner.domain.model import Dataset
 from services.scanner.service_layer.scan import ScanConfig, scan_model
 
@@ -41,7 +43,8 @@ def test_scan_with_few_clean_inputs_raises_the_clean_data_bars_and_notes_it(zoo:
     model = open_model(zoo.backdoored_model)
     verdict = scan_model(model, _few(zoo, 10))
     bars = {r.key: r.threshold for r in verdict.results}
-    assert bars["neural_cleanse.v2"] == pytest.approx(4.3 * 1.5) and bars["agreement.v1"] == pytest.approx(3.2 * 1.5)
+    assert bars["neural_cleanse.v2"] == pytest.approx(NC_BAR * 1.5)
+    assert bars["agreement.v1"] == pytest.approx(AGREEMENT_BAR * 1.5)
     assert bars["mmbd.v2"] == pytest.approx(4.0)  # reads only the input range
     assert len(verdict.notes) == 1 and "10 clean inputs per class" in verdict.notes[0]
     assert verdict.to_dict()["notes"] == verdict.notes

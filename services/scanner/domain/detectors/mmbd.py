@@ -12,7 +12,7 @@ v2 floors the scale of that z-score at ``MARGIN_FLOOR`` (log units, a 16% margin
 margins saturate (sigmoid or tanh hidden layers) or several classes happen to coincide, the MAD
 collapses and v1 called a class 5-7 sigmas out on a margin only 10-25% above the others (4 of 12
 clean models of the holdout zoo). Alone it flags above 4.0; on the class Neural Cleanse also points
-at, the agreement index (:mod:`..fusion`) counts from 3.2.
+at, the agreement index (:mod:`..fusion`) counts from 3.3.
 
 Two classes: each class's log margin minus the other's, over ``TWO_CLASS_SCALE`` (their spread on clean
 two-class digit models), stands in for the robust z-score.
@@ -49,7 +49,7 @@ class MaxMargin(Detector):
 
     key = "mmbd.v2"
     level = "model"
-    default_threshold = 4.0  # alone; agreeing with Neural Cleanse on a class counts from 3.2
+    default_threshold = 4.0  # alone; agreeing with Neural Cleanse on a class counts from 3.3
 
     def __init__(self, *, starts: int = 16, steps: int = 200, lr: float = 0.05, budget_macs: float | None = 2.4e11,
                  threshold: float | None = None, seed: int = 0) -> None:
