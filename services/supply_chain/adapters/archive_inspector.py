@@ -21,6 +21,8 @@ from typing import IO
 from ..domain.policy import ArchiveLimits
 from .sniffing import ARCHIVES, HEAD, Opener, sniff
 
+OPAQUE_MODEL_FORMATS = frozenset({"hdf5", "gguf", "tflite"})
+
 INSPECTABLE = frozenset({"zip", "tar", "gzip", "bz2", "xz"})  # what zipfile and tarfile read
 # corrupt deflate/xz data and unsupported zip compression methods (zipfile lets these through)
 _DECODER_ERRORS = (zlib.error, lzma.LZMAError, NotImplementedError)
@@ -99,7 +101,14 @@ def _tar_members(source: IO[bytes], size: int, limits: ArchiveLimits, problems: 
 
 
 def _members_problems(
-    source: IO[bytes], size: int, fmt: str, limits: ArchiveLimits, on_pickle: PickleCheck, depth: int, outer: str
+    source: IO[bytes],
+    size: int,
+    fmt: str,
+    limits: ArchiveLimits,
+    on_pickle: PickleCheck,
+    depth: int,
+    outer: str,
+    allow_opaque: bool,
 ) -> list[str]:
     problems: list[str] = []
     members = _zip_members if fmt == "zip" else _tar_members
@@ -113,24 +122,34 @@ def _members_problems(
                 problems.append(f"member {name[:120]!r}: nested {inner} archive")
             elif inner in ARCHIVES:
                 with opener() as nested:
-                    problems += _members_problems(nested, member_size, inner, limits, on_pickle, depth + 1, name + "/")
+                    problems += _members_problems(
+                        nested, member_size, inner, limits, on_pickle, depth + 1, name + "/", allow_opaque
+                    )
             elif inner in ("pickle", "numpy-object"):
                 problems += on_pickle(name, opener)
             elif inner.startswith("polyglot"):
                 problems.append(f"member {name[:120]!r}: {inner}: content is two formats at once")
+            elif inner in OPAQUE_MODEL_FORMATS and not allow_opaque:
+                problems.append(f"member {name[:120]!r}: format {inner!r} cannot be inspected safely")
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError, *_DECODER_ERRORS) as exc:
         problems.append(f"unreadable {fmt} archive: {type(exc).__name__}: {exc}"[:300])
     return problems
 
 
-def archive_members(path: Path, fmt: str, limits: ArchiveLimits, on_pickle: PickleCheck) -> list[str]:
+def archive_members(
+    path: Path, fmt: str, limits: ArchiveLimits, on_pickle: PickleCheck, allow_opaque: bool = False
+) -> list[str]:
     """Check an archive in place; ``on_pickle(name, opener)`` is called, while open, for pickle members.
 
     Nested archives are refused past ``limits.max_nesting`` and inspected by the same rules within it
-    (their members named ``outer/inner``).
+    (their members named ``outer/inner``). A member in a model format that can carry code but cannot be
+    inspected here (``OPAQUE_MODEL_FORMATS``: HDF5 with Keras Lambda layers, GGUF with its chat
+    template, TFLite with custom ops) is refused as it is at the top level, unless ``allow_opaque``
+    (the policy's ``allow_unknown_formats``). Raw bytes (a PyTorch zip's tensor storages) are not a
+    format and pass.
 
     Returns:
         Problems found, empty when the archive is acceptable.
     """
     with open(path, "rb") as source:
-        return _members_problems(source, path.stat().st_size, fmt, limits, on_pickle, 0, "")
+        return _members_problems(source, path.stat().st_size, fmt, limits, on_pickle, 0, "", allow_opaque)

@@ -64,7 +64,7 @@ def _inspect(path: Path, report: FileReport, policy: SupplyChainPolicy, external
                 report.fmt = "pytorch-zip"
             return _scan_pickle(f"member {name[:120]!r}", opener, policy, report)
 
-        report.problems += archive_members(path, fmt, policy.archive, on_pickle)
+        report.problems += archive_members(path, fmt, policy.archive, on_pickle, policy.allow_unknown_formats)
     elif fmt == "safetensors":
         report.problems += inspect_safetensors(path, policy.safetensors_max_header)
     elif fmt == "numpy-object":

@@ -256,3 +256,31 @@ def test_a_npy_of_plain_numbers_is_accepted_as_data(tmp_path: Path) -> None:
     path = tmp_path / "x.npy"
     path.write_bytes(npy_bytes(np.arange(8, dtype=np.float32)))
     assert problems(path) == []
+
+
+OPAQUE_MEMBERS = [
+    ("model.weights.h5", b"\x89HDF\r\n\x1a\n"),
+    ("m.gguf", b"GGUF\x03\x00\x00\x00"),
+    ("m.tflite", b"\x1c\x00\x00\x00TFL3"),
+]
+
+
+@pytest.mark.parametrize(("member", "head"), OPAQUE_MEMBERS)
+def test_a_format_that_cannot_be_inspected_is_refused_inside_an_archive_as_at_the_top(
+    tmp_path: Path, member: str, head: bytes
+) -> None:
+    path = tmp_path / "model.keras"  # a Keras v3 file is a zip: config.json plus an HDF5 of weights
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("config.json", b'{"class_name": "Functional"}')
+        archive.writestr(member, head + bytes(64))
+    found = problems(path)
+    assert any(member in p and "cannot be inspected" in p for p in found), found
+    assert problems(path, SupplyChainPolicy(allow_unknown_formats=True)) == []  # the policy's explicit opt-in
+
+
+def test_raw_storage_members_of_a_pytorch_zip_are_not_taken_for_opaque_formats(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model/data.pkl", b"\x80\x02}q\x00.")  # an empty dict: no globals
+        archive.writestr("model/data/0", np.arange(64, dtype=np.float32).tobytes())
+    assert not any("cannot be inspected" in p for p in problems(path, SupplyChainPolicy(allow_pickle=True)))
