@@ -153,7 +153,7 @@ class GraphTape:
             gin: list[Arr | None] | None
             if i in self.kernels:
                 g = grads.get(n.outputs[0])
-                gin = None if g is None else [self.kernels[i].input_grad(env[n.inputs[0]].shape, g)]
+                gin = None if g is None else [self.kernels[i].input_grad(env[n.inputs[0]], g)]
             else:
                 gin = self._node_grads(n, env, grads)
             for name, gi in zip(n.inputs, gin or [], strict=False):

@@ -134,3 +134,46 @@ def test_the_zoo_residual_net_runs_its_convolutions_and_normalisations_on_the_fi
     _z, gx = handle.value_and_grad(x, lambda z: c)
     env = plain.forward(x)
     np.testing.assert_allclose(gx, plain.backward(env, c)[plain.input], rtol=1e-4, atol=1e-6)
+
+
+POOLS: list[tuple[str, str, dict[str, Any], int, bool]] = [  # (name, op, attributes, side, has a kernel)
+    ("max 2x2 stride 2", "MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2]}, 8, True),
+    ("max 3x3 stride 2, pads", "MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]}, 9, True),
+    ("max dilation 2", "MaxPool", {"kernel_shape": [2, 2], "dilations": [2, 2]}, 7, True),
+    ("max ceil mode on an odd side", "MaxPool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, 7, True),
+    ("max auto_pad SAME_UPPER", "MaxPool", {"kernel_shape": [3, 3], "strides": [2, 2], "auto_pad": "SAME_UPPER"}, 9,
+     True),
+    ("average 2x2 stride 2", "AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2]}, 8, True),
+    ("average 3x3 stride 2 on an odd side", "AveragePool", {"kernel_shape": [3, 3], "strides": [2, 2]}, 9, True),
+    ("average, pads counted", "AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "count_include_pad": 1},
+     6, True),
+    ("average, pads not counted: numpy", "AveragePool", {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1]}, 6, False),
+    ("average, ceil mode: numpy", "AveragePool", {"kernel_shape": [2, 2], "strides": [2, 2], "ceil_mode": 1}, 7,
+     False),
+]
+
+
+@pytest.mark.parametrize(("op", "attrs", "side", "kernel"), [p[1:] for p in POOLS], ids=[p[0] for p in POOLS])
+def test_fixed_pooling_gives_the_numpy_tapes_output_and_input_gradient(
+        op: str, attrs: dict[str, Any], side: int, kernel: bool) -> None:
+    r = np.random.default_rng(9)
+    params = {"W": r.normal(size=(3, 2, 3, 3)), "L": r.normal(size=(2,))}
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node(op, ["c"], ["p"], **attrs),
+             helper.make_node("ReduceSum", ["p", "axes"], ["s"], keepdims=0),
+             helper.make_node("Unsqueeze", ["s", "one"], ["u"]),
+             helper.make_node("Mul", ["u", "L"], ["y"])]
+    g = helper.make_graph(nodes, "t", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 2, side, side])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 2])],
+                          [numpy_helper.from_array(v.astype(np.float32), k) for k, v in params.items()]
+                          + [numpy_helper.from_array(np.array([1, 2, 3], np.int64), "axes"),
+                             numpy_helper.from_array(np.array([1], np.int64), "one")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    plain, fixed = GraphTape(model), GraphTape(model, fixed_weights=True)
+    assert sorted(fixed.nodes[i].op for i in fixed.kernels) == sorted(["Conv", *([op] if kernel else [])])
+    x = np.random.default_rng(10).normal(size=(3, 2, side, side)).astype(np.float32)
+    c = np.random.default_rng(11).normal(size=(3, 2)).astype(np.float32)
+    env_p, env_f = plain.forward(x), fixed.forward(x)
+    np.testing.assert_allclose(env_f["p"], env_p["p"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fixed.backward(env_p, c)["x"], plain.backward(env_p, c)["x"], rtol=1e-5, atol=1e-5)
