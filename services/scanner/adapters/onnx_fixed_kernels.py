@@ -39,11 +39,13 @@ Arr = np.ndarray[Any, Any]
 _ATTRS = ("strides", "dilations", "group")
 
 
-def _session(node: Any, weights: dict[str, Arr], rank: int) -> ort.InferenceSession:
+def _session(node: Any, weights: dict[str, Arr], rank: int,
+             outputs: Sequence[tuple[str, int]] = (("y", TensorProto.FLOAT),)) -> ort.InferenceSession:
+    """A one-node session: input ``x`` of ``rank`` dimensions, ``weights`` as initializers."""
     dims: list[int | str | None] = ["N", *[None] * (rank - 1)]
     graph = helper.make_graph(
         [node], "kernel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(name, kind, None) for name, kind in outputs],
         [numpy_helper.from_array(np.ascontiguousarray(v, np.float32), k) for k, v in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -121,15 +123,7 @@ class FrozenMaxPool:
     def __init__(self, attrs: dict[str, Any]) -> None:
         kept = ("kernel_shape", "strides", "pads", "auto_pad", "ceil_mode", "dilations")
         node = helper.make_node("MaxPool", ["x"], ["y", "idx"], **{k: attrs[k] for k in kept if k in attrs})
-        graph = helper.make_graph(
-            [node], "kernel", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", None, None, None])],
-            [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
-             helper.make_tensor_value_info("idx", TensorProto.INT64, None)])
-        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        model.ir_version = 8
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-        self._session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self._session = _session(node, {}, 4, (("y", TensorProto.FLOAT), ("idx", TensorProto.INT64)))
 
     def _run(self, x: Arr, outputs: list[str]) -> list[Arr]:
         got: list[Arr] = self._session.run(outputs, {"x": np.ascontiguousarray(x, np.float32)})
@@ -139,7 +133,7 @@ class FrozenMaxPool:
         return self._run(x, ["y"])[0]
 
     def input_grad(self, x: Arr, g: Arr) -> Arr:
-        idx = self._run(x, ["idx"])[0]
+        idx = self._run(x, ["idx"])[0]  # one more pooling pass: cheaper than keeping indices per call
         flat = np.bincount(idx.ravel(), weights=g.ravel().astype(np.float64), minlength=x.size)
         out: Arr = flat.reshape(x.shape).astype(np.float32)
         return out
@@ -159,7 +153,7 @@ class FrozenAveragePool:
         if self._forward is None:
             kept = ("kernel_shape", "strides", "pads", "auto_pad", "count_include_pad")
             node = helper.make_node("AveragePool", ["x"], ["y"], **{k: self.attrs[k] for k in kept if k in self.attrs})
-            self._forward = _session(node, dict[str, Arr](), x.ndim)
+            self._forward = _session(node, {}, x.ndim)
         out: Arr = self._forward.run(None, {"x": np.ascontiguousarray(x, np.float32)})[0]
         return out
 
