@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
 from services.telemetry.adapters.kafka_state import KafkaStateStore
@@ -20,46 +22,48 @@ def _store(bootstrap: str, topic: str, producer: AIOKafkaProducer) -> KafkaState
     return KafkaStateStore(bootstrap, topic, 3, encode=same, decode=same, send=send)
 
 
-async def test_a_new_worker_reads_back_the_latest_state_of_every_key(kafka_bootstrap: str) -> None:
-    topic = f"state-{uuid.uuid4().hex[:6]}"
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
+@pytest_asyncio.fixture
+async def producer(kafka_bootstrap: str) -> AsyncIterator[AIOKafkaProducer]:
+    started = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await started.start()
     try:
-        first = _store(kafka_bootstrap, topic, producer)
-        await first.load()  # creates the compacted topic; nothing in it yet
-        assert first.get("m|1") is None
-        for n in range(5):
-            await first.put("m|1", {"n": n}, partition=1)
-        await first.put("m|2", {"n": 42}, partition=7)  # partition folded onto the topic's 3
-        restarted = _store(kafka_bootstrap, topic, producer)
-        await restarted.load()
-        assert restarted.get("m|1") == {"n": 4} and restarted.get("m|2") == {"n": 42}
-
-        # another worker moved the partition on; after a reassignment this one reads its state again
-        await restarted.put("m|1", {"n": 5}, partition=1)
-        assert first.get("m|1") == {"n": 4}
-        await first.load()  # not stale: no re-read
-        assert first.get("m|1") == {"n": 4}
-        first.mark_stale()
-        await first.load()
-        assert first.get("m|1") == {"n": 5}
+        yield started
     finally:
-        await producer.stop()
+        await started.stop()
 
 
-async def test_a_key_written_on_several_partitions_reads_back_as_its_latest_write(kafka_bootstrap: str) -> None:
+async def test_a_new_worker_reads_back_the_latest_state_of_every_key(
+        kafka_bootstrap: str, producer: AIOKafkaProducer) -> None:
+    topic = f"state-{uuid.uuid4().hex[:6]}"
+    first = _store(kafka_bootstrap, topic, producer)
+    await first.load()  # creates the compacted topic; nothing in it yet
+    assert first.get("m|1") is None
+    for n in range(5):
+        await first.put("m|1", {"n": n}, partition=1)
+    await first.put("m|2", {"n": 42}, partition=7)  # partition folded onto the topic's 3
+    restarted = _store(kafka_bootstrap, topic, producer)
+    await restarted.load()
+    assert restarted.get("m|1") == {"n": 4} and restarted.get("m|2") == {"n": 42}
+
+    # another worker moved the partition on; after a reassignment this one reads its state again
+    await restarted.put("m|1", {"n": 5}, partition=1)
+    assert first.get("m|1") == {"n": 4}
+    await first.load()  # not stale: no re-read
+    assert first.get("m|1") == {"n": 4}
+    first.mark_stale()
+    await first.load()
+    assert first.get("m|1") == {"n": 5}
+
+
+async def test_a_key_written_on_several_partitions_reads_back_as_its_latest_write(
+        kafka_bootstrap: str, producer: AIOKafkaProducer) -> None:
     # a producer without keys spreads one model version's predictions over every partition, and its
     # state is written on the partition of each group's last batch
     topic = f"state-{uuid.uuid4().hex[:6]}"
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
-    await producer.start()
-    try:
-        store = _store(kafka_bootstrap, topic, producer)
-        await store.load()
-        for n, partition in enumerate([0, 1, 0, 2, 1, 0, 2, 1]):
-            await store.put("m|1", {"n": n}, partition=partition)
-        restarted = _store(kafka_bootstrap, topic, producer)
-        await restarted.load()
-        assert restarted.get("m|1") == {"n": 7}
-    finally:
-        await producer.stop()
+    store = _store(kafka_bootstrap, topic, producer)
+    await store.load()
+    for n, partition in enumerate([0, 1, 0, 2, 1, 0, 2, 1]):
+        await store.put("m|1", {"n": n}, partition=partition)
+    restarted = _store(kafka_bootstrap, topic, producer)
+    await restarted.load()
+    assert restarted.get("m|1") == {"n": 7}

@@ -33,7 +33,7 @@ import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
-from services.scanner.adapters.onnx_spatial_ops import _resolve_pads
+from services.scanner.adapters.onnx_spatial_ops import resolve_pads
 
 Arr = np.ndarray[Any, Any]
 _ATTRS = ("strides", "dilations", "group")
@@ -88,7 +88,7 @@ class FrozenConv:
         nd = len(spatial)
         s = list(self.attrs.get("strides", [1] * nd))
         d = list(self.attrs.get("dilations", [1] * nd))
-        p = _resolve_pads(self.attrs, spatial, k, s, d)
+        p = resolve_pads(self.attrs, spatial, k, s, d)
         # rows past the last window (input + pads - reach not a multiple of the stride) get no gradient
         extra = [spatial[i] - (s[i] * (g_shape[2 + i] - 1) + d[i] * (k[i] - 1) + 1 - p[i] - p[nd + i])
                  for i in range(nd)]

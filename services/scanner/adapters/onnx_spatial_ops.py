@@ -39,7 +39,7 @@ def scatter_axis(g: Arr, axis: int, idx: Arr, n: int) -> Arr:
     return np.moveaxis(out, 0, axis)
 
 
-def _resolve_pads(a: Attrs, spatial: Sequence[int], k: Sequence[int], s: Sequence[int],
+def resolve_pads(a: Attrs, spatial: Sequence[int], k: Sequence[int], s: Sequence[int],
                   d: Sequence[int]) -> list[int]:
     """Explicit ``[begin..., end...]`` pads, computing ``auto_pad`` SAME_UPPER / SAME_LOWER / VALID."""
     mode, nd = astr(a, "auto_pad", "NOTSET"), len(spatial)
@@ -90,7 +90,7 @@ def _crop4(g: Arr, p: Sequence[int]) -> Arr:
 def _conv_geom(x: Arr, k: tuple[int, int], a: Attrs) -> tuple[Arr, list[int], list[int], list[int], int, int]:
     strides = list(a.get("strides", [1, 1]))
     dil = list(a.get("dilations", [1, 1]))
-    p = _resolve_pads(a, x.shape[2:], k, strides, dil)
+    p = resolve_pads(a, x.shape[2:], k, strides, dil)
     xp = _pad4(x, p)
     ho, wo = _out_size(xp, k, strides, dil)
     return xp, strides, dil, p, ho, wo
@@ -158,7 +158,7 @@ class _PoolGeom:
 
 def _pool_geom(x: Arr, a: Attrs) -> _PoolGeom:
     k, s, d = list(a["kernel_shape"]), list(a.get("strides", [1, 1])), list(a.get("dilations", [1, 1]))
-    p = _resolve_pads(a, x.shape[2:], k, s, d)
+    p = resolve_pads(a, x.shape[2:], k, s, d)
     q = list(p)
     if a.get("ceil_mode", 0):
         for ax in range(2):
