@@ -6,6 +6,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import orjson
 import pytest_asyncio
 from aiokafka import AIOKafkaProducer
 
@@ -67,3 +68,33 @@ async def test_a_key_written_on_several_partitions_reads_back_as_its_latest_writ
     restarted = _store(kafka_bootstrap, topic, producer)
     await restarted.load()
     assert restarted.get("m|1") == {"n": 7}
+
+
+async def test_writes_within_one_millisecond_on_two_partitions_keep_their_order(
+        kafka_bootstrap: str, producer: AIOKafkaProducer) -> None:
+    # the broker stamps records in milliseconds: back-to-back writes can tie on its timestamp (pinned
+    # here), and whichever partition is read last must not win over the write made last
+    async def send_in_one_millisecond(name: str, key: bytes, value: bytes, partition: int) -> None:
+        await producer.send_and_wait(name, value, key=key, partition=partition, timestamp_ms=1_700_000_000_000)
+
+    topic = f"state-{uuid.uuid4().hex[:6]}"
+    store = _store(kafka_bootstrap, topic, producer)
+    store.send = send_in_one_millisecond
+    await store.load()
+    for first, last in [(0, 2), (2, 0)]:  # one key ends on the lower partition, one on the higher
+        key = f"m|{last}"
+        await store.put(key, {"n": 1}, partition=first)
+        await store.put(key, {"n": 2}, partition=last)
+    restarted = _store(kafka_bootstrap, topic, producer)
+    await restarted.load()
+    assert restarted.get("m|0") == {"n": 2} and restarted.get("m|2") == {"n": 2}
+
+
+async def test_records_from_before_write_stamps_still_read_back(
+        kafka_bootstrap: str, producer: AIOKafkaProducer) -> None:
+    topic = f"state-{uuid.uuid4().hex[:6]}"
+    await _store(kafka_bootstrap, topic, producer).load()
+    await producer.send_and_wait(topic, orjson.dumps({"n": 1}), key=b"m|old", partition=1)
+    restarted = _store(kafka_bootstrap, topic, producer)
+    await restarted.load()
+    assert restarted.get("m|old") == {"n": 1}

@@ -17,6 +17,7 @@ record per key survives, so reading it back costs one state per model version.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,6 +32,7 @@ log = get_logger(__name__)
 Encode = Callable[[Any], dict[str, Any]]
 Decode = Callable[[dict[str, Any]], Any]
 Send = Callable[[str, bytes, bytes, int], Any]  # topic, key, value, partition -> awaitable ack
+WRITTEN_NS, STATE = "written_ns", "state"  # a record's value: {"written_ns": writer's clock, "state": {...}}
 
 
 class KafkaStateStore:
@@ -42,6 +44,7 @@ class KafkaStateStore:
         self.encode, self.decode, self.send = encode, decode, send
         self.data: dict[str, Any] = {}
         self.stale = True
+        self._last_written_ns = 0
 
     def mark_stale(self) -> None:
         self.stale = True
@@ -60,7 +63,11 @@ class KafkaStateStore:
 
     async def put(self, key: str, value: object, partition: int) -> None:
         self.data[key] = value
-        await self.send(self.topic, key.encode(), orjson.dumps(self.encode(value), option=orjson.OPT_SERIALIZE_NUMPY),
+        # the broker's timestamps are milliseconds, so two writes of one key on two partitions within the
+        # same millisecond would tie on read-back: each record carries its own strictly increasing stamp
+        self._last_written_ns = max(time.time_ns(), self._last_written_ns + 1)
+        record = {WRITTEN_NS: self._last_written_ns, STATE: self.encode(value)}
+        await self.send(self.topic, key.encode(), orjson.dumps(record, option=orjson.OPT_SERIALIZE_NUMPY),
                         partition % self.partitions)
 
     async def _ensure_topic(self) -> None:
@@ -85,16 +92,29 @@ class KafkaStateStore:
             ends = await consumer.end_offsets(tps)
             # a key can sit on several partitions (a producer without keys spreads one model version's
             # predictions over all of them, and the state follows each group's partition): the latest
-            # write wins (by offset within a partition, by timestamp across), not the partition read last
-            raw: dict[str, tuple[int, int, bytes | None]] = {}
+            # write wins (by offset within a partition, by the writer's stamp across), not the partition
+            # read last
+            latest: dict[str, tuple[int, int, dict[str, Any] | None]] = {}
             while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                 for records in (await consumer.getmany(timeout_ms=500)).values():
                     for r in records:
                         if r.key is None:
                             continue
-                        partition, timestamp, _ = raw.get(r.key.decode(), (r.partition, r.timestamp, None))
-                        if partition == r.partition or r.timestamp >= timestamp:
-                            raw[r.key.decode()] = (r.partition, r.timestamp, r.value)
-            return {key: self.decode(orjson.loads(value)) for key, (*_, value) in raw.items() if value is not None}
+                        key, state, written = self._unwrap(r.key, r.value, r.timestamp)
+                        partition, seen_written, _ = latest.get(key, (r.partition, written, None))
+                        if partition == r.partition or written >= seen_written:
+                            latest[key] = (r.partition, written, state)
+            return {key: self.decode(state) for key, (*_, state) in latest.items() if state is not None}
         finally:
             await consumer.stop()
+
+    @staticmethod
+    def _unwrap(key: bytes, value: bytes | None, timestamp_ms: int) -> tuple[str, dict[str, Any] | None, int]:
+        """Key, state (None for a tombstone) and write stamp in ns of one record; an unstamped record
+        (written before stamps existed) is ordered by the broker's timestamp."""
+        if value is None:
+            return key.decode(), None, timestamp_ms * 1_000_000
+        record = orjson.loads(value)
+        if isinstance(record, dict) and set(record) == {WRITTEN_NS, STATE}:
+            return key.decode(), record[STATE], int(record[WRITTEN_NS])
+        return key.decode(), record, timestamp_ms * 1_000_000
