@@ -204,3 +204,18 @@ def predict(params: dict[str, Arr], spec: NetSpec, x: Arr, k: int) -> Arr:
     tape = GraphTape(build(NetSpec(spec.arch, spec.width, spec.act, spec.pool), x.shape[1:], k, params))
     labels: Arr = np.argmax(tape.forward(x)[tape.output], axis=1)
     return labels
+
+
+def as_channels_last(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` (image input [N, C, H, W]) behind an [N, H, W, C] input, as a Keras model exported by
+    tf2onnx looks: one Transpose in front, everything else unchanged."""
+    source = model.graph.input[0]
+    n, c, h, w = (d.dim_param or d.dim_value for d in source.type.tensor_type.shape.dim)
+    front = helper.make_node("Transpose", ["input_hwc"], [source.name], perm=[0, 3, 1, 2])
+    graph = helper.make_graph([front, *model.graph.node], model.graph.name,
+                              [helper.make_tensor_value_info("input_hwc", source.type.tensor_type.elem_type,
+                                                             [n, h, w, c])],
+                              list(model.graph.output), list(model.graph.initializer))
+    out = helper.make_model(graph, opset_imports=list(model.opset_import))
+    out.ir_version = model.ir_version
+    return out

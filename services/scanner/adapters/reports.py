@@ -14,6 +14,7 @@ import orjson
 from PIL import Image
 
 from services.scanner.domain.detectors.base import DetectionResult
+from services.scanner.domain.input_layout import trigger_in_model_layout
 from services.scanner.domain.policy import Verdict
 
 Arr = np.ndarray[Any, Any]
@@ -124,8 +125,9 @@ def write_triggers(verdict: Verdict, path: Path) -> int:
     for result in verdict.results:
         for cls, (mask, pattern) in result.triggers.items():
             if cls in verdict.target_classes and f"mask_{cls}" not in arrays:
-                arrays[f"mask_{cls}"] = np.asarray(mask, dtype=np.float32)
-                arrays[f"pattern_{cls}"] = np.asarray(pattern, dtype=np.float32)
+                # stamped onto live inputs by other services: in the model's own layout
+                arrays[f"mask_{cls}"], arrays[f"pattern_{cls}"] = trigger_in_model_layout(mask, pattern,
+                                                                                          verdict.input_layout)
     if arrays:
         np.savez(path, **arrays)  # type: ignore[arg-type]
     return len(arrays) // 2

@@ -53,11 +53,13 @@ class Verdict:
     results: list[DetectionResult] = field(default_factory=list)
     suspicious_indices: list[int] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # caveats on the whole verdict (e.g. a small clean set)
+    input_layout: str = "flat"  # how the input was read: "flat", "channels_first" or "channels_last"
 
     def to_dict(self) -> dict[str, Any]:
         return {"backdoor_detected": self.backdoor_detected, "confidence": round(self.confidence, 4),
                 "target_classes": self.target_classes, "block_deployment": self.block_deployment,
                 "suspicious_indices": self.suspicious_indices, "notes": self.notes,
+                "input_layout": self.input_layout,
                 "detectors": [r.to_dict() for r in self.results],
                 "timings": {r.key: round(r.seconds, 3) for r in self.results}}
 

@@ -16,7 +16,14 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from services.scanner.adapters.datasets import DataError
 from services.scanner.adapters.onnx_model import ModelError
-from services.scanner.adapters.reports import baseline_l1, report_dict, write_html, write_json, write_sarif
+from services.scanner.adapters.reports import (
+    baseline_l1,
+    report_dict,
+    write_html,
+    write_json,
+    write_sarif,
+    write_triggers,
+)
 from services.scanner.domain.policy import Verdict
 from services.scanner.service_layer.scan import ScanConfig, scan_data_file, scan_model_file
 
@@ -42,10 +49,14 @@ def _progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
         yield update
 
 
-def _config(detectors: str | None, seed: int, baseline: Path | None = None) -> ScanConfig:
+def _config(detectors: str | None, seed: int, baseline: Path | None = None, layout: str = "auto") -> ScanConfig:
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else []
     params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
-    return ScanConfig(detectors=names, seed=seed, params=params)
+    return ScanConfig(detectors=names, seed=seed, params=params, input_layout=layout.replace("-", "_"))
+
+
+_LAYOUT_HELP = ("layout of an image input: auto (channels-last when its last axis has 1, 3 or 4 values and "
+                "its first does not), channels-first [C, H, W] or channels-last [H, W, C]")
 
 
 def _fail(exc: BaseException) -> None:
@@ -77,14 +88,21 @@ def scan(
     baseline: Annotated[Path | None, typer.Option(
         "--baseline", help="JSON report of an earlier clean version: how this model's per-class trigger "
                            "sizes shrank against it joins the per-class agreement")] = None,
+    triggers: Annotated[Path | None, typer.Option(
+        "--triggers", help="write the target classes' reversed triggers (.npz, mask_<c>/pattern_<c> in the "
+                           "model's input layout) for the telemetry client and remediation")] = None,
+    layout: Annotated[str, typer.Option("--layout", help=_LAYOUT_HELP)] = "auto",
 ) -> None:
     """Scan a model for backdoors. Exit 0 clean, 1 backdoor detected, 2 error."""
     start = time.perf_counter()
     try:
         with _progress("scan") as progress:
-            verdict = scan_model_file(model, clean_data, _config(detectors, seed, baseline), output, progress)
+            verdict = scan_model_file(model, clean_data, _config(detectors, seed, baseline, layout), output,
+                                      progress)
         data = _emit(verdict, {"model": str(model), "seconds": round(time.perf_counter() - start, 3)},
                      report, html_out, sarif, str(model))
+        if triggers is not None:
+            write_triggers(verdict, triggers)
     except _ERRORS as exc:
         _fail(exc)
     status = "BACKDOOR DETECTED" if verdict.backdoor_detected else "clean"
@@ -117,12 +135,13 @@ def scan_data(
     output: Annotated[str | None, typer.Option("--output", help="model output to use")] = None,
     detectors: Annotated[str | None, typer.Option("--detectors", help="comma-separated detector keys")] = None,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
+    layout: Annotated[str, typer.Option("--layout", help=_LAYOUT_HELP)] = "auto",
 ) -> None:
     """Find poisoned training samples. Exit 0 none suspicious, 1 suspicious found, 2 error."""
     start = time.perf_counter()
     try:
         with _progress("scan-data") as progress:
-            verdict = scan_data_file(model, data, _config(detectors, seed), output, progress)
+            verdict = scan_data_file(model, data, _config(detectors, seed, layout=layout), output, progress)
         out = _emit(verdict, {"model": str(model), "data": str(data),
                               "seconds": round(time.perf_counter() - start, 3)}, report, None, None, str(data))
     except _ERRORS as exc:

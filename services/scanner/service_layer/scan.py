@@ -19,7 +19,7 @@ from services.scanner.domain.detectors.base import DetectionResult, Level
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
 from services.scanner.domain.fusion import KEY as AGREEMENT
 from services.scanner.domain.fusion import agreement
-from services.scanner.domain.input_layout import layout_note
+from services.scanner.domain.input_layout import layout_note, view_for_scan
 from services.scanner.domain.model import Dataset, ModelHandle
 from services.scanner.domain.policy import Verdict, VerdictPolicy, combine
 
@@ -37,6 +37,7 @@ class ScanConfig:
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seed: int = 0
     max_clean_samples: int = 300
+    input_layout: str = "auto"  # of a 3-D input: "auto", "channels_first" or "channels_last"
     policy: VerdictPolicy = field(default_factory=VerdictPolicy)
 
 
@@ -71,13 +72,15 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     """Model-level scan: is there a backdoor, which target classes, how confident."""
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
+    shape = model.input_shape
+    model, clean, layout = view_for_scan(model, clean, config.input_layout)
     data = clean.subset(config.max_clean_samples, config.seed)
     raised = _raise_for_few_inputs(config, keys, threshold_factor(data.y))
     results = run_detectors(model, data, keys, raised, progress)
     joined = agreement(results, float(raised.params[AGREEMENT]["threshold"]))
     verdict = combine(results + ([joined] if joined is not None else []), config.policy)
-    notes = [n for n in (few_inputs_note(data.y), layout_note(model.input_shape)) if n]
-    return replace(verdict, notes=[*verdict.notes, *notes]) if notes else verdict
+    notes = [n for n in (few_inputs_note(data.y), layout_note(shape, layout)) if n]
+    return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
 
 
 def _raise_for_few_inputs(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
@@ -97,7 +100,11 @@ def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | N
     """Data-level scan: which training samples look poisoned (``suspicious_indices``)."""
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_DATA_DETECTORS, "data")
-    return combine(run_detectors(model, data, keys, config, progress), config.policy, data.y.tolist())
+    shape = model.input_shape
+    model, data, layout = view_for_scan(model, data, config.input_layout)
+    verdict = combine(run_detectors(model, data, keys, config, progress), config.policy, data.y.tolist())
+    note = layout_note(shape, layout)
+    return replace(verdict, notes=[*verdict.notes, *([note] if note else [])], input_layout=layout)
 
 
 def scan_model_file(model_path: Path, clean_path: Path, config: ScanConfig | None = None, output: str | None = None,
