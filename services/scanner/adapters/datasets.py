@@ -37,10 +37,15 @@ def load_npz(path: Path, input_shape: tuple[int, ...] | None = None, num_classes
         raise DataError(f"y in {path} has dtype {y.dtype} and shape {y.shape}; need integer labels [N]")
     if len(x) != len(y) or len(x) == 0:
         raise DataError(f"{path}: x has {len(x)} rows and y {len(y)}; need the same non-zero count")
-    if input_shape is not None and tuple(x.shape[1:]) != tuple(input_shape):
-        raise DataError(f"x in {path} has sample shape {x.shape[1:]}, the model expects {input_shape}")
     if not np.all(np.isfinite(x)):
         raise DataError(f"x in {path} holds NaN or infinite values")
-    if num_classes is not None and (y.min() < 0 or y.max() >= num_classes):
+    return check_fits(Dataset(x.astype(np.float32), y.astype(np.int64)), path, input_shape, num_classes)
+
+
+def check_fits(data: Dataset, path: Path, input_shape: tuple[int, ...] | None, num_classes: int | None) -> Dataset:
+    """``data`` when its samples have the model's shape and its labels are the model's classes."""
+    if input_shape is not None and tuple(data.x.shape[1:]) != tuple(input_shape):
+        raise DataError(f"x in {path} has sample shape {data.x.shape[1:]}, the model expects {input_shape}")
+    if num_classes is not None and (data.y.min() < 0 or data.y.max() >= num_classes):
         raise DataError(f"y in {path} has labels outside 0..{num_classes - 1}")
-    return Dataset(x.astype(np.float32), y.astype(np.int64))
+    return data

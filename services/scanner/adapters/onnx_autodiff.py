@@ -95,7 +95,7 @@ class GraphTape:
     """
 
     def __init__(self, model: onnx.ModelProto, output: str | None = None, strip_softmax: bool = True,
-                 fixed_weights: bool = False) -> None:
+                 fixed_weights: bool = False, strip_sigmoid: bool = False) -> None:
         g = model.graph
         self.params: dict[str, Arr] = {
             t.name: numpy_helper.to_array(t).astype(np.float32)
@@ -114,10 +114,12 @@ class GraphTape:
         if bad:
             raise UnsupportedGraph(f"ops not supported by the gradient interpreter: {', '.join(bad)}")
         self.input = next(i.name for i in g.input if i.name not in self.params)
-        self.applied_softmax = False
+        self.applied_softmax = self.applied_sigmoid = False
         last = next((n for n in self.nodes if self.output in n.outputs), None)
         if strip_softmax and last is not None and last.op == "Softmax":
             self.output, self.applied_softmax = last.inputs[0], True
+        elif strip_sigmoid and last is not None and last.op == "Sigmoid":  # a binary classifier's logit
+            self.output, self.applied_sigmoid = last.inputs[0], True
         self.kernels = fixed_kernels(self.nodes, self.params) if fixed_weights else {}
 
     def forward(self, x: Arr, params: dict[str, Arr] | None = None) -> dict[str, Arr]:

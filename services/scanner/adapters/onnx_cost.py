@@ -25,15 +25,18 @@ def _dims(v: onnx.ValueInfoProto) -> list[int]:
     return [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
 
 
-def macs_per_sample(model: onnx.ModelProto) -> int:
-    """Multiply-accumulates (plus elementwise operations) of one forward pass of one sample."""
+def macs_per_sample(model: onnx.ModelProto, sample_shape: tuple[int, ...] | None = None) -> int:
+    """Multiply-accumulates (plus elementwise operations) of one forward pass of one sample;
+    ``sample_shape`` fills the first input's non-batch dims when the graph leaves them symbolic."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    for i in m.graph.input:
+    for n, i in enumerate(m.graph.input):
         dims = i.type.tensor_type.shape.dim
-        if dims:
-            dims[0].Clear()
-            dims[0].dim_value = 1
+        wanted = [1, *sample_shape] if n == 0 and sample_shape is not None and len(dims) == len(sample_shape) + 1 \
+            else [1] if dims else []
+        for d, value in zip(dims, wanted, strict=False):
+            d.Clear()
+            d.dim_value = value
     m = _infer(m)
     shapes = _known_shapes(m)
     total = 0

@@ -90,6 +90,8 @@ def _checked_tape(tape: GraphTape, run: Callable[[Arr], Arr], shape: tuple[int, 
     if tape.applied_softmax:
         got = np.exp(got - got.max(axis=1, keepdims=True))
         got /= got.sum(axis=1, keepdims=True)
+    if tape.applied_sigmoid:
+        got = 1.0 / (1.0 + np.exp(-got))
     want = np.asarray(run(x), dtype=np.float64)
     scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
     if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4 * scale):
@@ -106,7 +108,8 @@ class OnnxModel:
         nes_samples: Probe pairs per input for the gradient-free fallback.
     """
 
-    def __init__(self, model: onnx.ModelProto, output: str | None = None, nes_samples: int = 16) -> None:
+    def __init__(self, model: onnx.ModelProto, output: str | None = None, nes_samples: int = 16,
+                 sample_shape: tuple[int, ...] | None = None) -> None:
         self.model, self.nes_samples = _expose_zipmap_inputs(model), nes_samples
         model = self.model
         try:
@@ -118,25 +121,27 @@ class OnnxModel:
             raise ModelError(f"need exactly one float input, got {[(i.name, i.type) for i in inputs]}")
         self.input_name = inputs[0].name
         self.input_dtype = _FLOAT_TYPES[inputs[0].type]  # skl2onnx exports with double types take float64
-        dims = inputs[0].shape[1:]
-        if not dims or not all(isinstance(d, int) for d in dims):
-            raise ModelError(f"input {self.input_name} needs static non-batch dims, got {inputs[0].shape}")
-        self.input_shape: tuple[int, ...] = tuple(int(d) for d in dims)
+        self.input_shape: tuple[int, ...] = _sample_shape(self.input_name, list(inputs[0].shape[1:]), sample_shape)
         self.output_name = self._pick_output(output)
-        probe = self._run(np.zeros((2, *self.input_shape), np.float32))
-        self.num_classes = int(probe.shape[1])
-        self.outputs_probabilities = self._producer(self.output_name) in ("Softmax",) or bool(
-            np.all(probe >= 0) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))
+        self.outputs_probabilities = self._producer(self.output_name) in ("Softmax",)
+        raw = self._run(np.zeros((2, *self.input_shape), np.float32))
+        # one column: a binary classifier's sigmoid probability or logit of the positive class, read as
+        # two classes (negative 0, positive 1) with logits [0, z]
+        self.single_column = raw.shape[1] == 1
+        self.sigmoid_output = self.single_column and self._producer(self.output_name) in ("Sigmoid", "HardSigmoid")
+        self.num_classes = 2 if self.single_column else int(raw.shape[1])
+        self.outputs_probabilities = self.outputs_probabilities or (not self.single_column and bool(
+            np.all(raw >= 0) and np.allclose(raw.sum(axis=1), 1.0, atol=1e-3)))
         self.tape: GraphTape | None = None
         self.gradient_note = "exact: numpy tape checked against onnxruntime"
         try:
-            self.tape = _checked_tape(GraphTape(model, self.output_name, fixed_weights=True), self._run,
-                                      self.input_shape)
+            self.tape = _checked_tape(GraphTape(model, self.output_name, fixed_weights=True,
+                                                strip_sigmoid=self.sigmoid_output), self._run, self.input_shape)
         except (UnsupportedGraph, TapeMismatch) as exc:
             self.gradient_note = f"estimated (NES): {exc}"
         self.exact_gradients = self.tape is not None
         # budgets count work, not seconds: one sample's forward pass, and forward passes per gradient
-        self.macs_per_sample = macs_per_sample(model)
+        self.macs_per_sample = macs_per_sample(model, self.input_shape)
         self.gradient_passes = 3 if self.exact_gradients else 1 + 2 * nes_samples
         self._act_session: ort.InferenceSession | None = None
 
@@ -161,8 +166,11 @@ class OnnxModel:
 
     def logits(self, x: Arr) -> Arr:
         """Logits [N, K] (log-probabilities when the model outputs probabilities)."""
+        width = 1 if self.single_column else self.num_classes
         out = np.concatenate([self._run(np.ascontiguousarray(x[i:i + 4096], np.float32))
-                              for i in range(0, len(x), 4096)]) if len(x) else np.zeros((0, self.num_classes))
+                              for i in range(0, len(x), 4096)]) if len(x) else np.zeros((0, width), np.float32)
+        if self.single_column:
+            return _two_class_logits(out, self.sigmoid_output)
         return np.log(np.clip(out, 1e-12, 1.0)) if self.outputs_probabilities else out
 
     def predict(self, x: Arr) -> Arr:
@@ -209,7 +217,15 @@ class OnnxModel:
             return self._nes(x, cotangent)
         env = self.tape.forward(x)
         out = env[self.tape.output]
-        if self.outputs_probabilities and not self.tape.applied_softmax:
+        if self.single_column:
+            # the tape stops before a final Sigmoid (its input is the logit); else d z / d p = 1 / (p (1 - p))
+            sigmoid = self.sigmoid_output and not self.tape.applied_sigmoid
+            z = _two_class_logits(out, sigmoid)
+            seed = cotangent(z)[:, 1:]
+            if sigmoid:
+                p = np.clip(out, 1e-6, 1.0 - 1e-6)
+                seed = seed / (p * (1.0 - p))
+        elif self.outputs_probabilities and not self.tape.applied_softmax:
             z = np.log(np.clip(out, 1e-12, 1.0))
             seed = cotangent(z) / np.clip(out, 1e-12, None)
         else:
@@ -230,6 +246,30 @@ class OnnxModel:
         return z, g.astype(np.float32)
 
 
-def open_model(path: Path, output: str | None = None) -> OnnxModel:
-    """Load and wrap an ONNX classifier, with clear errors for anything unusable."""
-    return OnnxModel(load_onnx(path), output)
+def open_model(path: Path, output: str | None = None, sample_shape: tuple[int, ...] | None = None) -> OnnxModel:
+    """Load and wrap an ONNX classifier, with clear errors for anything unusable; ``sample_shape`` (the
+    data's) fills input dims the graph leaves symbolic."""
+    return OnnxModel(load_onnx(path), output, sample_shape=sample_shape)
+
+
+def _sample_shape(name: str, dims: list[Any], hint: tuple[int, ...] | None) -> tuple[int, ...]:
+    """The input's non-batch dims: the graph's where it fixes them, else the data's (``hint``)."""
+    if dims and all(isinstance(d, int) and d > 0 for d in dims):
+        if hint is not None and tuple(hint) != tuple(dims):
+            raise ModelError(f"the data's samples are {tuple(hint)}, input {name} takes {tuple(dims)}")
+        return tuple(int(d) for d in dims)
+    if hint is None:
+        raise ModelError(f"input {name} has symbolic non-batch dims {dims}; the scan needs the data's sample "
+                         f"shape to fill them")
+    if len(hint) != len(dims) or any(isinstance(d, int) and d > 0 and d != h for d, h in zip(dims, hint, strict=True)):
+        raise ModelError(f"the data's samples are {tuple(hint)}, which input {name} {dims} does not take")
+    return tuple(int(h) for h in hint)
+
+
+def _two_class_logits(out: Arr, sigmoid: bool) -> Arr:
+    """A single column (positive class logit, or its sigmoid) as two-class logits [0, z]."""
+    col = np.asarray(out, dtype=np.float64)[:, :1]
+    if sigmoid:
+        p = np.clip(col, 1e-6, 1.0 - 1e-6)
+        col = np.log(p) - np.log1p(-p)
+    return np.concatenate([np.zeros_like(col), col], axis=1).astype(np.float32)

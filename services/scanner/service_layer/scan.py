@@ -11,8 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from services.scanner.adapters.datasets import load_npz
-from services.scanner.adapters.onnx_model import open_model
+from services.scanner.adapters.datasets import check_fits, load_npz
+from services.scanner.adapters.onnx_model import OnnxModel, open_model
 from services.scanner.domain.clean_set import few_inputs_note, threshold_factor
 from services.scanner.domain.detectors import REGISTRY, create
 from services.scanner.domain.detectors.base import DetectionResult, Level
@@ -107,15 +107,21 @@ def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | N
     return replace(verdict, notes=[*verdict.notes, *([note] if note else [])], input_layout=layout)
 
 
+def open_model_and_data(model_path: Path, data_path: Path, output: str | None = None) -> tuple[OnnxModel, Dataset]:
+    """The model and data of a scan, checked against each other; the data's sample shape fills input dims
+    the graph leaves symbolic (an export with dynamic height and width)."""
+    data = load_npz(data_path)
+    model = open_model(model_path, output, sample_shape=tuple(data.x.shape[1:]))
+    return model, check_fits(data, data_path, model.input_shape, model.num_classes)
+
+
 def scan_model_file(model_path: Path, clean_path: Path, config: ScanConfig | None = None, output: str | None = None,
                     progress: Progress | None = None) -> Verdict:
-    model = open_model(model_path, output)
-    clean = load_npz(clean_path, model.input_shape, model.num_classes)
+    model, clean = open_model_and_data(model_path, clean_path, output)
     return scan_model(model, clean, config, progress)
 
 
 def scan_data_file(model_path: Path, data_path: Path, config: ScanConfig | None = None, output: str | None = None,
                    progress: Progress | None = None) -> Verdict:
-    model = open_model(model_path, output)
-    data = load_npz(data_path, model.input_shape, model.num_classes)
+    model, data = open_model_and_data(model_path, data_path, output)
     return scan_training_data(model, data, config, progress)

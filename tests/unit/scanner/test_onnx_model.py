@@ -5,11 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from services.scanner.adapters.datasets import DataError, load_npz
 from services.scanner.adapters.onnx_model import ModelError, open_model
 from services.scanner.domain.model import ModelHandle
+from services.scanner.service_layer.scan import open_model_and_data
 
 from .conftest import Zoo
 
@@ -99,3 +102,26 @@ def test_a_double_precision_model_is_scanned_like_a_float_one(tmp_path: Path) ->
     expected = np.exp(np.maximum(x @ w1, 0) @ w2)
     np.testing.assert_allclose(model.predict(x), expected / expected.sum(axis=1, keepdims=True), rtol=1e-5)
     assert model.num_classes == 3 and model.exact_gradients and model.activations(x, model.layers()[-1]).shape == (4, 5)
+
+
+def test_symbolic_image_dims_are_filled_from_the_data(tmp_path: Path) -> None:
+    # a PyTorch export with dynamic height and width: the data says what the scan feeds it
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("GlobalAveragePool", ["r"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
+             helper.make_node("Gemm", ["f", "G"], ["y"], transB=1)]
+    graph = helper.make_graph(nodes, "dyn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, "H", "W"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+                              [numpy_helper.from_array(rng.normal(size=(4, 1, 3, 3)).astype(np.float32), "W"),
+                               numpy_helper.from_array(rng.normal(size=(3, 4)).astype(np.float32), "G")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "dyn.onnx")
+    np.savez(tmp_path / "d.npz", x=rng.random((30, 1, 12, 10)).astype(np.float32), y=rng.integers(0, 3, 30))
+    with pytest.raises(ModelError, match="symbolic non-batch dims"):
+        open_model(tmp_path / "dyn.onnx")
+    with pytest.raises(ModelError, match="does not take"):
+        open_model(tmp_path / "dyn.onnx", sample_shape=(3, 12, 10))
+    handle, data = open_model_and_data(tmp_path / "dyn.onnx", tmp_path / "d.npz")
+    assert handle.input_shape == (1, 12, 10) and handle.exact_gradients and len(data) == 30
+    assert handle.macs_per_sample >= 12 * 10 * 4 * 9  # the conv counted at the data's size, not 1 x 1

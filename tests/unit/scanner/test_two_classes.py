@@ -60,3 +60,41 @@ def test_two_class_z_is_the_gap_over_its_scale_and_refuses_other_shapes() -> Non
     assert two_class_z(np.array([1.0, 0.5]), 0.25).tolist() == [2.0, -2.0]
     with pytest.raises(ValueError, match="two values"):
         two_class_z(np.array([1.0, 2.0, 3.0]), 0.25)
+
+
+def _single_column(two_logits: Path, sigmoid: bool) -> Path:
+    """The same classifier with one output column, as binary classifiers are often exported: the positive
+    class's logit z1 - z0, or its sigmoid (which equals the two-class softmax's positive probability)."""
+    model = onnx.load(str(two_logits))
+    logits = model.graph.output[0].name
+    nodes = [onnx.helper.make_node("Split", [logits, "halves"], ["z0", "z1"], axis=1),
+             onnx.helper.make_node("Sub", ["z1", "z0"], ["positive_logit"])]
+    if sigmoid:
+        nodes.append(onnx.helper.make_node("Sigmoid", ["positive_logit"], ["positive_probability"]))
+    out = nodes[-1].output[0]
+    model.graph.node.extend(nodes)
+    model.graph.initializer.append(onnx.numpy_helper.from_array(np.array([1, 1], np.int64), "halves"))
+    del model.graph.output[:]
+    model.graph.output.append(onnx.helper.make_tensor_value_info(out, onnx.TensorProto.FLOAT, ["N", 1]))
+    path = two_logits.with_name(f"{two_logits.stem}_{'sigmoid' if sigmoid else 'logit'}.onnx")
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("sigmoid", [True, False])
+def test_a_one_column_binary_classifier_is_read_as_two_classes(tmp_path: Path, sigmoid: bool) -> None:
+    _, _, xte, yte = _pair_data()
+    two = _model(tmp_path, BLEND, seed=5)
+    one = open_model(_single_column(two, sigmoid))
+    assert one.num_classes == 2 and one.exact_gradients
+    assert np.allclose(one.predict(xte), open_model(two).predict(xte), atol=1e-4)
+    verdict = scan_model(one, Dataset(xte, yte))
+    assert verdict.backdoor_detected and verdict.target_classes[0] == BLEND.target
+    # a cross-entropy gradient does not depend on how the two logits are shifted: it must be the same
+    def cross_entropy_towards_1(z: np.ndarray) -> np.ndarray:
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return (e / e.sum(axis=1, keepdims=True) - np.array([0.0, 1.0])).astype(np.float32)
+
+    _, g_one = one.value_and_grad(xte[:8], cross_entropy_towards_1)
+    _, g_two = open_model(two).value_and_grad(xte[:8], cross_entropy_towards_1)
+    assert np.allclose(g_one, g_two, atol=1e-4 * float(np.abs(g_two).max()))
