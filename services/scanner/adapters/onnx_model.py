@@ -16,6 +16,7 @@ import onnx
 import onnxruntime as ort
 
 from services.scanner.adapters.onnx_autodiff import GraphTape, UnsupportedGraph
+from services.scanner.adapters.onnx_batch import fixed_batch_of_one, free_batch
 from services.scanner.adapters.onnx_cost import macs_per_sample
 
 Arr = np.ndarray[Any, Any]
@@ -111,6 +112,11 @@ class OnnxModel:
     def __init__(self, model: onnx.ModelProto, output: str | None = None, nes_samples: int = 16,
                  sample_shape: tuple[int, ...] | None = None) -> None:
         self.model, self.nes_samples = _expose_zipmap_inputs(model), nes_samples
+        self.notes: list[str] = []
+        if fixed_batch_of_one(self.model):
+            self.model = _with_free_batch(self.model, sample_shape)
+            self.notes.append("the model declares a batch of 1; the scan runs a copy with a free batch dim, "
+                              "checked against the original sample by sample")
         model = self.model
         try:
             self.session = _session(model)
@@ -250,6 +256,28 @@ def open_model(path: Path, output: str | None = None, sample_shape: tuple[int, .
     """Load and wrap an ONNX classifier, with clear errors for anything unusable; ``sample_shape`` (the
     data's) fills input dims the graph leaves symbolic."""
     return OnnxModel(load_onnx(path), output, sample_shape=sample_shape)
+
+
+def _with_free_batch(model: onnx.ModelProto, hint: tuple[int, ...] | None) -> onnx.ModelProto:
+    """``model`` with its batch dim of 1 freed (see :mod:`onnx_batch`), or a clear refusal."""
+    source = next(i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in source.type.tensor_type.shape.dim]
+    shape = _sample_shape(source.name, dims[1:], hint)
+    dtype = np.float64 if source.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE else np.float32
+
+    def run(m: onnx.ModelProto, x: Arr) -> Arr:
+        outs = _session(m).run(None, {source.name: x.astype(dtype)})
+        return np.concatenate([np.asarray(o, np.float64).reshape(len(x), -1) for o in outs
+                               if isinstance(o, np.ndarray) and o.ndim and len(o) == len(x)], axis=1)
+
+    try:
+        freed = free_batch(model, run, shape)
+    except Exception as exc:  # the original itself does not run on its own declared shape
+        raise ModelError(f"the model declares a batch of 1 and does not run on one sample: {exc}") from exc
+    if freed is None:
+        raise ModelError("the model declares a batch of 1 and its graph depends on it (a reshape or shape "
+                         "the scanner cannot free); export it with a dynamic batch axis")
+    return freed
 
 
 def _sample_shape(name: str, dims: list[Any], hint: tuple[int, ...] | None) -> tuple[int, ...]:

@@ -72,7 +72,7 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     """Model-level scan: is there a backdoor, which target classes, how confident."""
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
-    shape = model.input_shape
+    shape, model_notes = model.input_shape, list(getattr(model, "notes", []))  # e.g. a freed batch dim
     model, clean, layout = view_for_scan(model, clean, config.input_layout)
     data = clean.subset(config.max_clean_samples, config.seed)
     raised = _raise_for_few_inputs(config, keys, threshold_factor(data.y))
@@ -80,7 +80,7 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     joined = agreement(results, float(raised.params[AGREEMENT]["threshold"]))
     verdict = combine(results + ([joined] if joined is not None else []), config.policy)
     notes = [n for n in (few_inputs_note(data.y), layout_note(shape, layout)) if n]
-    return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
+    return replace(verdict, notes=[*verdict.notes, *model_notes, *notes], input_layout=layout)
 
 
 def _raise_for_few_inputs(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
@@ -100,11 +100,11 @@ def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | N
     """Data-level scan: which training samples look poisoned (``suspicious_indices``)."""
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_DATA_DETECTORS, "data")
-    shape = model.input_shape
+    shape, model_notes = model.input_shape, list(getattr(model, "notes", []))
     model, data, layout = view_for_scan(model, data, config.input_layout)
     verdict = combine(run_detectors(model, data, keys, config, progress), config.policy, data.y.tolist())
-    note = layout_note(shape, layout)
-    return replace(verdict, notes=[*verdict.notes, *([note] if note else [])], input_layout=layout)
+    notes = [*model_notes, *filter(None, [layout_note(shape, layout)])]
+    return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
 
 
 def open_model_and_data(model_path: Path, data_path: Path, output: str | None = None) -> tuple[OnnxModel, Dataset]:

@@ -11,10 +11,10 @@ from onnx import TensorProto, helper, numpy_helper
 
 from services.scanner.adapters.datasets import DataError, load_npz
 from services.scanner.adapters.onnx_model import ModelError, open_model
-from services.scanner.domain.model import ModelHandle
-from services.scanner.service_layer.scan import open_model_and_data
+from services.scanner.domain.model import Dataset, ModelHandle
+from services.scanner.service_layer.scan import open_model_and_data, scan_model
 
-from .conftest import Zoo
+from .conftest import ATTACK, Zoo
 
 pytestmark = pytest.mark.unit
 
@@ -125,3 +125,40 @@ def test_symbolic_image_dims_are_filled_from_the_data(tmp_path: Path) -> None:
     handle, data = open_model_and_data(tmp_path / "dyn.onnx", tmp_path / "d.npz")
     assert handle.input_shape == (1, 12, 10) and handle.exact_gradients and len(data) == 30
     assert handle.macs_per_sample >= 12 * 10 * 4 * 9  # the conv counted at the data's size, not 1 x 1
+
+
+def _batch_of_one(flat_model: Path, path: Path, target: list[int], as_constant_node: bool = False) -> Path:
+    """The zoo MLP as a traced export: input [1, 1, 8, 8], a Reshape to a constant ``target`` shape."""
+    inner = onnx.load(str(flat_model))
+    shape = numpy_helper.from_array(np.array(target, np.int64), "shape")
+    front = [helper.make_node("Constant", [], ["shape"], value=shape)] if as_constant_node else []
+    front.append(helper.make_node("Reshape", ["image", "shape"], ["input"]))
+    outputs = [helper.make_tensor_value_info(o.name, o.type.tensor_type.elem_type, [1, *[
+        d.dim_value for d in o.type.tensor_type.shape.dim[1:]]]) for o in inner.graph.output]
+    graph = helper.make_graph([*front, *inner.graph.node], "traced",
+                              [helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 8, 8])], outputs,
+                              [*([] if as_constant_node else [shape]), *inner.graph.initializer])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    return path
+
+
+@pytest.mark.parametrize("as_constant_node", [False, True])
+def test_a_batch_of_one_export_is_scanned_on_a_copy_with_a_free_batch(zoo: Zoo, tmp_path: Path,
+                                                                        as_constant_node: bool) -> None:
+    path = _batch_of_one(zoo.backdoored_model, tmp_path / "b1.onnx", [1, 64], as_constant_node)
+    flat = load_npz(zoo.clean_npz)
+    handle = open_model(path)
+    x = flat.x.reshape(-1, 1, 8, 8)
+    assert handle.input_shape == (1, 8, 8) and handle.exact_gradients and handle.notes
+    assert np.allclose(handle.predict(x), open_model(zoo.backdoored_model).predict(flat.x), atol=1e-5)
+    verdict = scan_model(handle, Dataset(x, flat.y))
+    assert verdict.backdoor_detected and verdict.target_classes == [ATTACK.target]
+    assert any("batch of 1" in n for n in verdict.notes)
+
+
+def test_a_batch_of_one_the_graph_depends_on_is_refused_clearly(zoo: Zoo, tmp_path: Path) -> None:
+    path = _batch_of_one(zoo.backdoored_model, tmp_path / "b1.onnx", [64, 1])  # batch folded into features
+    with pytest.raises(ModelError, match="export it with a dynamic batch axis"):
+        open_model(path)
