@@ -7,6 +7,8 @@ from pydantic_settings import SettingsConfigDict
 
 from shared.settings import ServiceSettings
 
+MIN_IDLE_CLOSE_S = 10.0  # the default idle close waits at least this long, however small the lateness
+
 
 class TelemetrySettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="BDGUARD_TELEMETRY_", env_file=".env", extra="ignore")
@@ -22,12 +24,27 @@ class TelemetrySettings(ServiceSettings):
     max_open_windows: int = Field(default=64, ge=1, description="bounds memory when event times jump around")
     group_max_batches: int = Field(default=64, ge=1, description="batches handled per window update under load")
     group_within_s: float = Field(default=0.02, gt=0, description="longest a batch waits for others to join it")
+    idle_close_s: float | None = Field(
+        default=None, ge=0, description="close the due windows of a model version that has sent nothing for this "
+        "long (processing time), as if event time had moved on with the clock; default 5 x lateness_s, at least "
+        f"{MIN_IDLE_CLOSE_S:g} s; 0 = never")
 
     @model_validator(mode="after")
     def _step_divides(self) -> TelemetrySettings:
         if self.step_s > self.window_s:
             raise ValueError(f"step_s={self.step_s} must not exceed window_s={self.window_s} (gaps between windows)")
         return self
+
+    @property
+    def idle_close_after_s(self) -> float:
+        """``idle_close_s``, or its default: a few multiples of the lateness (a silence that long is no
+        longer out-of-order delivery), but never less than ``MIN_IDLE_CLOSE_S``."""
+        return max(5 * self.lateness_s, MIN_IDLE_CLOSE_S) if self.idle_close_s is None else self.idle_close_s
+
+    @property
+    def idle_sweep_s(self) -> float:
+        """How often the idle sweep runs: a quarter of the idle time, between 0.1 and 5 s."""
+        return min(max(self.idle_close_after_s / 4, 0.1), 5.0)
 
     @property
     def window_kind(self) -> str:

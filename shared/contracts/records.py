@@ -98,6 +98,7 @@ class WindowStats(WireRecord):
     kl_divergence: float | None = None
     first_prediction_id: str | None = None
     last_prediction_id: str | None = None
+    late_dropped: int = 0
 
 
 class Alert(WireRecord):

@@ -98,3 +98,19 @@ async def test_records_from_before_write_stamps_still_read_back(
     restarted = _store(kafka_bootstrap, topic, producer)
     await restarted.load()
     assert restarted.get("m|old") == {"n": 1}
+
+
+async def test_a_reloaded_store_names_the_partition_of_each_keys_latest_write(
+        kafka_bootstrap: str, producer: AIOKafkaProducer) -> None:
+    # the idle sweep closes windows only for the keys on partitions its worker owns
+    topic = f"state-{uuid.uuid4().hex[:6]}"
+    store = _store(kafka_bootstrap, topic, producer)
+    await store.load()
+    await store.put("m|1", {"n": 1}, partition=0)
+    await store.put("m|1", {"n": 2}, partition=2)  # moved: a keyless producer's next group
+    await store.put("m|2", {"n": 1}, partition=4)  # folded onto partition 1 of the 3
+    assert store.keys_on({2}) == {"m|1": 2} and store.keys_on({4}) == {"m|2": 1}
+    restarted = _store(kafka_bootstrap, topic, producer)
+    await restarted.load()
+    assert restarted.keys_on({0, 1, 2}) == {"m|1": 2, "m|2": 1}
+    assert restarted.keys_on({0}) == {} and restarted.keys_on({1}) == {"m|2": 1}

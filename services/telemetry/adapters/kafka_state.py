@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any
 
 import orjson
@@ -36,13 +36,15 @@ WRITTEN_NS, STATE = "written_ns", "state"  # a record's value: {"written_ns": wr
 
 
 class KafkaStateStore:
-    """``get``/``put`` per key, durable in ``topic``; ``mark_stale`` makes the next access re-read it."""
+    """``get``/``put`` per key, durable in ``topic``; ``mark_stale`` makes the next access re-read it;
+    ``keys_on`` names the keys whose latest write sits on given partitions (the owner's keys)."""
 
     def __init__(self, bootstrap_servers: str, topic: str, partitions: int, *, encode: Encode, decode: Decode,
                  send: Send) -> None:
         self.bootstrap_servers, self.topic, self.partitions = bootstrap_servers, topic, partitions
         self.encode, self.decode, self.send = encode, decode, send
         self.data: dict[str, Any] = {}
+        self.partition_of: dict[str, int] = {}  # the partition of each key's latest write
         self.stale = True
         self._last_written_ns = 0
 
@@ -54,15 +56,23 @@ class KafkaStateStore:
         if not self.stale:
             return
         await self._ensure_topic()
-        self.data = await self._read_all()
+        latest = await self._read_all()
+        self.data = {key: value for key, (_, value) in latest.items()}
+        self.partition_of = {key: partition for key, (partition, _) in latest.items()}
         self.stale = False
         log.info("state loaded", topic=self.topic, keys=len(self.data))
 
     def get(self, key: str) -> object | None:
         return self.data.get(key)
 
+    def keys_on(self, partitions: Collection[int]) -> dict[str, int]:
+        """Keys last written on one of ``partitions`` (input partitions, folded onto this topic's like
+        ``put`` folds them: the topics are co-partitioned), with that partition."""
+        folded = {p % self.partitions for p in partitions}
+        return {key: p for key, p in self.partition_of.items() if p in folded}
+
     async def put(self, key: str, value: object, partition: int) -> None:
-        self.data[key] = value
+        self.data[key], self.partition_of[key] = value, partition % self.partitions
         # the broker's timestamps are milliseconds, so two writes of one key on two partitions within the
         # same millisecond would tie on read-back: each record carries its own strictly increasing stamp
         self._last_written_ns = max(time.time_ns(), self._last_written_ns + 1)
@@ -81,7 +91,8 @@ class KafkaStateStore:
         finally:
             await admin.close()
 
-    async def _read_all(self) -> dict[str, Any]:
+    async def _read_all(self) -> dict[str, tuple[int, Any]]:
+        """Each key's latest state, decoded, with the partition it was written on."""
         consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap_servers, enable_auto_commit=False,
                                     auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024**2)
         await consumer.start()
@@ -104,7 +115,7 @@ class KafkaStateStore:
                         partition, seen_written, _ = latest.get(key, (r.partition, written, None))
                         if partition == r.partition or written >= seen_written:
                             latest[key] = (r.partition, written, state)
-            return {key: self.decode(state) for key, (*_, state) in latest.items() if state is not None}
+            return {key: (p, self.decode(state)) for key, (p, _, state) in latest.items() if state is not None}
         finally:
             await consumer.stop()
 

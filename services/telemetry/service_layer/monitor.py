@@ -4,6 +4,8 @@ Per batch: dedupe by Kafka position (a redelivered batch after a crash is not co
 baseline until it has ``baseline_size`` predictions, add the batch to every event-time window it
 falls in (vectorised), re-evaluate open windows early so that a trigger campaign is reported within
 a fraction of a window, and close windows once the watermark passes their end plus the lateness.
+Predictions that arrive for windows already closed are dropped and counted (``late_dropped``, carried
+by the next closed window); service_layer/idle.py closes the windows of a model version gone quiet.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class ClosedWindow:
     report: WindowReport
     stats: WindowStats
     carried_alerts: list[Alert] = field(default_factory=list)  # findings over this and earlier small windows
+    late_dropped: int = 0  # predictions dropped as too late since the previous closed window
 
 
 @dataclass
@@ -59,6 +62,8 @@ class Outputs:
     alerts: list[Alert] = field(default_factory=list)
     skipped_duplicate: bool = False
     baseline_changed: bool = False
+    late_dropped: int = 0  # in this call: their windows had closed
+    evicted: int = 0  # in this call: predictions the open-window bound threw away unjudged (per window)
 
 
 @dataclass
@@ -84,6 +89,7 @@ class MonitorState:
     offsets: dict[int, int] = field(default_factory=dict)
     emitted: list[str] = field(default_factory=list)
     batch_ids: list[str] = field(default_factory=list)
+    late_dropped: int = 0  # dropped as too late, not yet reported by a closed window
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version,
@@ -97,7 +103,7 @@ class MonitorState:
                 "last_eval": {repr(s): t for s, t in self.last_eval.items()},
                 "watermark": None if self.watermark == -math.inf else self.watermark,
                 "offsets": {str(p): o for p, o in self.offsets.items()}, "emitted": self.emitted,
-                "batch_ids": self.batch_ids}
+                "batch_ids": self.batch_ids, "late_dropped": self.late_dropped}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MonitorState:
@@ -115,7 +121,7 @@ class MonitorState:
                    last_eval={float(s): float(t) for s, t in d["last_eval"].items()},
                    watermark=time_or_never("watermark"),
                    offsets={int(p): int(o) for p, o in d["offsets"].items()}, emitted=list(d["emitted"]),
-                   batch_ids=list(d.get("batch_ids", [])))
+                   batch_ids=list(d.get("batch_ids", [])), late_dropped=int(d.get("late_dropped", 0)))
 
 
 def subset(batch: PredictionBatch, mask: np.ndarray) -> PredictionBatch:
@@ -201,13 +207,23 @@ def _ingest(state: MonitorState, batch: PredictionBatch, now: float, cfg: Window
         if used == len(batch):
             return out
         batch = subset(batch, np.arange(len(batch)) >= used)
-    _add_to_windows(state, batch, cfg)
+    # windows a durable idle watermark has passed but a crash left open close first, exactly as they
+    # were published (the late drops below belong to the next record, not to a re-published one)
+    close_into(out, state, now, cfg)
+    out.late_dropped, out.evicted = _add_to_windows(state, batch, cfg)
+    state.late_dropped += out.late_dropped
     state.watermark = max(state.watermark, float(batch.ts.max()))
     out.alerts += _early(state, now, cfg)
-    out.closed += close_due(state, state.watermark - cfg.lateness_s, now, cfg)
-    out.alerts += [a for w in out.closed for a in _fresh(state, w.report.alerts + w.carried_alerts)]
+    close_into(out, state, now, cfg)
     _refresh_baseline(state, batch, out, cfg)
     return out
+
+
+def close_into(out: Outputs, state: MonitorState, now: float, cfg: WindowConfig) -> None:
+    """Close what the watermark has passed, with the findings of those windows not announced yet."""
+    closed = close_due(state, state.watermark - cfg.lateness_s, now, cfg)
+    out.closed += closed
+    out.alerts += [a for w in closed for a in _fresh(state, w.report.alerts + w.carried_alerts)]
 
 
 def _refresh_baseline(state: MonitorState, batch: PredictionBatch, out: Outputs, cfg: WindowConfig) -> None:
@@ -231,9 +247,12 @@ def _refresh_baseline(state: MonitorState, batch: PredictionBatch, out: Outputs,
         state.baseline_at, out.baseline_changed = state.watermark, True
 
 
-def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConfig) -> None:
+def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConfig) -> tuple[int, int]:
+    """Add ``batch`` to its open windows; returns how many predictions went into no window because
+    their windows had closed (late), and how many the open-window bound threw away (evicted)."""
+    cutoff = state.watermark - cfg.lateness_s
     # too late: that window is closed; counting it now would rewrite history
-    starts = [float(s) for s in window_starts(batch.ts, cfg) if s + cfg.window_s > state.watermark - cfg.lateness_s]
+    starts = [float(s) for s in window_starts(batch.ts, cfg) if s + cfg.window_s > cutoff]
     # only the newest windows survive the bound below: a backlog spanning thousands of windows in one
     # batch built (and masked the batch for) every one of them before throwing most away
     kept = set(sorted({*state.windows, *starts})[-cfg.max_open_windows:])
@@ -243,10 +262,24 @@ def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConf
         if stats is None:
             stats = state.windows[start] = WindowStats(batch.n_classes, cfg.pattern_capacity)
         stats.add(batch if mask.all() else subset(batch, mask))
+    late, evicted = _left_out(batch.ts, cutoff, min(kept, default=math.inf), cfg)
     while len(state.windows) > cfg.max_open_windows:  # event times all over the place: keep the newest
         oldest = min(state.windows)
-        del state.windows[oldest]
+        evicted += state.windows.pop(oldest).count
         state.last_eval.pop(oldest, None)
+    return late, evicted
+
+
+def _left_out(ts: np.ndarray, cutoff: float, first_kept: float, cfg: WindowConfig) -> tuple[int, int]:
+    """Predictions counted in no window: all their windows had closed (late), or the open-window bound
+    kept none of them. A prediction's newest window starts at ``floor(ts / step) * step``; for hopping
+    windows one that still reaches a later open window is counted there, so it is not dropped."""
+    oldest = math.floor(float(ts.min()) / cfg.step_s) * cfg.step_s
+    if oldest + cfg.window_s > cutoff and oldest >= first_kept:  # the usual case: one pass over ts, no array
+        return 0, 0
+    newest = np.floor(ts / cfg.step_s) * cfg.step_s
+    late = newest + cfg.window_s <= cutoff
+    return int(np.count_nonzero(late)), int(np.count_nonzero(~late & (newest < first_kept)))
 
 
 def _evaluate(state: MonitorState, start: float, stats: WindowStats, now: float, cfg: WindowConfig,
@@ -301,7 +334,9 @@ def close_due(state: MonitorState, watermark: float, now: float, cfg: WindowConf
         state.last_eval.pop(start, None)
         report = _evaluate(state, start, stats, now, cfg)
         carried = _close_small(state, start, stats, now, cfg)
-        closed.append(ClosedWindow(start, start + cfg.window_s, report, stats, carried))
+        # the late drops so far ride on the next closed window's record, then the count starts again
+        closed.append(ClosedWindow(start, start + cfg.window_s, report, stats, carried, state.late_dropped))
+        state.late_dropped = 0
     return closed
 
 

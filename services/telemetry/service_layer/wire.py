@@ -10,9 +10,12 @@ import orjson
 from services.telemetry.domain.alerts import Alert as DomainAlert
 from services.telemetry.domain.batch import PredictionBatch
 from services.telemetry.domain.single import is_single, single_prediction
-from services.telemetry.service_layer.monitor import ClosedWindow
+from services.telemetry.service_layer.monitor import ClosedWindow, Outputs
 from shared.contracts.records import Alert, WindowStats
 from shared.contracts.validation import ContractViolation
+from shared.messaging.envelope import OutgoingMessage, build_message
+
+SOURCE = "urn:bdguard:telemetry"
 
 MAX_BATCH = 100_000
 # event time may run ahead of this worker's clock by server clock skew, not more: one prediction far
@@ -72,8 +75,18 @@ def window_stats_record(model: str, version: str, kind: str, closed: ClosedWindo
                        class_counts=[int(c) for c in closed.stats.class_counts], mean_conf=float(m["mean_conf"]),
                        entropy_mean=float(m["entropy_mean"]), entropy_std=float(m["entropy_std"]),
                        kl_divergence=m.get("kl_divergence"), first_prediction_id=closed.stats.first_id,
-                       last_prediction_id=closed.stats.last_id)
+                       last_prediction_id=closed.stats.last_id, late_dropped=closed.late_dropped)
 
 
 def alert_record(alert: DomainAlert) -> Alert:
     return Alert(**alert.to_dict(source="telemetry"))
+
+
+def outgoing(model: str, version: str, kind: str, out: Outputs, correlation_id: str) -> list[OutgoingMessage]:
+    """Alerts first (responders wait for them), then the closed windows' statistics; event ids depend on
+    the window alone, so a window published again after a crash is the same event."""
+    messages = [build_message(alert_record(alert), source=SOURCE, correlation_id=correlation_id,
+                              event_id=alert.alert_id) for alert in out.alerts]
+    return messages + [build_message(window_stats_record(model, version, kind, closed), source=SOURCE,
+                                     correlation_id=correlation_id, event_id=f"ws-{model}-{version}-{closed.start}")
+                       for closed in out.closed]
