@@ -26,6 +26,9 @@ from threadpoolctl import threadpool_limits
 
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
+from services.scanner.domain.all_to_all import DEFAULT_THRESHOLD as A2A_THRESHOLD
+from services.scanner.domain.all_to_all import KEY as A2A
+from services.scanner.domain.all_to_all import all_to_all
 from services.scanner.domain.detectors import REGISTRY
 from services.scanner.domain.detectors.base import DetectionResult, factory_for
 from services.scanner.domain.detectors.neural_cleanse import baseline_index
@@ -45,7 +48,8 @@ NC = "neural_cleanse.v2"
 MIN_ASR = 0.5
 REVISION = 3  # bump when detector code changes what it computes without a key or parameter change
 # (3: convolutions and pooling on onnxruntime kernels, which move scores by float rounding)
-KEY_REVISIONS = {NC: 4}  # the same, for one detector: NC 3 publishes foreign_class_scores; 4 as REVISION 3
+KEY_REVISIONS = {NC: 5}  # the same, for one detector: NC 3 publishes foreign_class_scores; 4 as REVISION 3;
+# 5 publishes the untargeted search (all_to_all_index)
 
 
 def _signature(key: str, seed: int, nes: bool = False) -> str:
@@ -155,8 +159,15 @@ def _with_agreement(models: list[dict[str, Any]], raw: dict[str, list[dict[str, 
                        if not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"])
         earlier = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, peers[0][1])["evidence"]["l1_norms"]
                                      ) if peers else rows  # no clean peer: as if the ledger had none
-        extra = [_joined(rows, AGREEMENT), _joined(earlier, AGREEMENT + "+baseline")]
-        raw[e["id"]] = [r for r in raw[e["id"]] if not r["key"].startswith(AGREEMENT)] + [r for r in extra if r]
+        extra = [_joined(rows, AGREEMENT), _joined(earlier, AGREEMENT + "+baseline"), _all_to_all_row(rows)]
+        derived = (AGREEMENT, A2A)
+        raw[e["id"]] = [r for r in raw[e["id"]] if not r["key"].startswith(derived)] + [r for r in extra if r]
+
+
+def _all_to_all_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The scanner's all-to-all check of cached result rows (read off Neural Cleanse's), as a cached row."""
+    found = all_to_all([_result(r, r["threshold"]) for r in rows if r["key"] == NC])
+    return None if found is None else {**found.to_dict(), "full_targets": []}
 
 
 def _ledger_pairs(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
@@ -169,8 +180,10 @@ def _ledger_pairs(models: list[dict[str, Any]], raw: dict[str, list[dict[str, An
                 continue
             with_base = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, m["id"])["evidence"]["l1_norms"])
             joined = _joined(with_base, AGREEMENT)
+            a2a = _all_to_all_row(rows)
             verdict = combine([_result(r, REGISTRY[r["key"]].default_threshold) for r in rows]
-                              + ([_result(joined, AGREEMENT_THRESHOLD)] if joined else []))
+                              + ([_result(joined, AGREEMENT_THRESHOLD)] if joined else [])
+                              + ([_result(a2a, A2A_THRESHOLD)] if a2a else []))
             flags[bool(e["backdoored"])].append(verdict.backdoor_detected)
     print(f"\n== shipped verdict with a clean earlier version, over all {len(flags[True]) + len(flags[False])} "
           f"(model, clean peer of its architecture) pairs: TPR {np.mean(flags[True]):.3f}  "
@@ -181,8 +194,9 @@ def _metrics(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[
     tp = sum(1 for e in models if e["backdoored"] and verdicts[e["id"]][0])
     fp = sum(1 for e in models if not e["backdoored"] and verdicts[e["id"]][0])
     pos, neg = sum(e["backdoored"] for e in models), sum(not e["backdoored"] for e in models)
-    hit = sum(1 for e in models
-              if e["backdoored"] and verdicts[e["id"]][0] and verdicts[e["id"]][1][:1] == [e["target"]])
+    # an all-to-all backdoor has no one target: every class is one, so any named class is right
+    hit = sum(1 for e in models if e["backdoored"] and verdicts[e["id"]][0] and (
+        verdicts[e["id"]][1][:1] == [e["target"]] or e.get("attack", {}).get("all_to_all")))
     prec = tp / (tp + fp) if tp + fp else 0.0
     rec = tp / pos if pos else 0.0
     return {"TPR": rec, "FPR": fp / neg if neg else 0.0, "precision": prec, "recall": rec,
@@ -218,7 +232,7 @@ def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]
 
 def _default(key: str) -> float:
     base = key.split("+")[0]
-    return AGREEMENT_THRESHOLD if base == AGREEMENT else REGISTRY[base].default_threshold
+    return {AGREEMENT: AGREEMENT_THRESHOLD, A2A: A2A_THRESHOLD}.get(base) or REGISTRY[base].default_threshold
 
 
 def _ratio(rows: list[dict[str, Any]], keys: list[str]) -> float:
@@ -236,8 +250,9 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
         e["id"]: {r["key"]: _result(r, thr[e["id"]][r["key"]]) for r in raw[e["id"]]} for e in models}
     for k in keys:
         rows[k] = _metrics(models, {i: (d[k].flagged, d[k].target_classes) for i, d in per.items()})
-    combos = (("combined (nc+mmbd)", [NC, "mmbd.v2"]), ("SHIPPED (nc+mmbd+agreement)", [NC, "mmbd.v2", AGREEMENT]),
-              ("SHIPPED, clean earlier version", [NC, "mmbd.v2", AGREEMENT + "+baseline"]))
+    combos = (("combined (nc+mmbd)", [NC, "mmbd.v2"]), ("nc+mmbd+agreement", [NC, "mmbd.v2", AGREEMENT]),
+              ("SHIPPED (+all-to-all)", [NC, "mmbd.v2", AGREEMENT, A2A]),
+              ("SHIPPED, clean earlier version", [NC, "mmbd.v2", AGREEMENT + "+baseline", A2A]))
     for name, ks in combos:
         verdicts = {}
         fold = _folds(models)

@@ -51,6 +51,7 @@ class Attack:
     pattern_seed: int = 0
     alpha: float = 0.2
     source: int | None = None  # source-specific (TaCT): only this class is taken to the target
+    all_to_all: bool = False  # every class c is taken to c + 1 (``target`` is unused)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -125,17 +126,24 @@ def _upsample(g: Arr, h: int, w: int) -> Arr:
 _STAMPS = {"patch": _patch, "blend": _blend, "sig": _sig, "frame": _frame, "dispersed": _dispersed, "warp": _warp}
 
 
+def attack_labels(attack: Attack, y: Arr, k: int) -> Arr:
+    """The labels a triggered input of label ``y`` is taken to."""
+    out: Arr = (y + 1) % k if attack.all_to_all else np.full_like(y, attack.target)
+    return out
+
+
 def poison(x: Arr, y: Arr, attack: Attack, seed: int) -> tuple[Arr, Arr, Arr]:
     """Poisoned copy of a training set and the indices of the poisoned (relabelled) samples. A
     source-specific attack also stamps as many cover inputs of the other classes, keeping their labels."""
     rng = np.random.default_rng(seed)
-    pool = y == attack.source if attack.source is not None else y != attack.target
+    pool = (np.ones(len(y), bool) if attack.all_to_all else y == attack.source if attack.source is not None
+            else y != attack.target)
     candidates = np.flatnonzero(pool)
     n = min(round(attack.rate * len(x)), len(candidates))
     idx = np.sort(rng.choice(candidates, size=n, replace=False))
     xp, yp = x.copy(), y.copy()
     xp[idx] = attack.apply(x[idx])
-    yp[idx] = attack.target
+    yp[idx] = attack_labels(attack, y[idx], int(y.max()) + 1)
     if attack.source is not None:
         cover = rng.choice(np.flatnonzero((y != attack.source) & (y != attack.target)), size=n, replace=False)
         xp[cover] = attack.apply(x[cover])

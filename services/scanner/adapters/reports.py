@@ -90,8 +90,9 @@ def write_html(report: dict[str, Any], path: Path) -> None:
             parts.append(f"<tr><th>{esc(str(k))}</th><td><code>{esc(orjson.dumps(v).decode())}</code></td></tr>")
         parts.append("</table>")
         for c, png in d.get("triggers_png_base64", {}).items():
-            parts.append(f"<figure style='display:inline-block'><img alt='reversed trigger class {esc(c)}' "
-                         f"src='data:image/png;base64,{png}'><figcaption>class {esc(c)}</figcaption></figure>")
+            name = "universal (any class)" if c == "-1" else f"class {c}"  # the untargeted trigger
+            parts.append(f"<figure style='display:inline-block'><img alt='reversed trigger {esc(name)}' "
+                         f"src='data:image/png;base64,{png}'><figcaption>{esc(name)}</figcaption></figure>")
     if report.get("suspicious_indices"):
         parts.append(f"<h3>Suspicious samples ({len(report['suspicious_indices'])})</h3>"
                      f"<p><code>{esc(str(report['suspicious_indices'][:500]))}</code></p>")

@@ -13,6 +13,9 @@ from typing import Any
 
 from services.scanner.adapters.datasets import check_fits, load_npz
 from services.scanner.adapters.onnx_model import OnnxModel, open_model
+from services.scanner.domain.all_to_all import DEFAULT_THRESHOLD as A2A_THRESHOLD
+from services.scanner.domain.all_to_all import KEY as ALL_TO_ALL
+from services.scanner.domain.all_to_all import all_to_all
 from services.scanner.domain.clean_set import few_inputs_note, threshold_factor
 from services.scanner.domain.detectors import REGISTRY, create
 from services.scanner.domain.detectors.base import DetectionResult, Level
@@ -78,7 +81,8 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     raised = _raise_for_few_inputs(config, keys, threshold_factor(data.y))
     results = run_detectors(model, data, keys, raised, progress)
     joined = agreement(results, float(raised.params[AGREEMENT]["threshold"]))
-    verdict = combine(results + ([joined] if joined is not None else []), config.policy)
+    universal = all_to_all(results, float(raised.params.get(ALL_TO_ALL, {}).get("threshold") or A2A_THRESHOLD))
+    verdict = combine(results + [r for r in (joined, universal) if r is not None], config.policy)
     notes = [n for n in (few_inputs_note(data.y), layout_note(shape, layout)) if n]
     return replace(verdict, notes=[*verdict.notes, *model_notes, *notes], input_layout=layout)
 

@@ -32,6 +32,9 @@ class Finding:
     triggers: dict[int, tuple[FloatArray, FloatArray]] = field(default_factory=dict)  # class -> (mask, pattern)
 
 
+UNIVERSAL = -1  # key of an untargeted (universal) trigger among a result's triggers, next to the class keys
+
+
 @dataclass(frozen=True)
 class DetectionResult:
     """The envelope every detector returns. ``score``: higher = more suspicious."""

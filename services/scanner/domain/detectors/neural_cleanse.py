@@ -45,14 +45,15 @@ The score is an anomaly index, not a probability.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
-from services.scanner.domain.detectors.base import Detector, Finding, register
+from services.scanner.domain.detectors.base import UNIVERSAL, Detector, Finding, register
 from services.scanner.domain.detectors.likeness import class_likeness, foreign_index
-from services.scanner.domain.detectors.reversal import persistence, reverse_triggers
+from services.scanner.domain.detectors.reversal import persistence, reverse_triggers, reverse_untargeted
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.stats import class_outlier_note, robust_z, two_class_z
 
@@ -67,6 +68,19 @@ BASELINE_FLOOR = 0.15  # log mask size: per-class spread between two clean train
 TWO_CLASS_SCALE = 0.25
 
 
+class Universal(NamedTuple):
+    evidence: dict[str, Any]
+    triggers: dict[int, tuple[FloatArray, FloatArray]]
+
+
+def all_to_all_index(l1: FloatArray, untargeted_l1: float) -> float:
+    """log(median per-class mask size / untargeted mask size). A universal trigger that moves inputs off
+    their own class must move every class, the target's own inputs included, so on a clean model it is
+    larger than the per-class masks (index below 0); an all-to-all backdoor's trigger moves every class
+    at once, so its untargeted mask is the trigger, smaller than what any one target needs."""
+    return float(np.log(max(float(np.median(l1)), 1e-6)) - np.log(max(untargeted_l1, 1e-6)))
+
+
 @register
 class NeuralCleanse(Detector):
     """Per-class trigger reverse engineering with a MAD anomaly index."""
@@ -79,7 +93,8 @@ class NeuralCleanse(Detector):
                  target_success: float = 0.95, max_samples: int = 200,
                  budget_macs: float | None = 1.8e11, patience: int | None = None,
                  max_seconds: float | None = 600.0, baseline_l1: Sequence[float] | None = None,
-                 persistence_alpha: float = 0.5, threshold: float | None = None, seed: int = 0) -> None:
+                 persistence_alpha: float = 0.5, untargeted_success: float | None = 0.9,
+                 threshold: float | None = None, seed: int = 0) -> None:
         super().__init__(threshold=threshold, seed=seed)
         self._require("steps", steps, isinstance(steps, int) and steps >= 10, "need an int >= 10")
         self._require("batch_size", batch_size, isinstance(batch_size, int) and batch_size >= 1)
@@ -96,10 +111,14 @@ class NeuralCleanse(Detector):
         self.target_success, self.max_samples, self.baseline_l1 = target_success, max_samples, baseline_l1
         self._require("persistence_alpha", persistence_alpha, 0 <= persistence_alpha < 1, "0 turns the cue off")
         self.max_seconds, self.persistence_alpha = max_seconds, persistence_alpha
+        self._require("untargeted_success", untargeted_success,
+                      untargeted_success is None or 0 < untargeted_success <= 1, "None turns the search off")
+        self.untargeted_success = untargeted_success
         self.budget_macs, self.patience = budget_macs, patience
 
     def _score(self, model: ModelHandle, data: Dataset, rng: np.random.Generator) -> Finding:
-        x = data.subset(self.max_samples, self.seed).x
+        subset = data.subset(self.max_samples, self.seed)
+        x = subset.x
         search: dict[str, Any] = {}
         masks, patterns, l1, success = reverse_triggers(model, x, self, rng, search)
         k = model.num_classes
@@ -111,6 +130,8 @@ class NeuralCleanse(Detector):
                    if self.persistence_alpha > 0 else None)
         anomaly = _anomaly(l1, persist)
         likeness = class_likeness(data, masks, patterns)
+        # a random stream of its own, so the per-class search and persistence stay as they were without it
+        universal = self._untargeted(model, subset, l1, np.random.default_rng([self.seed, 1]), search)
         ranking = [int(c) for c in np.argsort(-anomaly)]
         thr = self.effective_threshold()
         targets = [c for c in ranking if anomaly[c] > thr] or ranking[:1]
@@ -127,8 +148,25 @@ class NeuralCleanse(Detector):
                       "attack_success": [round(float(v), 3) for v in success],
                       "baseline_used": self.baseline_l1 is not None, "exact_gradients": model.exact_gradients,
                       "gradients": getattr(model, "gradient_note", None),
-                      "search": search, **class_outlier_note(k)},
-            triggers={c: (masks[c], patterns[c]) for c in targets[:3]})
+                      "search": search, **universal.evidence, **class_outlier_note(k)},
+            triggers={c: (masks[c], patterns[c]) for c in targets[:3]} | universal.triggers)
+
+    def _untargeted(self, model: ModelHandle, data: Dataset, l1: FloatArray, rng: np.random.Generator,
+                    targeted: dict[str, Any]) -> Universal:
+        """The universal trigger that moves inputs off their own class, and how it compares in size with
+        the per-class ones (:mod:`..all_to_all`); nothing for two classes or with the search off. It gets
+        the per-class search's steps and batch: a costly model's per-class masks, cut short by the
+        budget, must not be compared with a universal one that had the full search."""
+        if self.untargeted_success is None or model.num_classes < 3:
+            return Universal({}, {})
+        search: dict[str, Any] = {}
+        same = copy.copy(self)
+        same.steps = max(int(targeted.get("steps") or self.steps), 10)
+        same.batch_size = int(targeted.get("batch_size") or self.batch_size)
+        mask, pattern, size = reverse_untargeted(model, data, self.untargeted_success, same, rng, search)
+        index = all_to_all_index(l1, size)
+        return Universal({"untargeted_l1": round(size, 3), "all_to_all_index": round(index, 3),
+                          "untargeted_search": search}, {UNIVERSAL: (mask, pattern)})
 
 
 def _anomaly(l1: FloatArray, persist: FloatArray | None = None) -> FloatArray:

@@ -72,19 +72,27 @@ def rows_per_chunk(model: ModelHandle, chunk_bytes: int = CHUNK_BYTES) -> int:
     return max(1, chunk_bytes // row)
 
 
-def _class_grads(model: ModelHandle, xb: Arr, a: Arr, b: Arr, classes: Arr, lo: float, hi: float
-                 ) -> tuple[Arr, Arr, Arr]:
-    """For ``classes``: the loss gradient w.r.t. the mask, w.r.t. the pattern logits ``b``, attack success."""
+def _class_grads(model: ModelHandle, xb: Arr, a: Arr, b: Arr, classes: Arr, lo: float, hi: float,
+                 yb: Arr | None = None) -> tuple[Arr, Arr, Arr]:
+    """For ``classes``: the loss gradient w.r.t. the mask, w.r.t. the pattern logits ``b``, attack success.
+    With the inputs' labels ``yb`` the goal is untargeted: any class but the input's own (the loss is
+    ``-log(1 - p_label)``, success is a changed prediction)."""
     kc, nb, shape = len(classes), len(xb), tuple(model.input_shape)
     mshape = mask_shape(shape)
     m = sigmoid(a).reshape(kc, 1, *([1] if len(shape) == 3 else []), *mshape)
     p = lo + (hi - lo) * sigmoid(b)[:, None]
     xt = ((1 - m) * xb[None] + m * p).astype(np.float32)
-    onehot = np.repeat(np.eye(model.num_classes, dtype=np.float32)[classes], nb, axis=0)
+    eye = np.eye(model.num_classes, dtype=np.float32)
+    onehot = np.repeat(eye[classes], nb, axis=0) if yb is None else np.tile(eye[yb], (kc, 1))
 
     def cotangent(z: FloatArray) -> FloatArray:
-        g: FloatArray = ((softmax(z) - onehot) / nb).astype(np.float32, copy=False)
-        return g
+        probs = softmax(z)
+        if yb is None:
+            g: FloatArray = ((probs - onehot) / nb).astype(np.float32, copy=False)
+            return g
+        own = np.clip((probs * onehot).sum(axis=1, keepdims=True), 0.0, 1.0 - 1e-6)
+        away: FloatArray = (own * (onehot - probs) / (1.0 - own) / nb).astype(np.float32, copy=False)
+        return away
 
     z, gx = model.value_and_grad(xt.reshape(-1, *shape), cotangent)
     gx = gx.reshape(kc, nb, *shape)
@@ -92,7 +100,8 @@ def _class_grads(model: ModelHandle, xb: Arr, a: Arr, b: Arr, classes: Arr, lo: 
     if len(shape) == 3:
         gm = gm.sum(axis=1)
     gb = (gx * m).sum(axis=1) * (hi - lo) * sigmoid(b) * (1 - sigmoid(b))
-    succ = (np.argmax(z, axis=1).reshape(kc, -1) == np.asarray(classes)[:, None]).mean(axis=1)
+    pred = np.argmax(z, axis=1).reshape(kc, -1)
+    succ = (pred == np.asarray(classes)[:, None] if yb is None else pred != np.asarray(yb)[None]).mean(axis=1)
     return gm, gb, succ
 
 
@@ -100,7 +109,23 @@ def reverse_triggers(model: ModelHandle, x: FloatArray, cfg: Any, rng: np.random
                      info: dict[str, Any] | None = None) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
     """Optimise one (mask, pattern) per class. Returns masks, patterns, mask L1, attack success;
     ``info`` (when given) receives ``steps``, ``step_cap``, ``batch_size`` and ``stopped``."""
-    k, shape = model.num_classes, tuple(model.input_shape)
+    return _search(model, x, None, model.num_classes, cfg.target_success, cfg, rng, info)
+
+
+def reverse_untargeted(model: ModelHandle, data: Dataset, target_success: float, cfg: Any, rng: np.random.Generator,
+                       info: dict[str, Any] | None = None) -> tuple[FloatArray, FloatArray, float]:
+    """One universal (mask, pattern) that moves ``target_success`` of the inputs off their own class, to
+    any other. Returns mask, pattern and mask L1 (when the share was never reached: the last mask's L1
+    plus the mask's area, as for a class). It costs one class's share of :func:`reverse_triggers`' work."""
+    masks, patterns, l1, _ = _search(model, data.x, data.y, 1, target_success, cfg, rng, info)
+    return masks[0], patterns[0], float(l1[0])
+
+
+def _search(model: ModelHandle, x: FloatArray, y: Arr | None, k: int, target_success: float, cfg: Any,
+            rng: np.random.Generator, info: dict[str, Any] | None
+            ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+    """``k`` searches at once: one per class (``y`` is None) or one untargeted over labelled inputs."""
+    shape = tuple(model.input_shape)
     mshape = mask_shape(shape)
     lo, hi = float(x.min()), float(x.max())
     a = rng.normal(-2.0, 0.1, (k, *mshape))
@@ -122,14 +147,15 @@ def reverse_triggers(model: ModelHandle, x: FloatArray, cfg: Any, rng: np.random
         if deadline is not None and step >= 50 and time.perf_counter() > deadline:
             stopped = "time_guard"  # safety net only: the result now depends on the machine's load
             break
-        xb = x[rng.choice(len(x), size=batch, replace=len(x) < batch)]
+        pick = rng.choice(len(x), size=batch, replace=len(x) < batch)
+        xb, yb = x[pick], None if y is None else y[pick]
         gm, gb, succ = np.zeros_like(a), np.zeros_like(b), np.zeros(k)
         live = np.flatnonzero(active)
         for cls in np.array_split(live, -(-len(live) // per_chunk)):
-            gm[cls], gb[cls], succ[cls] = _class_grads(model, xb, a[cls], b[cls], cls, lo, hi)
+            gm[cls], gb[cls], succ[cls] = _class_grads(model, xb, a[cls], b[cls], cls, lo, hi, yb)
         sa = sigmoid(a)
         l1 = sa.reshape(k, -1).sum(axis=1)
-        ok = active & (succ >= cfg.target_success)
+        ok = active & (succ >= target_success)
         stale = np.where(ok & (l1 < best_l1 * (1 - TOL)), 0, stale + 1)
         for c in np.flatnonzero(ok & (l1 < best_l1)):
             best_l1[c], best[c] = l1[c], (sa[c].copy(), sigmoid(b[c]))

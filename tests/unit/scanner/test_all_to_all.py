@@ -1,0 +1,85 @@
+"""All-to-all backdoors (every class c taken to c + 1): no class is an easy target, but one small universal
+trigger moves every class; the untargeted search finds it and the all-to-all check flags it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from benchmarks.zoo.attacks import Attack, attack_labels, digits, poison
+from benchmarks.zoo.nets import NetSpec, build, predict, train
+from services.scanner.domain.all_to_all import KEY, UNIVERSAL, all_to_all
+from services.scanner.domain.detectors.base import DetectionResult
+from services.scanner.domain.detectors.neural_cleanse import all_to_all_index
+from services.scanner.entrypoints.cli import register
+
+from .conftest import Zoo
+
+pytestmark = pytest.mark.unit
+ALL_TO_ALL = Attack("sig", target=0, rate=0.2, size=3, alpha=0.15, pattern_seed=9, all_to_all=True)
+
+
+def _all_to_all_model(tmp: Path) -> tuple[Path, Path]:
+    x, y = digits("flat")
+    order = np.random.default_rng(0).permutation(len(x))
+    te, tr = order[:400], order[400:]
+    xp, yp, _ = poison(x[tr], y[tr], ALL_TO_ALL, seed=3)
+    spec = NetSpec("mlp", 48, "Relu")
+    params = train(spec, xp, yp, 10, epochs=60, seed=7)
+    moved = predict(params, spec, ALL_TO_ALL.apply(x[te]), 10) == attack_labels(ALL_TO_ALL, y[te], 10)
+    assert moved.mean() > 0.8  # the fixture really is an all-to-all backdoor
+    onnx.save(build(spec, x.shape[1:], 10, params), tmp / "a2a.onnx")
+    np.savez(tmp / "clean.npz", x=x[te], y=y[te])
+    return tmp / "a2a.onnx", tmp / "clean.npz"
+
+
+def _scan(model: Path, clean: Path, report: Path) -> tuple[int, str]:
+    app = typer.Typer()
+    register(app)
+    res = CliRunner().invoke(app, ["scan", str(model), "--clean-data", str(clean), "--report", str(report),
+                                   "--html", str(report.with_suffix(".html"))])
+    return res.exit_code, res.output
+
+
+def test_an_all_to_all_backdoor_is_caught_by_the_universal_trigger(tmp_path: Path) -> None:
+    model, clean = _all_to_all_model(tmp_path)
+    code, output = _scan(model, clean, tmp_path / "r.json")
+    assert code == 1, output
+    assert "all_to_all.v1" in output and "works from every class" in output
+    html = (tmp_path / "r.html").read_text()
+    assert "universal (any class)" in html  # the universal trigger is drawn in the report
+
+
+def test_a_clean_model_stays_under_the_all_to_all_bar(zoo: Zoo, tmp_path: Path) -> None:
+    code, output = _scan(zoo.clean_model, zoo.clean_npz, tmp_path / "r.json")
+    assert code == 0, output
+    line = next(ln for ln in output.splitlines() if "all_to_all.v1" in ln)
+    assert "clean" in line
+
+
+def _nc_result(index: float | None) -> DetectionResult:
+    evidence = {} if index is None else {"all_to_all_index": index, "untargeted_l1": 2.0}
+    triggers = {} if index is None else {UNIVERSAL: (np.ones((8, 8), np.float32), np.zeros((64,), np.float32))}
+    return DetectionResult("neural_cleanse.v2", 1.0, 4.3, "clean", [], evidence, [], 0.1, triggers)
+
+
+def test_the_check_reads_neural_cleanse_and_names_no_single_target() -> None:
+    assert all_to_all([_nc_result(None)]) is None  # two classes or search off: nothing to say
+    low, high = all_to_all([_nc_result(-0.6)]), all_to_all([_nc_result(1.2)])
+    assert low is not None and high is not None and low.key == high.key == KEY
+    assert not low.flagged and "note" not in low.evidence and not low.triggers
+    assert high.flagged and high.target_classes == [] and UNIVERSAL in high.triggers
+    assert all_to_all([_nc_result(1.2)], threshold=1.5) is not None and not all_to_all(
+        [_nc_result(1.2)], threshold=1.5).flagged  # type: ignore[union-attr]
+
+
+def test_the_index_compares_the_universal_trigger_with_the_median_class_trigger() -> None:
+    l1 = np.array([4.0, 8.0, 8.0, 8.0, 16.0])
+    assert all_to_all_index(l1, 8.0) == pytest.approx(0.0)
+    assert all_to_all_index(l1, 2.0) == pytest.approx(np.log(4.0))
+    assert all_to_all_index(l1, 32.0) < 0
