@@ -166,7 +166,8 @@ def _with_agreement(models: list[dict[str, Any]], raw: dict[str, list[dict[str, 
 
 def _all_to_all_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The scanner's all-to-all check of cached result rows (read off Neural Cleanse's), as a cached row."""
-    found = all_to_all([_result(r, r["threshold"]) for r in rows if r["key"] == NC])
+    found = all_to_all([DetectionResult(r["key"], r["score"], r["threshold"], r["verdict"], r["target_classes"],
+                                        r["evidence"], [], r["seconds"]) for r in rows if r["key"] == NC])
     return None if found is None else {**found.to_dict(), "full_targets": []}
 
 
@@ -362,8 +363,9 @@ def main(argv: list[str] | None = None) -> None:
     raw = _run_zoos(models, args.fresh, args.seed, args.nes)
     _with_agreement(models, raw)
     _table(models, raw, calibrated=False)
-    _ledger_pairs(models, raw)
-    _table(models, raw, calibrated=True)
+    if any(not e["backdoored"] for e in models):  # calibration needs clean models (an all-backdoored zoo has none)
+        _ledger_pairs(models, raw)
+        _table(models, raw, calibrated=True)
     if not args.skip_data:
         _scan_data(models, args.seed)
     _timings(models, raw)
