@@ -93,7 +93,7 @@ class NeuralCleanse(Detector):
                  target_success: float = 0.95, max_samples: int = 200,
                  budget_macs: float | None = 1.8e11, patience: int | None = None,
                  max_seconds: float | None = 600.0, baseline_l1: Sequence[float] | None = None,
-                 persistence_alpha: float = 0.5, untargeted_success: float | None = 0.9,
+                 persistence_alpha: float = 0.5, untargeted: bool = True,
                  threshold: float | None = None, seed: int = 0) -> None:
         super().__init__(threshold=threshold, seed=seed)
         self._require("steps", steps, isinstance(steps, int) and steps >= 10, "need an int >= 10")
@@ -111,9 +111,8 @@ class NeuralCleanse(Detector):
         self.target_success, self.max_samples, self.baseline_l1 = target_success, max_samples, baseline_l1
         self._require("persistence_alpha", persistence_alpha, 0 <= persistence_alpha < 1, "0 turns the cue off")
         self.max_seconds, self.persistence_alpha = max_seconds, persistence_alpha
-        self._require("untargeted_success", untargeted_success,
-                      untargeted_success is None or 0 < untargeted_success <= 1, "None turns the search off")
-        self.untargeted_success = untargeted_success
+        self._require("untargeted", untargeted, isinstance(untargeted, bool), "True or False")
+        self.untargeted = untargeted
         self.budget_macs, self.patience = budget_macs, patience
 
     def _score(self, model: ModelHandle, data: Dataset, rng: np.random.Generator) -> Finding:
@@ -157,15 +156,22 @@ class NeuralCleanse(Detector):
         the per-class ones (:mod:`..all_to_all`); nothing for two classes or with the search off. It gets
         the per-class search's steps and batch: a costly model's per-class masks, cut short by the
         budget, must not be compared with a universal one that had the full search."""
-        if self.untargeted_success is None or model.num_classes < 3:
+        if not self.untargeted or model.num_classes < 3:
             return Universal({}, {})
         search: dict[str, Any] = {}
         same = copy.copy(self)
         same.steps = max(int(targeted.get("steps") or self.steps), 10)
         same.batch_size = int(targeted.get("batch_size") or self.batch_size)
-        mask, pattern, size = reverse_untargeted(model, data, self.untargeted_success, same, rng, search)
+        # "its own class" is the one the model gives the input: inputs it already gets wrong must not
+        # count as moved (a weak model would look all-to-all). The share to move is what a push towards
+        # any one class can at best reach (all but that class's own inputs): with many classes a plain
+        # push to the easiest class would do otherwise, and the index would rise with the class count
+        own = Dataset(data.x, np.argmax(model.predict(data.x), axis=1).astype(np.int64))
+        share = 1.0 - float(np.bincount(own.y, minlength=model.num_classes).max()) / len(own)
+        mask, pattern, size = reverse_untargeted(model, own, share, same, rng, search)
         index = all_to_all_index(l1, size)
-        return Universal({"untargeted_l1": round(size, 3), "all_to_all_index": round(index, 3),
+        return Universal({"untargeted_l1": round(size, 3), "untargeted_share": round(share, 3),
+                          "all_to_all_index": round(index, 3),
                           "untargeted_search": search}, {UNIVERSAL: (mask, pattern)})
 
 
