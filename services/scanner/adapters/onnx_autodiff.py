@@ -51,10 +51,14 @@ _CONSTANT_KINDS: dict[str, Any] = {"value_float": np.float32, "value_floats": np
                                    "value_ints": np.int64, "value_string": None, "value_strings": None}
 
 
+_FLOAT32_OR_NARROWER = (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16)
+
+
 def _constant_value(attrs: dict[str, Any]) -> Arr:
-    """The tensor of a Constant node, whichever of its value attributes carries it."""
+    """The tensor of a Constant node, whichever of its value attributes carries it (half precision widened)."""
     if "value" in attrs:
-        return np.asarray(attrs["value"])
+        value = np.asarray(attrs["value"])
+        return value.astype(np.float32) if value.dtype == np.float16 else value
     for key, dtype in _CONSTANT_KINDS.items():
         if key in attrs:
             return np.asarray(attrs[key], dtype=dtype)
@@ -97,9 +101,10 @@ class GraphTape:
     def __init__(self, model: onnx.ModelProto, output: str | None = None, strip_softmax: bool = True,
                  fixed_weights: bool = False, strip_sigmoid: bool = False) -> None:
         g = model.graph
+        # half-precision weights are widened: the tape computes in float32 (onnxruntime keeps the model's own)
         self.params: dict[str, Arr] = {
             t.name: numpy_helper.to_array(t).astype(np.float32)
-            if t.data_type == onnx.TensorProto.FLOAT else numpy_helper.to_array(t) for t in g.initializer
+            if t.data_type in _FLOAT32_OR_NARROWER else numpy_helper.to_array(t) for t in g.initializer
         }
         self.output = output or g.output[0].name
         needed, kept = {self.output}, []

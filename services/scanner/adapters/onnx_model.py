@@ -26,7 +26,10 @@ _LAYER_OPS = {"Relu", "LeakyRelu", "Tanh", "Sigmoid", "Flatten", "MaxPool", "Ave
               "GlobalAveragePool", "Clip", "Conv", "BatchNormalization", "Gemm"}
 
 
-_FLOAT_TYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32, "tensor(double)": np.float64}
+_FLOAT_TYPES: dict[str, type[np.floating[Any]]] = {"tensor(float)": np.float32, "tensor(double)": np.float64,
+                                                   "tensor(float16)": np.float16}
+_ELEM = {np.float16: onnx.TensorProto.FLOAT16, np.float32: onnx.TensorProto.FLOAT, np.float64: onnx.TensorProto.DOUBLE}
+HALF_TOLERANCE = 2e-2  # relative: a float32 tape against onnxruntime running float16 (11-bit mantissa, layers)
 
 
 class ModelError(ValueError):
@@ -79,7 +82,7 @@ class TapeMismatch(ValueError):
     """The numpy tape runs the graph differently from onnxruntime (or not at all)."""
 
 
-def _checked_tape(tape: GraphTape, run: Callable[[Arr], Arr], shape: tuple[int, ...]) -> GraphTape:
+def _checked_tape(tape: GraphTape, run: Callable[[Arr], Arr], shape: tuple[int, ...], rtol: float = 1e-3) -> GraphTape:
     """``tape`` if its forward pass agrees with onnxruntime on a random probe; an op the tape knows by
     name but computes differently (an unusual attribute, a shape it does not handle) must not give
     wrong gradients silently: the caller falls back to the gradient-free estimate."""
@@ -95,7 +98,7 @@ def _checked_tape(tape: GraphTape, run: Callable[[Arr], Arr], shape: tuple[int, 
         got = 1.0 / (1.0 + np.exp(-got))
     want = np.asarray(run(x), dtype=np.float64)
     scale = max(1.0, float(np.abs(want).max())) if want.size else 1.0
-    if got.shape != want.shape or not np.allclose(got, want, rtol=1e-3, atol=1e-4 * scale):
+    if got.shape != want.shape or not np.allclose(got, want, rtol=rtol, atol=0.1 * rtol * scale):
         raise TapeMismatch("tape output differs from onnxruntime on a probe input")
     return tape
 
@@ -142,7 +145,8 @@ class OnnxModel:
         self.gradient_note = "exact: numpy tape checked against onnxruntime"
         try:
             self.tape = _checked_tape(GraphTape(model, self.output_name, fixed_weights=True,
-                                                strip_sigmoid=self.sigmoid_output), self._run, self.input_shape)
+                                                strip_sigmoid=self.sigmoid_output), self._run, self.input_shape,
+                                      rtol=HALF_TOLERANCE if self.input_dtype == np.float16 else 1e-3)
         except (UnsupportedGraph, TapeMismatch) as exc:
             self.gradient_note = f"estimated (NES): {exc}"
         self.exact_gradients = self.tape is not None
@@ -207,9 +211,10 @@ class OnnxModel:
             m = onnx.ModelProto()
             m.CopyFrom(self.model)
             known = {o.name for o in m.graph.output}
-            elem = onnx.TensorProto.DOUBLE if self.input_dtype == np.float64 else onnx.TensorProto.FLOAT
+            types = _inferred_types(m)  # a layer's own element type (a cast inside the graph may change it)
             for name in self.layers():
                 if name not in known:
+                    elem = types.get(name, _ELEM[self.input_dtype])
                     m.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
             self._act_session = _session(m)
         session, dtype = self._act_session, self.input_dtype
@@ -258,12 +263,22 @@ def open_model(path: Path, output: str | None = None, sample_shape: tuple[int, .
     return OnnxModel(load_onnx(path), output, sample_shape=sample_shape)
 
 
+def _inferred_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every intermediate tensor ONNX shape inference can type (none when it fails)."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model)
+    except Exception:  # inference is best effort here: the caller falls back to the input's type
+        return {}
+    return {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info if v.type.tensor_type.elem_type}
+
+
 def _with_free_batch(model: onnx.ModelProto, hint: tuple[int, ...] | None) -> onnx.ModelProto:
     """``model`` with its batch dim of 1 freed (see :mod:`onnx_batch`), or a clear refusal."""
     source = next(i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
     dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in source.type.tensor_type.shape.dim]
     shape = _sample_shape(source.name, dims[1:], hint)
-    dtype = np.float64 if source.type.tensor_type.elem_type == onnx.TensorProto.DOUBLE else np.float32
+    dtype = {onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16}.get(
+        source.type.tensor_type.elem_type, np.float32)
 
     def run(m: onnx.ModelProto, x: Arr) -> Arr:
         outs = _session(m).run(None, {source.name: x.astype(dtype)})

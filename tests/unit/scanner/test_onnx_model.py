@@ -162,3 +162,27 @@ def test_a_batch_of_one_the_graph_depends_on_is_refused_clearly(zoo: Zoo, tmp_pa
     path = _batch_of_one(zoo.backdoored_model, tmp_path / "b1.onnx", [64, 1])  # batch folded into features
     with pytest.raises(ModelError, match="export it with a dynamic batch axis"):
         open_model(path)
+
+
+def _half(path: Path, out: Path) -> Path:
+    """``path`` in float16 throughout (weights, input, outputs), as exported for half-precision serving."""
+    model = onnx.load(str(path))
+    for t in model.graph.initializer:
+        if t.data_type == TensorProto.FLOAT:
+            t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(t).astype(np.float16), t.name))
+    for v in [*model.graph.input, *model.graph.output]:
+        if v.type.tensor_type.elem_type == TensorProto.FLOAT:
+            v.type.tensor_type.elem_type = TensorProto.FLOAT16
+    onnx.save(model, out)
+    return out
+
+
+def test_a_float16_model_is_scanned_with_exact_gradients_and_the_same_verdict(zoo: Zoo, tmp_path: Path) -> None:
+    handle = open_model(_half(zoo.backdoored_model, tmp_path / "half.onnx"))
+    full = open_model(zoo.backdoored_model)
+    data = load_npz(zoo.clean_npz)
+    assert handle.exact_gradients and handle.input_dtype == np.float16
+    assert np.allclose(handle.predict(data.x), full.predict(data.x), atol=2e-2)
+    assert handle.activations(data.x[:5], handle.layers()[-1]).shape[0] == 5
+    verdict = scan_model(handle, data)
+    assert verdict.backdoor_detected and verdict.target_classes == [ATTACK.target]
