@@ -90,7 +90,7 @@ def scan(
                            "sizes shrank against it joins the per-class agreement")] = None,
     triggers: Annotated[Path | None, typer.Option(
         "--triggers", help="write the target classes' reversed triggers (.npz, mask_<c>/pattern_<c> in the "
-                           "model's input layout) for the telemetry client and remediation")] = None,
+                           "model's input layout) for the telemetry client's trigger library")] = None,
     layout: Annotated[str, typer.Option("--layout", help=_LAYOUT_HELP)] = "auto",
 ) -> None:
     """Scan a model for backdoors. Exit 0 clean, 1 backdoor detected, 2 error."""
