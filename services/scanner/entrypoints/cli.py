@@ -25,6 +25,7 @@ from services.scanner.adapters.reports import (
     write_triggers,
 )
 from services.scanner.domain.policy import Verdict
+from services.scanner.domain.progress import listening
 from services.scanner.service_layer.scan import ScanConfig, scan_data_file, scan_model_file
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -33,7 +34,8 @@ _ERRORS = (ModelError, DataError, ValueError, KeyError, OSError)
 
 @contextmanager
 def _progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
-    """Rich progress on stderr; plain lines when there is no TTY (CI=true, pipes)."""
+    """Rich progress on stderr, one bar for the detectors and one for the steps of the current one (a
+    trigger search on a large model runs for minutes); plain lines when there is no TTY (CI=true, pipes)."""
     console = Console(stderr=True)
     live = console.is_terminal and not os.environ.get("CI")
     if not live:
@@ -42,11 +44,17 @@ def _progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console, transient=True) as bar:
         task = bar.add_task(label, total=1)
+        steps = bar.add_task("  steps", total=1, visible=False)
 
         def update(key: str, done: int, total: int) -> None:
             bar.update(task, description=f"{label}: {key}", completed=done, total=total)
+            bar.update(steps, visible=False)
 
-        yield update
+        def step(stage: str, done: int, total: int) -> None:
+            bar.update(steps, description=f"  {stage}", completed=done, total=total, visible=True)
+
+        with listening(step):
+            yield update
 
 
 def _config(detectors: str | None, seed: int, baseline: Path | None = None, layout: str = "auto") -> ScanConfig:

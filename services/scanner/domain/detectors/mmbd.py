@@ -36,6 +36,7 @@ import numpy as np
 from services.scanner.domain.detectors.base import Detector, Finding, register
 from services.scanner.domain.detectors.reversal import step_cap
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
+from services.scanner.domain.progress import report
 from services.scanner.domain.stats import Adam, class_outlier_note, robust_z, two_class_z
 
 MIN_STEPS = 50  # with ``budget_macs``: large models get fewer ascent steps, never fewer than this
@@ -92,11 +93,12 @@ def max_margins(model: ModelHandle, lo: float, hi: float, starts: int, steps: in
         g[rows, np.argmax(other, axis=1)] += 1.0
         return g
 
-    for _ in range(steps):
+    for step in range(steps):
         z, gx = model.value_and_grad(x, cotangent)
         other = z.copy()
         other[rows, cls] = -np.inf
         best = np.maximum(best, z[rows, cls] - other.max(axis=1))
         opt.step([gx])
         np.clip(x, lo, hi, out=x)
+        report("margin ascent", step + 1, steps)
     return best.reshape(k, starts).max(axis=1)  # type: ignore[no-any-return]

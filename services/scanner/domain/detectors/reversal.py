@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle, softmax
+from services.scanner.domain.progress import report
 from services.scanner.domain.stats import Adam, Arr, sigmoid
 
 CHUNK_BYTES = 64 * 2**20
@@ -165,6 +166,7 @@ def _search(model: ModelHandle, x: FloatArray, y: Arr | None, k: int, target_suc
         ga = (gm + cost.reshape(-1, *[1] * len(mshape))) * sa * (1 - sa) * active.reshape(-1, *[1] * len(mshape))
         opt.step([ga, gb])
         done = step + 1
+        report("trigger search" if y is None else "universal trigger", done, cap)
         if step + 1 >= 2 * patience:
             active &= ~(np.isfinite(best_l1) & (stale >= patience))
     if info is not None:
