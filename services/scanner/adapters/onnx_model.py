@@ -18,6 +18,12 @@ import onnxruntime as ort
 from services.scanner.adapters.onnx_autodiff import GraphTape, UnsupportedGraph
 from services.scanner.adapters.onnx_batch import fixed_batch_of_one, free_batch
 from services.scanner.adapters.onnx_cost import macs_per_sample
+from services.scanner.adapters.onnx_outputs import (
+    expose_zipmap_inputs,
+    inferred_types,
+    two_class_logits,
+    zipmap_sources,
+)
 
 Arr = np.ndarray[Any, Any]
 _LINEAR = {"Gemm", "MatMul"}
@@ -58,26 +64,6 @@ def load_onnx(path: Path) -> onnx.ModelProto:
     return model
 
 
-def _zipmap_sources(model: onnx.ModelProto) -> dict[str, str]:
-    """ZipMap output name -> its input, the float [N, classes] probabilities behind the sequence of maps."""
-    return {n.output[0]: n.input[0] for n in model.graph.node if n.op_type == "ZipMap" and n.input and n.output}
-
-
-def _expose_zipmap_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
-    """skl2onnx classifiers return probabilities as a ZipMap (a sequence of maps, not a tensor); on a
-    copy of the model, make the ZipMap's input a graph output, declared [N, number of class labels]."""
-    known = {o.name for o in model.graph.output}
-    zips = {n.input[0]: n for n in model.graph.node if n.op_type == "ZipMap" and n.input and n.input[0] not in known}
-    if not zips:
-        return model
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    for name, n in zips.items():
-        labels = next((len(a.ints) or len(a.strings) for a in n.attribute if a.name.startswith("classlabels")), 0)
-        m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", labels or None]))
-    return m
-
-
 class TapeMismatch(ValueError):
     """The numpy tape runs the graph differently from onnxruntime (or not at all)."""
 
@@ -114,7 +100,7 @@ class OnnxModel:
 
     def __init__(self, model: onnx.ModelProto, output: str | None = None, nes_samples: int = 16,
                  sample_shape: tuple[int, ...] | None = None) -> None:
-        self.model, self.nes_samples = _expose_zipmap_inputs(model), nes_samples
+        self.model, self.nes_samples = expose_zipmap_inputs(model), nes_samples
         self.notes: list[str] = []
         if fixed_batch_of_one(self.model):
             self.model = _with_free_batch(self.model, sample_shape)
@@ -161,7 +147,7 @@ class OnnxModel:
     def _pick_output(self, name: str | None) -> str:
         outs = self.session.get_outputs()
         if name is not None:
-            name = _zipmap_sources(self.model).get(name, name)  # a ZipMap output means its tensor input
+            name = zipmap_sources(self.model).get(name, name)  # a ZipMap output means its tensor input
             if name not in [o.name for o in outs]:
                 raise ModelError(f"output {name!r} not in model outputs {[o.name for o in outs]}")
             return name
@@ -180,7 +166,7 @@ class OnnxModel:
         out = np.concatenate([self._run(np.ascontiguousarray(x[i:i + 4096], np.float32))
                               for i in range(0, len(x), 4096)]) if len(x) else np.zeros((0, width), np.float32)
         if self.single_column:
-            return _two_class_logits(out, self.sigmoid_output)
+            return two_class_logits(out, self.sigmoid_output)
         return np.log(np.clip(out, 1e-12, 1.0)) if self.outputs_probabilities else out
 
     def predict(self, x: Arr) -> Arr:
@@ -211,7 +197,7 @@ class OnnxModel:
             m = onnx.ModelProto()
             m.CopyFrom(self.model)
             known = {o.name for o in m.graph.output}
-            types = _inferred_types(m)  # a layer's own element type (a cast inside the graph may change it)
+            types = inferred_types(m)  # a layer's own element type (a cast inside the graph may change it)
             for name in self.layers():
                 if name not in known:
                     elem = types.get(name, _ELEM[self.input_dtype])
@@ -231,7 +217,7 @@ class OnnxModel:
         if self.single_column:
             # the tape stops before a final Sigmoid (its input is the logit); else d z / d p = 1 / (p (1 - p))
             sigmoid = self.sigmoid_output and not self.tape.applied_sigmoid
-            z = _two_class_logits(out, sigmoid)
+            z = two_class_logits(out, sigmoid)
             seed = cotangent(z)[:, 1:]
             if sigmoid:
                 p = np.clip(out, 1e-6, 1.0 - 1e-6)
@@ -261,15 +247,6 @@ def open_model(path: Path, output: str | None = None, sample_shape: tuple[int, .
     """Load and wrap an ONNX classifier, with clear errors for anything unusable; ``sample_shape`` (the
     data's) fills input dims the graph leaves symbolic."""
     return OnnxModel(load_onnx(path), output, sample_shape=sample_shape)
-
-
-def _inferred_types(model: onnx.ModelProto) -> dict[str, int]:
-    """Element type of every intermediate tensor ONNX shape inference can type (none when it fails)."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # inference is best effort here: the caller falls back to the input's type
-        return {}
-    return {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info if v.type.tensor_type.elem_type}
 
 
 def _with_free_batch(model: onnx.ModelProto, hint: tuple[int, ...] | None) -> onnx.ModelProto:
@@ -309,10 +286,3 @@ def _sample_shape(name: str, dims: list[Any], hint: tuple[int, ...] | None) -> t
     return tuple(int(h) for h in hint)
 
 
-def _two_class_logits(out: Arr, sigmoid: bool) -> Arr:
-    """A single column (positive class logit, or its sigmoid) as two-class logits [0, z]."""
-    col = np.asarray(out, dtype=np.float64)[:, :1]
-    if sigmoid:
-        p = np.clip(col, 1e-6, 1.0 - 1e-6)
-        col = np.log(p) - np.log1p(-p)
-    return np.concatenate([np.zeros_like(col), col], axis=1).astype(np.float32)
