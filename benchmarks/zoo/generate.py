@@ -13,7 +13,9 @@ alarms on more models than the other zoos hold. The ``binary`` flavor holds two-
 pair of digits per model, each with its own ``<id>_clean.npz``), clean and backdoored; ``binary2`` the same
 with fresh seeds, to check the two-class scale measured on ``binary``. The ``alltoall`` flavor holds only
 all-to-all backdoors (a trigger takes every class c to c + 1) with the holdout kinds on the four digit
-architectures; its clean counterparts are the other zoos' clean models. The ``large`` flavor holds small
+architectures; its clean counterparts are the other zoos' clean models. The ``vit`` flavor holds small
+vision transformers (4 x 4 patches, one self-attention block with LayerNormalization and a GELU MLP) on
+16 x 16 digits, 6 clean and 6 backdoored with the holdout kinds, never tuned on. The ``large`` flavor holds small
 residual nets (BatchNormalization, residual Add, strided convolution, global average pooling) on
 3 x 32 x 32 colour digits, 8 clean and 8 backdoored with the holdout kinds: models about a hundred
 times costlier per sample than the digit CNNs, to check the scan's budget and its detection at scale.
@@ -71,7 +73,8 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
 
 
 SEED_BASE = {"holdout": 5000, "holdout2": 9000,  # holdout2: the same recipe, fresh models, for a last check
-             "tact": 13000, "clean": 17000, "binary": 21000, "binary2": 21100, "large": 25000, "alltoall": 29000}
+             "tact": 13000, "clean": 17000, "binary": 21000, "binary2": 21100, "large": 25000, "alltoall": 29000,
+             "vit": 33000}
 HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
 
 
@@ -100,6 +103,10 @@ def _holdout_attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
     size = int(rng.choice([2, 3]) if side == 8 else rng.choice([2, 3, 4]))
     row, col = (int(rng.integers(side - size + 1)) for _ in range(2))
     return Attack("patch", target, rate, size, row, col, seed)
+
+
+def _vit_spec(rng: np.random.Generator, arch: str, i: int) -> NetSpec:
+    return NetSpec(arch, int(rng.choice([16, 24, 32])), output=["logits", "probs", "both"][i % 3])
 
 
 def _large_spec(rng: np.random.Generator, arch: str, i: int) -> NetSpec:
@@ -147,7 +154,8 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
          holdout: str = "", n_backdoored: int = 0) -> dict[str, Any]:
     seed = (SEED_BASE.get(holdout, 5000) if holdout else 1000) + idx
     rng = np.random.default_rng(seed)
-    spec = (_large_spec if holdout == "large" else _holdout_spec if holdout else _spec)(rng, arch, idx)
+    spec = (_large_spec if holdout == "large" else _vit_spec if holdout == "vit" else _holdout_spec if holdout
+            else _spec)(rng, arch, idx)
     xtr, ytr, xte, yte = data[arch[:3]]
     entry: dict[str, Any] = {"id": f"{arch}_{'bd' if backdoored else 'clean'}_{idx:02d}", "arch": arch,
                              "spec": spec.__dict__, "backdoored": backdoored, "seed": seed}
@@ -163,7 +171,7 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
     else:
         entry["train_data"] = f"train_{arch[:3]}.npz"
     flat = arch.startswith("mlp")
-    epochs = (15 if flat else 4) if quick else (40 if flat else 20 if arch == "resnet" else 16)
+    epochs = (15 if flat else 4) if quick else (40 if flat or arch == "vit" else 20 if arch == "resnet" else 16)
     if attack is not None and attack.all_to_all and not quick:
         epochs = 60 if flat else 30  # K mappings to learn, not one
     params = train(spec, xtr, ytr, K, epochs=epochs, seed=entry["seed"], lr=3e-3)
@@ -230,6 +238,8 @@ def main(argv: list[str] | None = None) -> None:
     data = {"mlp": _split("flat"), "cnn": _split("img")}
     if args.flavor == "large":
         data = {"res": _split("rgb")}
+    elif args.flavor == "vit":
+        data = {"vit": _split("img")}
     for arch, (xtr, ytr, xte, yte) in data.items():
         np.savez(args.out / f"clean_{arch}.npz", x=xte, y=yte)
         np.savez(args.out / f"train_{arch}.npz", x=xtr, y=ytr, poison_idx=np.zeros(0, np.int64))
@@ -242,6 +252,8 @@ def main(argv: list[str] | None = None) -> None:
                 for bd in [False] * n_clean + [True] * n_bd]
     elif args.flavor == "large":
         plan = [("resnet", bd) for _ in range(2 if args.quick else 8) for bd in (False, True)]
+    elif args.flavor == "vit":
+        plan = [("vit", bd) for _ in range(2 if args.quick else 6) for bd in (False, True)]
     elif args.flavor == "alltoall":
         plan = [(arch, True) for arch, n_bd in (("mlp", 6), ("cnn", 6), ("mlp3", 3), ("cnn3", 3)) for _ in range(n_bd)]
     elif args.flavor == "clean":

@@ -18,7 +18,7 @@ Arr = np.ndarray[Any, Any]
 class NetSpec:
     """Architecture of one zoo model."""
 
-    arch: str  # "mlp", "mlp3" (flat [N,D]); "cnn", "cnn3" ([N,1,H,W]); "resnet" ([N,3,H,W])
+    arch: str  # "mlp", "mlp3" (flat [N,D]); "cnn", "cnn3", "vit" ([N,1,H,W]); "resnet" ([N,3,H,W])
     width: int = 32
     act: str = "Relu"
     pool: str = "MaxPool"
@@ -143,7 +143,52 @@ def _resnet(spec: NetSpec, hw: int, k: int, rng: np.random.Generator) -> tuple[l
     return nodes, p
 
 
-_MAKERS = {"mlp": _mlp, "cnn": _cnn, "mlp3": _mlp3, "cnn3": _cnn3, "resnet": _resnet}
+def _vit(spec: NetSpec, hw: int, k: int, rng: np.random.Generator) -> tuple[list[Any], dict[str, Arr]]:
+    """A small vision transformer on [1, H, W]: 4 x 4 patches embedded by a strided convolution, learned
+    position embeddings, one pre-norm block (single-head self-attention, then a GELU MLP, each with a
+    residual connection), mean pooling over the tokens, a final LayerNormalization and one Gemm."""
+    d, patch = spec.width, 4
+    tokens = (hw // patch) ** 2
+    p: dict[str, Arr] = {"E": _init(rng, (d, 1, patch, patch), patch * patch), "e": np.zeros(d, np.float32),
+                         "P": (0.02 * rng.standard_normal((tokens, d))).astype(np.float32)}
+    shapes = {"Q": (d, d), "K": (d, d), "V": (d, d), "O": (d, d), "M1": (d, 2 * d), "M2": (2 * d, d)}
+    for name, (a, b) in shapes.items():
+        p[name] = _init(rng, (a, b), a)
+    p.update({"m1": np.zeros(2 * d, np.float32), "m2": np.zeros(d, np.float32),
+              **{f"ln{i}_{q}": (np.ones if q == "s" else np.zeros)(d, np.float32) for i in (1, 2, 3) for q in "sb"},
+              "W": _init(rng, (k, d), d), "b": np.zeros(k, np.float32)})
+
+    def node(op: str, ins: list[str], out: str, **kw: Any) -> str:
+        nodes.append(helper.make_node(op, ins, [out], **kw))
+        return out
+
+    nodes: list[Any] = []
+    constants: dict[str, Arr] = {
+        "shape": np.array([0, d, tokens], np.int64), "scale": np.array(d ** -0.5, np.float32),
+        "half": np.array(0.5, np.float32), "one": np.array(1.0, np.float32),
+        "root2": np.array(np.sqrt(2.0), np.float32)}
+    for name, value in constants.items():  # graph constants, not trained parameters
+        node("Constant", [], name, value=numpy_helper.from_array(value, name))
+    x = node("Conv", ["input", "E", "e"], "patches", strides=[patch, patch])
+    x = node("Transpose", [node("Reshape", [x, "shape"], "flat")], "tok", perm=[0, 2, 1])
+    x = node("Add", [x, "P"], "tok_p")
+    h = node("LayerNormalization", [x, "ln1_s", "ln1_b"], "ln1", axis=-1)
+    q, key, v = (node("MatMul", [h, w], w.lower()) for w in "QKV")
+    scores = node("Mul", [node("MatMul", [q, node("Transpose", [key], "kt", perm=[0, 2, 1])], "qk"), "scale"], "s")
+    att = node("MatMul", [node("Softmax", [scores], "attn", axis=-1), v], "av")
+    x = node("Add", [x, node("MatMul", [att, "O"], "o")], "r1")
+    h = node("Add", [node("MatMul", [node("LayerNormalization", [x, "ln2_s", "ln2_b"], "ln2", axis=-1), "M1"],
+                          "h1"), "m1"], "h1b")
+    gelu = node("Mul", [node("Mul", [h, "half"], "hh"),
+                        node("Add", [node("Erf", [node("Div", [h, "root2"], "hs")], "he"), "one"], "he1")], "g1")
+    x = node("Add", [x, node("Add", [node("MatMul", [gelu, "M2"], "h2"), "m2"], "h2b")], "r2")
+    pooled = node("ReduceMean", [x], "pool", axes=[1], keepdims=0)
+    node("LayerNormalization", [pooled, "ln3_s", "ln3_b"], "penultimate", axis=-1)
+    node("Gemm", ["penultimate", "W", "b"], "logits", transB=1)
+    return nodes, p
+
+
+_MAKERS = {"mlp": _mlp, "cnn": _cnn, "mlp3": _mlp3, "cnn3": _cnn3, "resnet": _resnet, "vit": _vit}
 
 
 def build(spec: NetSpec, input_shape: tuple[int, ...], k: int, params: dict[str, Arr] | None = None,
