@@ -186,3 +186,22 @@ def test_a_float16_model_is_scanned_with_exact_gradients_and_the_same_verdict(zo
     assert handle.activations(data.x[:5], handle.layers()[-1]).shape[0] == 5
     verdict = scan_model(handle, data)
     assert verdict.backdoor_detected and verdict.target_classes == [ATTACK.target]
+
+
+def test_a_vision_transformer_gets_exact_gradients(tmp_path: Path) -> None:
+    # self-attention (MatMul, Transpose, Softmax), LayerNormalization and an Erf GELU, as exported transformers
+    from benchmarks.zoo.nets import NetSpec, build
+
+    onnx.save(build(NetSpec("vit", 16), (1, 16, 16), 10, seed=3), tmp_path / "vit.onnx")
+    handle = open_model(tmp_path / "vit.onnx")
+    assert handle.exact_gradients, handle.gradient_note
+    x = np.random.default_rng(0).random((4, 1, 16, 16)).astype(np.float32)
+
+    def towards_3(z: np.ndarray) -> np.ndarray:
+        return (np.exp(z) / np.exp(z).sum(axis=1, keepdims=True) - np.eye(10, dtype=np.float32)[3]).astype(np.float32)
+
+    _, g = handle.value_and_grad(x, towards_3)
+    eps, probe = 1e-2, np.zeros_like(x)
+    probe[0, 0, 5, 7] = eps
+    loss = [float(-np.log(handle.predict(x + s * probe)[0, 3])) for s in (1, -1)]
+    assert g[0, 0, 5, 7] == pytest.approx((loss[0] - loss[1]) / (2 * eps), rel=0.05, abs=1e-4)
