@@ -25,8 +25,11 @@ and the result does not depend on the machine's load. The budget is four times w
 convolutions ran on numpy; onnxruntime runs them 4-8 times faster (:mod:`...adapters.onnx_fixed_kernels`).
 
 Known limits: needs gradients (exact or estimated); margins of models trained with strong label
-smoothing or logit clipping are compressed; several target classes (all-to-all) blur the null;
-``data`` is only used for the input range, so out-of-range triggers are not searched.
+smoothing or logit clipping are compressed; so are the margins of a head behind a final LayerNormalization
+(transformers: the features it reads have a fixed norm, so every class's largest margin is bounded by its
+weights alone): on the ``vit`` zoo MM-BD scored at most 1.1 on backdoored and clean models alike; several
+target classes (all-to-all) blur the null; ``data`` is only used for the input range, so out-of-range
+triggers are not searched.
 """
 
 from __future__ import annotations
