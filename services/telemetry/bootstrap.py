@@ -6,10 +6,11 @@ from services.telemetry.adapters.memory_state import InMemoryStore
 from services.telemetry.config import TelemetrySettings
 from services.telemetry.service_layer.idle import IdleTracker
 from services.telemetry.service_layer.monitor import WindowConfig
+from services.telemetry.service_layer.rekey import Rekey
 from services.telemetry.service_layer.service import StateStore, TelemetryService
 from shared.messaging.publisher import Publisher
 
-__all__ = ["InMemoryStore", "StateStore", "TelemetryService", "bootstrap", "window_config"]
+__all__ = ["InMemoryStore", "Rekey", "StateStore", "TelemetryService", "bootstrap", "window_config"]
 
 
 def window_config(settings: TelemetrySettings) -> WindowConfig:
@@ -19,8 +20,10 @@ def window_config(settings: TelemetrySettings) -> WindowConfig:
                         pattern_capacity=settings.pattern_capacity, max_open_windows=settings.max_open_windows)
 
 
-def bootstrap(settings: TelemetrySettings, publisher: Publisher,
-              states: StateStore | None = None, baselines: StateStore | None = None) -> TelemetryService:
+def bootstrap(settings: TelemetrySettings, publisher: Publisher, states: StateStore | None = None,
+              baselines: StateStore | None = None, rekey: Rekey | None = None) -> TelemetryService:
+    """``rekey``: where batches off their model's home partition are forwarded (a worker of a group);
+    None windows every batch where it arrives (one worker)."""
     return TelemetryService(window_config(settings), InMemoryStore() if states is None else states,
                             InMemoryStore() if baselines is None else baselines, publisher,
-                            idle=IdleTracker(settings.idle_close_after_s))
+                            idle=IdleTracker(settings.idle_close_after_s), rekey=rekey)

@@ -11,10 +11,13 @@ from shared.contracts.validation import encode_record
 
 @dataclass(frozen=True)
 class OutgoingMessage:
+    """``partition`` None: the producer's partitioner picks it from the key."""
+
     topic: str
     value: bytes
     key: str | None = None
     headers: Headers = field(default_factory=list)
+    partition: int | None = None
 
 
 def build_message(record: WireRecord, *, source: str, correlation_id: str | None = None,

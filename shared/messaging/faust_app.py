@@ -9,6 +9,7 @@ import faust
 
 from shared.contracts.validation import decode_record
 from shared.messaging.delivery import RawEvent, deliver, deliver_group
+from shared.messaging.rekey import deliver_copies
 from shared.settings import ServiceSettings
 
 
@@ -60,7 +61,8 @@ class FaustPublisher:
             if topic is None:
                 topic = self._topics[message.topic] = raw_topic(self.app, message.topic)
             deliveries.append(await topic.send(key=message.key.encode() if message.key is not None else None,
-                                               value=message.value, headers=list(message.headers)))
+                                               value=message.value, headers=list(message.headers),
+                                               partition=message.partition))
         await asyncio.gather(*deliveries)
 
 
@@ -85,17 +87,27 @@ def register_agent(app: faust.App, *, topic: str, name: str, handle: Any, publis
 
 
 def register_group_agent(app: faust.App, *, topic: str, name: str, handle: Any, publisher: Any, decode: Any,
-                         max_events: int = 64, within_s: float = 0.02) -> Any:
+                         max_events: int = 64, within_s: float = 0.02, copies_of: str | None = None,
+                         partitions: int | None = None) -> Any:
     """Like :func:`register_agent`, but the handler gets up to ``max_events`` messages at a time (whatever
     arrived within ``within_s``), so per-update costs are paid once per group under load. Offsets are
-    acknowledged after the group's handler returns."""
-    source = raw_topic(app, topic)
+    acknowledged after the group's handler returns.
+
+    ``copies_of``: ``topic`` is an internal topic (the app declares it with ``partitions``) holding copies
+    of that topic's messages (see :mod:`shared.messaging.rekey`); each is handled as the message it copies.
+    """
+    source = raw_topic(app, topic) if copies_of is None else raw_topic(app, topic, internal=True,
+                                                                      partitions=partitions)
 
     async def agent(stream: Any) -> None:
         async for events in stream.take_events(max_events, within=within_s):
             raw = [RawEvent(e.value, e.key, e.headers, e.message.partition, e.message.offset) for e in events]
-            await deliver_group(topic=topic, consumer=name, events=raw, handle=handle, publisher=publisher,
-                                decode=decode)
+            if copies_of is None:
+                await deliver_group(topic=topic, consumer=name, events=raw, handle=handle, publisher=publisher,
+                                    decode=decode)
+            else:
+                await deliver_copies(topic=topic, source_topic=copies_of, consumer=name, events=raw, handle=handle,
+                                     publisher=publisher, decode=decode)
 
     agent.__name__ = agent.__qualname__ = name
     return app.agent(source, name=name)(agent)

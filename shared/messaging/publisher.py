@@ -38,7 +38,7 @@ class KafkaPublisher:
     async def publish(self, message: OutgoingMessage) -> None:
         await self._producer.send_and_wait(message.topic, message.value,
                                            key=message.key.encode() if message.key is not None else None,
-                                           headers=list(message.headers))
+                                           headers=list(message.headers), partition=message.partition)
 
 
 class RecordingPublisher:

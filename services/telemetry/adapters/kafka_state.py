@@ -8,7 +8,8 @@ through exactly that sequence. The key was gone, a fresh state was built with th
 the window in flight was published with part of its count.
 
 Here the process keeps its own dict. Every write goes to the topic (key = model version, partition =
-the input partition) and is acknowledged by the broker before the input offsets can be committed.
+the model's home partition of the predictions topic, where it is windowed: service_layer/rekey.py) and is
+acknowledged by the broker before the input offsets can be committed.
 The whole topic is read back on the first access and after every partition assignment, so a
 partition that moved between workers brings its latest state with it. The topic is compacted: one
 record per key survives, so reading it back costs one state per model version.
@@ -101,10 +102,10 @@ class KafkaStateStore:
             consumer.assign(tps)
             await consumer.seek_to_beginning(*tps)
             ends = await consumer.end_offsets(tps)
-            # a key can sit on several partitions (a producer without keys spreads one model version's
-            # predictions over all of them, and the state follows each group's partition): the latest
-            # write wins (by offset within a partition, by the writer's stamp across), not the partition
-            # read last
+            # a key can sit on several partitions (written before predictions were re-keyed, when a producer
+            # without keys spread a model version over all of them and the state followed each group's
+            # partition; or before the partition count changed): the latest write wins (by offset within a
+            # partition, by the writer's stamp across), not the partition read last
             latest: dict[str, tuple[int, int, dict[str, Any] | None]] = {}
             while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
                 for records in (await consumer.getmany(timeout_ms=500)).values():

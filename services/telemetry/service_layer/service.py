@@ -1,5 +1,6 @@
 """The telemetry service: batches in, alerts and closed windows out, one monitor state per model
-version; a timer's idle sweep closes the windows of the model versions that have gone quiet."""
+version; a timer's idle sweep closes the windows of the model versions that have gone quiet. Batches that
+arrive off their model's home partition are forwarded there first (service_layer/rekey.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from services.telemetry.domain.baseline import Baseline
 from services.telemetry.domain.batch import PredictionBatch
 from services.telemetry.service_layer.idle import IdleTracker, close_idle, idle_watermark
 from services.telemetry.service_layer.monitor import MonitorState, Outputs, WindowConfig, ingest_many
+from services.telemetry.service_layer.rekey import Rekey
 from services.telemetry.service_layer.wire import DecodedBatch, outgoing
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
@@ -43,7 +45,12 @@ class StateStore(Protocol):
 @dataclass
 class TelemetryService:
     """Batches in, alerts and closed windows out; the idle sweep closes the windows of quiet model
-    versions. Both run under one lock: they read and write the same states."""
+    versions. Both run under one lock: they read and write the same states.
+
+    With ``rekey`` (every worker of the faust app: none knows it will stay alone), a model version is
+    windowed, and its state written and swept, on its model's home partition only; without it (in-process
+    runs, tests), where its batches arrive.
+    """
 
     cfg: WindowConfig
     states: StateStore
@@ -51,12 +58,27 @@ class TelemetryService:
     publisher: Publisher
     clock: Callable[[], float] = time.time
     idle: IdleTracker = field(default_factory=lambda: IdleTracker(0.0))
+    rekey: Rekey | None = None
     counters: dict[str, int] = field(default_factory=lambda: dict.fromkeys(
-        ["batches", "predictions", "alerts", "late_dropped", "idle_closed"], 0))
+        ["batches", "predictions", "alerts", "late_dropped", "idle_closed", "forwarded"], 0))
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
     async def on_batch(self, delivery: Delivery) -> None:
         await self.on_batches([delivery])
+
+    async def on_predictions(self, deliveries: list[Delivery]) -> None:
+        """Batches off the predictions topic: those on their model's home partition are windowed here, the
+        others forwarded to it (acknowledged by the broker) at the same time; returns once both are done, so
+        the input offsets are committed after them. Forwarding takes no lock: it touches no state."""
+        local, copies = (deliveries, []) if self.rekey is None else self.rekey.split(deliveries)
+        if not copies:  # keyed traffic: no hop, no task
+            await self.on_batches(local)
+            return
+        work = [publish_all(self.publisher, copies), *([self.on_batches(local)] if local else [])]
+        done = await asyncio.gather(*work, return_exceptions=True)
+        if failed := next((r for r in done if isinstance(r, BaseException)), None):
+            raise failed  # both have finished: the delivery path may hand the messages over again one by one
+        self.counters["forwarded"] += len(copies)
 
     async def on_batches(self, deliveries: list[Delivery]) -> None:
         """Batches in arrival order, grouped per model version: one state update per version per call.
@@ -117,10 +139,13 @@ class TelemetryService:
         """Owned keys with windows to close now: key, state partition, state (its watermark advanced),
         and whether the watermark moved (then it is written before anything is published)."""
         plans = []
-        for key, partition in self.states.keys_on(self.idle.owned).items():
+        everywhere = self.idle.owned if self.rekey is None else range(self.rekey.partitions)
+        for key, written_on in self.states.keys_on(everywhere).items():
             state = self._state(key)
             if state is None or state.baseline is None or not state.windows:
                 continue
+            if (partition := self._partition_of(state.model, written_on)) not in self.idle.owned:
+                continue  # re-keyed: the worker owning the model's home partition closes it
             watermark = idle_watermark(state, self.idle.candidate(key, state, now), self.cfg)
             if watermark is not None:
                 plans.append((key, partition, state, watermark > state.watermark))
@@ -170,7 +195,14 @@ class TelemetryService:
                           now, self.cfg)
         if out.skipped_duplicate:
             return None
-        return _Update(key, state, out, group[-1].partition, group[-1].attrs.id, group)
+        return _Update(key, state, out, self._partition_of(state.model, group[-1].partition), group[-1].attrs.id,
+                       group)
+
+    def _partition_of(self, model: str, arrived_on: int) -> int:
+        """Where a model version's state is written and which worker sweeps it: its model's home partition
+        when batches are re-keyed (a state written elsewhere before re-keying moves there), else the
+        partition its batches arrive on."""
+        return arrived_on if self.rekey is None else self.rekey.home(model)
 
     async def _save(self, u: _Update) -> None:
         if u.out.baseline_changed and u.state.baseline is not None:

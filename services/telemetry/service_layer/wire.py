@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 
@@ -26,9 +26,11 @@ MAX_AHEAD_S = 300.0
 
 @dataclass(frozen=True)
 class DecodedBatch:
-    """The decoded value; ``ce_subject`` lets the shared delivery path bind log context."""
+    """The decoded value, and the bytes it came from (forwarded as they are when the batch is re-keyed);
+    ``ce_subject`` lets the shared delivery path bind log context."""
 
     batch: PredictionBatch
+    raw: bytes | None = field(default=None, repr=False, compare=False)
 
     def ce_subject(self) -> str:
         return f"{self.batch.model}/{self.batch.version}"
@@ -65,7 +67,7 @@ def decode_batch(topic: str, raw: bytes | None, now: float | None = None) -> Dec
         unit = " (Unix seconds expected: milliseconds?)" if latest > 1e11 else ""
         raise ContractViolation(f"schema {topic}: ts: event time {latest!r} lies {latest - clock:.0f} s in the "
                                 f"future{unit}")
-    return DecodedBatch(batch)
+    return DecodedBatch(batch, raw)
 
 
 def window_stats_record(model: str, version: str, kind: str, closed: ClosedWindow) -> WindowStats:
