@@ -36,6 +36,9 @@ from services.scanner.domain.detectors.strip import StripGuard
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
 from services.scanner.domain.fusion import KEY as AGREEMENT
 from services.scanner.domain.fusion import agreement
+from services.scanner.domain.isolation import DEFAULT_THRESHOLD as ISO_THRESHOLD
+from services.scanner.domain.isolation import KEY as ISO
+from services.scanner.domain.isolation import isolated_trigger
 from services.scanner.domain.policy import combine
 from services.scanner.service_layer.scan import (
     DEFAULT_MODEL_DETECTORS,
@@ -159,16 +162,17 @@ def _with_agreement(models: list[dict[str, Any]], raw: dict[str, list[dict[str, 
                        if not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"])
         earlier = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, peers[0][1])["evidence"]["l1_norms"]
                                      ) if peers else rows  # no clean peer: as if the ledger had none
-        extra = [_joined(rows, AGREEMENT), _joined(earlier, AGREEMENT + "+baseline"), _all_to_all_row(rows)]
-        derived = (AGREEMENT, A2A)
+        extra = [_joined(rows, AGREEMENT), _joined(earlier, AGREEMENT + "+baseline"), *_nc_checks(rows)]
+        derived = (AGREEMENT, A2A, ISO)
         raw[e["id"]] = [r for r in raw[e["id"]] if not r["key"].startswith(derived)] + [r for r in extra if r]
 
 
-def _all_to_all_row(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The scanner's all-to-all check of cached result rows (read off Neural Cleanse's), as a cached row."""
-    found = all_to_all([DetectionResult(r["key"], r["score"], r["threshold"], r["verdict"], r["target_classes"],
-                                        r["evidence"], [], r["seconds"]) for r in rows if r["key"] == NC])
-    return None if found is None else {**found.to_dict(), "full_targets": []}
+def _nc_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The scanner's checks read off Neural Cleanse's result (all-to-all, isolation), as cached rows."""
+    nc = [DetectionResult(r["key"], r["score"], r["threshold"], r["verdict"], r["target_classes"], r["evidence"],
+                          [], r["seconds"]) for r in rows if r["key"] == NC]
+    found = [all_to_all(nc), isolated_trigger(nc)]
+    return [{**f.to_dict(), "full_targets": f.evidence.get("ranking", [])} for f in found if f is not None]
 
 
 def _ledger_pairs(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]]) -> None:
@@ -181,10 +185,9 @@ def _ledger_pairs(models: list[dict[str, Any]], raw: dict[str, list[dict[str, An
                 continue
             with_base = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, m["id"])["evidence"]["l1_norms"])
             joined = _joined(with_base, AGREEMENT)
-            a2a = _all_to_all_row(rows)
             verdict = combine([_result(r, REGISTRY[r["key"]].default_threshold) for r in rows]
                               + ([_result(joined, AGREEMENT_THRESHOLD)] if joined else [])
-                              + ([_result(a2a, A2A_THRESHOLD)] if a2a else []))
+                              + [_result(c, _default(c["key"])) for c in _nc_checks(rows)])
             flags[bool(e["backdoored"])].append(verdict.backdoor_detected)
     print(f"\n== shipped verdict with a clean earlier version, over all {len(flags[True]) + len(flags[False])} "
           f"(model, clean peer of its architecture) pairs: TPR {np.mean(flags[True]):.3f}  "
@@ -233,7 +236,8 @@ def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]
 
 def _default(key: str) -> float:
     base = key.split("+")[0]
-    return {AGREEMENT: AGREEMENT_THRESHOLD, A2A: A2A_THRESHOLD}.get(base) or REGISTRY[base].default_threshold
+    derived = {AGREEMENT: AGREEMENT_THRESHOLD, A2A: A2A_THRESHOLD, ISO: ISO_THRESHOLD}
+    return derived.get(base) or REGISTRY[base].default_threshold
 
 
 def _ratio(rows: list[dict[str, Any]], keys: list[str]) -> float:
@@ -252,8 +256,9 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
     for k in keys:
         rows[k] = _metrics(models, {i: (d[k].flagged, d[k].target_classes) for i, d in per.items()})
     combos = (("combined (nc+mmbd)", [NC, "mmbd.v2"]), ("nc+mmbd+agreement", [NC, "mmbd.v2", AGREEMENT]),
-              ("SHIPPED (+all-to-all)", [NC, "mmbd.v2", AGREEMENT, A2A]),
-              ("SHIPPED, clean earlier version", [NC, "mmbd.v2", AGREEMENT + "+baseline", A2A]))
+              ("nc+mmbd+agreement+all-to-all", [NC, "mmbd.v2", AGREEMENT, A2A]),
+              ("SHIPPED (+isolation)", [NC, "mmbd.v2", AGREEMENT, A2A, ISO]),
+              ("SHIPPED, clean earlier version", [NC, "mmbd.v2", AGREEMENT + "+baseline", A2A, ISO]))
     for name, ks in combos:
         verdicts = {}
         fold = _folds(models)

@@ -23,6 +23,9 @@ from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESH
 from services.scanner.domain.fusion import KEY as AGREEMENT
 from services.scanner.domain.fusion import agreement
 from services.scanner.domain.input_layout import layout_note, view_for_scan
+from services.scanner.domain.isolation import DEFAULT_THRESHOLD as ISOLATION_THRESHOLD
+from services.scanner.domain.isolation import KEY as ISOLATED
+from services.scanner.domain.isolation import isolated_trigger
 from services.scanner.domain.model import Dataset, ModelHandle
 from services.scanner.domain.policy import Verdict, VerdictPolicy, combine
 
@@ -81,18 +84,20 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     raised = _raise_for_few_inputs(config, keys, threshold_factor(data.y))
     results = run_detectors(model, data, keys, raised, progress)
     joined = agreement(results, float(raised.params[AGREEMENT]["threshold"]))
-    universal = all_to_all(results, float(raised.params.get(ALL_TO_ALL, {}).get("threshold") or A2A_THRESHOLD))
-    verdict = combine(results + [r for r in (joined, universal) if r is not None], config.policy)
+    universal = all_to_all(results, float(raised.params[ALL_TO_ALL]["threshold"]))
+    isolated = isolated_trigger(results, float(raised.params[ISOLATED]["threshold"]))
+    verdict = combine(results + [r for r in (joined, universal, isolated) if r is not None], config.policy)
     notes = [n for n in (few_inputs_note(data.y), layout_note(shape, layout)) if n]
     return replace(verdict, notes=[*verdict.notes, *model_notes, *notes], input_layout=layout)
 
 
 def _raise_for_few_inputs(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
-    """``config`` with the bars of the detectors that read clean inputs (and their agreement) times
-    ``factor``; thresholds the caller set are kept as given (see :mod:`..domain.clean_set`)."""
+    """``config`` with the bars of the detectors that read clean inputs (and of the checks read off them:
+    agreement, all-to-all, isolation) times ``factor``; thresholds the caller set are kept as given (see
+    :mod:`..domain.clean_set`)."""
     params = {k: dict(v) for k, v in config.params.items()}
-    for key, default in [*((k, REGISTRY[k].default_threshold) for k in keys if k in READS_CLEAN_INPUTS),
-                         (AGREEMENT, AGREEMENT_THRESHOLD)]:
+    derived = [(AGREEMENT, AGREEMENT_THRESHOLD), (ALL_TO_ALL, A2A_THRESHOLD), (ISOLATED, ISOLATION_THRESHOLD)]
+    for key, default in [*((k, REGISTRY[k].default_threshold) for k in keys if k in READS_CLEAN_INPUTS), *derived]:
         entry = params.setdefault(key, {})
         if entry.get("threshold") is None:
             entry["threshold"] = default * factor
