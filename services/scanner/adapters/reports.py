@@ -21,10 +21,13 @@ Arr = np.ndarray[Any, Any]
 
 
 def trigger_png(mask: Arr, pattern: Arr, scale: int = 8) -> bytes:
-    """PNG of ``mask * pattern`` (flat inputs are folded into a square when they can be)."""
+    """PNG of ``mask * pattern`` (flat inputs are folded into a square when they can be, inputs of more
+    than two axes into rows of the last one)."""
     img = np.asarray(pattern, dtype=np.float64)
-    img = img.mean(axis=0) if img.ndim == 3 else img
     m = np.asarray(mask, dtype=np.float64)
+    img = img.mean(axis=0) if img.ndim == 3 and m.ndim == 2 else img  # colour image: mean over channels
+    if m.ndim > 2:  # another layout (video, volumes): rows of the last axis
+        img, m = img.reshape(-1, img.shape[-1]), m.reshape(-1, m.shape[-1])
     if img.ndim == 1:
         side = math.isqrt(img.size)
         shape = (side, side) if side * side == img.size else (1, img.size)

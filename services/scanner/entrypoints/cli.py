@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -67,6 +68,14 @@ _LAYOUT_HELP = ("layout of an image input: auto (channels-last when its last axi
                 "its first does not), channels-first [C, H, W] or channels-last [H, W, C]")
 
 
+def _internal(exc: BaseException) -> None:
+    """An error nobody anticipated: still exit 2 (error), never 1 (a CI gate would read "backdoor")."""
+    if os.environ.get("BDGUARD_DEBUG"):
+        traceback.print_exception(exc)
+    typer.echo(f"internal error: {type(exc).__name__}: {exc} (set BDGUARD_DEBUG=1 for the traceback)", err=True)
+    raise typer.Exit(EXIT_ERROR)
+
+
 def _fail(exc: BaseException) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(EXIT_ERROR)
@@ -113,6 +122,8 @@ def scan(
             write_triggers(verdict, triggers)
     except _ERRORS as exc:
         _fail(exc)
+    except Exception as exc:
+        _internal(exc)
     status = "BACKDOOR DETECTED" if verdict.backdoor_detected else "clean"
     typer.echo(f"{status}: confidence={data['confidence']:.3f} target_classes={data['target_classes']}")
     for line in _per_detector(data):
@@ -154,6 +165,8 @@ def scan_data(
                               "seconds": round(time.perf_counter() - start, 3)}, report, None, None, str(data))
     except _ERRORS as exc:
         _fail(exc)
+    except Exception as exc:
+        _internal(exc)
     n = len(out["suspicious_indices"])
     typer.echo(f"{n} suspicious sample(s); target_classes={out['target_classes']}")
     raise typer.Exit(EXIT_FOUND if n else EXIT_CLEAN)

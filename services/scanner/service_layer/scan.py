@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from services.scanner.adapters.datasets import check_fits, load_npz
 from services.scanner.adapters.onnx_model import OnnxModel, open_model
 from services.scanner.domain.all_to_all import DEFAULT_THRESHOLD as A2A_THRESHOLD
@@ -80,6 +82,7 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
     shape, model_notes = model.input_shape, list(getattr(model, "notes", []))  # e.g. a freed batch dim
     model, clean, layout = view_for_scan(model, clean, config.input_layout)
+    _require_finite_outputs(model, clean)
     data = clean.subset(config.max_clean_samples, config.seed)
     raised = _raise_for_few_inputs(config, keys, threshold_factor(data.y))
     results = run_detectors(model, data, keys, raised, progress)
@@ -89,6 +92,16 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     verdict = combine(results + [r for r in (joined, universal, isolated) if r is not None], config.policy)
     notes = [n for n in (few_inputs_note(data.y), layout_note(shape, layout)) if n]
     return replace(verdict, notes=[*verdict.notes, *model_notes, *notes], input_layout=layout)
+
+
+def _require_finite_outputs(model: ModelHandle, data: Dataset, n: int = 256) -> None:
+    """A model that gives NaN or infinite scores on clean inputs cannot be scanned (every index would be
+    NaN, and NaN is never over a threshold): refuse it rather than call it clean."""
+    probs = model.predict(data.x[:n])
+    bad = int((~np.isfinite(probs).all(axis=1)).sum())
+    if bad:
+        raise ValueError(f"the model gives NaN or infinite outputs on {bad} of the first {min(n, len(data))} clean "
+                         f"inputs; it cannot be scanned (check its input range and preprocessing)")
 
 
 def _raise_for_few_inputs(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
@@ -111,6 +124,7 @@ def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | N
     keys = resolve(config.detectors or DEFAULT_DATA_DETECTORS, "data")
     shape, model_notes = model.input_shape, list(getattr(model, "notes", []))
     model, data, layout = view_for_scan(model, data, config.input_layout)
+    _require_finite_outputs(model, data)
     verdict = combine(run_detectors(model, data, keys, config, progress), config.policy, data.y.tolist())
     notes = [*model_notes, *filter(None, [layout_note(shape, layout)])]
     return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)

@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import typer
+from onnx import TensorProto, helper, numpy_helper
 from typer.testing import CliRunner
 
 from services.scanner.entrypoints.cli import register
@@ -124,3 +126,46 @@ def test_a_small_clean_set_is_named_on_the_terminal_and_in_the_reports(app: type
     assert "note: only 5 clean inputs per class" in res.output
     assert json.loads(r.read_text())["notes"][0].startswith("only 5 clean inputs per class")
     assert "only 5 clean inputs per class" in h.read_text()
+
+
+def _tiny(path: Path, nodes: list, input_dims: list, x: np.ndarray) -> tuple[Path, Path]:
+    """A 4-class linear model on 16 values behind ``nodes`` (input ``x``, output ``y``), with clean data."""
+    rng = np.random.default_rng(0)
+    graph = helper.make_graph(nodes, "tiny", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_dims)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 4])],
+                              [numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, path)
+    np.savez(path.with_suffix(".npz"), x=x.astype(np.float32), y=rng.integers(0, 4, len(x)))
+    return path, path.with_suffix(".npz")
+
+
+def test_a_model_with_nan_outputs_is_an_error_not_a_clean_verdict(app: typer.Typer, tmp_path: Path) -> None:
+    nodes = [helper.make_node("MatMul", ["x", "W"], ["z"]), helper.make_node("Log", ["z"], ["y"])]  # log < 0
+    model, data = _tiny(tmp_path / "nan.onnx", nodes, ["N", 16], np.random.default_rng(1).random((80, 16)))
+    res = CliRunner().invoke(app, ["scan", str(model), "--clean-data", str(data)])
+    assert res.exit_code == 2 and "NaN or infinite outputs" in res.output
+
+
+def test_an_input_of_more_axes_is_scanned_and_drawn(app: typer.Typer, tmp_path: Path) -> None:
+    nodes = [helper.make_node("Flatten", ["x"], ["f"]), helper.make_node("MatMul", ["f", "W"], ["y"])]
+    model, data = _tiny(tmp_path / "video.onnx", nodes, ["N", 1, 2, 2, 4],
+                        np.random.default_rng(1).random((80, 1, 2, 2, 4)))
+    res = CliRunner().invoke(app, ["scan", str(model), "--clean-data", str(data), "--html", str(tmp_path / "r.html"),
+                                   FAST])
+    assert res.exit_code in (0, 1), res.output
+    assert "data:image/png;base64," in (tmp_path / "r.html").read_text()
+
+
+def test_an_unexpected_failure_exits_two_never_one(app: typer.Typer, zoo: Zoo, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # exit 1 means "backdoor detected" to a CI gate: a crash must not read as a verdict
+    import services.scanner.entrypoints.cli as cli
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(cli, "scan_model_file", broken)
+    res = CliRunner().invoke(app, ["scan", str(zoo.clean_model), "--clean-data", str(zoo.clean_npz)])
+    assert res.exit_code == 2 and "internal error: RuntimeError: disk on fire" in res.output
