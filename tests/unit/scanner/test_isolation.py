@@ -43,5 +43,6 @@ def test_a_scan_names_the_isolated_target_and_a_clean_model_passes(zoo: Zoo) -> 
     clean = scan_model(open_model(zoo.clean_model), data, quick)
     found = {r.key: r for r in backdoored.results}
     assert found[KEY].evidence["smallest_class"] == ATTACK.target
+    assert ATTACK.target in found["neural_cleanse.v2"].triggers  # its trigger is kept for the report and files
     assert backdoored.backdoor_detected and ATTACK.target in backdoored.target_classes
     assert not next(r for r in clean.results if r.key == KEY).flagged

@@ -148,7 +148,8 @@ class NeuralCleanse(Detector):
                       "baseline_used": self.baseline_l1 is not None, "exact_gradients": model.exact_gradients,
                       "gradients": getattr(model, "gradient_note", None),
                       "search": search, **universal.evidence, **class_outlier_note(k)},
-            triggers={c: (masks[c], patterns[c]) for c in targets[:3]} | universal.triggers)
+            # the smallest mask's class too: the isolation check (domain/isolation.py) may name it
+            triggers={c: (masks[c], patterns[c]) for c in [*targets[:3], int(np.argmin(l1))]} | universal.triggers)
 
     def _untargeted(self, model: ModelHandle, data: Dataset, l1: FloatArray, rng: np.random.Generator,
                     targeted: dict[str, Any]) -> Universal:
