@@ -66,6 +66,7 @@ BASELINE_FLOOR = 0.15  # log mask size: per-class spread between two clean train
 # and CNNs) has an RMS of 0.22 and a largest value of 0.42; 0.25 leaves room for tasks with more lopsided
 # classes. Persistence is left out there: on 16 backdoored ones the target's was the lower one in 9.
 TWO_CLASS_SCALE = 0.25
+MIN_UNTARGETED_SHARE = 0.5  # the universal search needs most clean inputs outside the most predicted class
 
 
 class Universal(NamedTuple):
@@ -169,6 +170,8 @@ class NeuralCleanse(Detector):
         # push to the easiest class would do otherwise, and the index would rise with the class count
         own = Dataset(data.x, np.argmax(model.predict(data.x), axis=1).astype(np.int64))
         share = 1.0 - float(np.bincount(own.y, minlength=model.num_classes).max()) / len(own)
+        if share < MIN_UNTARGETED_SHARE:  # one class holds most predictions: moving "off" means little
+            return Universal({"untargeted_share": round(share, 3)}, {})
         mask, pattern, size = reverse_untargeted(model, own, share, same, rng, search)
         index = all_to_all_index(l1, size)
         return Universal({"untargeted_l1": round(size, 3), "untargeted_share": round(share, 3),
