@@ -64,9 +64,9 @@ class ChannelsFirstView:
         self.input_shape: tuple[int, ...] = (c, h, w)
         self.num_classes = inner.num_classes
         self.exact_gradients = inner.exact_gradients
-        for cost in ("macs_per_sample", "gradient_passes"):  # budgeted detectors read these if present
-            if hasattr(inner, cost):
-                setattr(self, cost, getattr(inner, cost))
+        for extra in ("macs_per_sample", "gradient_passes", "gradient_note"):  # read with getattr if present
+            if hasattr(inner, extra):
+                setattr(self, extra, getattr(inner, extra))
 
     def predict(self, x: FloatArray) -> FloatArray:
         return self.inner.predict(to_channels_last(x))
