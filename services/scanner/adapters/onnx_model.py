@@ -254,11 +254,12 @@ def _with_free_batch(model: onnx.ModelProto, hint: tuple[int, ...] | None) -> on
     source = next(i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer})
     dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in source.type.tensor_type.shape.dim]
     shape = _sample_shape(source.name, dims[1:], hint)
-    dtype = {onnx.TensorProto.DOUBLE: np.float64, onnx.TensorProto.FLOAT16: np.float16}.get(
-        source.type.tensor_type.elem_type, np.float32)
+    dtype = {elem: np_type for np_type, elem in _ELEM.items()}.get(source.type.tensor_type.elem_type, np.float32)
+    sessions: dict[int, ort.InferenceSession] = {}  # one per model, not one per probe
 
     def run(m: onnx.ModelProto, x: Arr) -> Arr:
-        outs = _session(m).run(None, {source.name: x.astype(dtype)})
+        session = sessions.get(id(m)) or sessions.setdefault(id(m), _session(m))
+        outs = session.run(None, {source.name: x.astype(dtype)})
         return np.concatenate([np.asarray(o, np.float64).reshape(len(x), -1) for o in outs
                                if isinstance(o, np.ndarray) and o.ndim and len(o) == len(x)], axis=1)
 
