@@ -80,9 +80,7 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     """Model-level scan: is there a backdoor, which target classes, how confident."""
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
-    shape, model_notes = model.input_shape, list(getattr(model, "notes", []))  # e.g. a freed batch dim
-    model, clean, layout = view_for_scan(model, clean, config.input_layout)
-    _require_finite_outputs(model, clean)
+    model, clean, layout, prepared = _prepare(model, clean, config)
     data = clean.subset(config.max_clean_samples, config.seed)
     raised = _raise_for_few_inputs(config, keys, threshold_factor(data.y))
     results = run_detectors(model, data, keys, raised, progress)
@@ -90,8 +88,18 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     universal = all_to_all(results, float(raised.params[ALL_TO_ALL]["threshold"]))
     isolated = isolated_trigger(results, float(raised.params[ISOLATED]["threshold"]))
     verdict = combine(results + [r for r in (joined, universal, isolated) if r is not None], config.policy)
-    notes = [n for n in (few_inputs_note(data.y), layout_note(shape, layout)) if n]
-    return replace(verdict, notes=[*verdict.notes, *model_notes, *notes], input_layout=layout)
+    notes = [*prepared, *filter(None, [few_inputs_note(data.y)])]
+    return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
+
+
+def _prepare(model: ModelHandle, data: Dataset, config: ScanConfig) -> tuple[ModelHandle, Dataset, str, list[str]]:
+    """The model and data as the detectors see them (a channels-last image transposed), the layout, and
+    the notes the verdict carries about them (e.g. a freed batch dim); refuses non-finite outputs."""
+    notes = list(getattr(model, "notes", []))
+    shape = model.input_shape
+    model, data, layout = view_for_scan(model, data, config.input_layout)
+    _require_finite_outputs(model, data)
+    return model, data, layout, [*notes, *filter(None, [layout_note(shape, layout)])]
 
 
 def _require_finite_outputs(model: ModelHandle, data: Dataset, n: int = 256) -> None:
@@ -122,11 +130,8 @@ def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | N
     """Data-level scan: which training samples look poisoned (``suspicious_indices``)."""
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_DATA_DETECTORS, "data")
-    shape, model_notes = model.input_shape, list(getattr(model, "notes", []))
-    model, data, layout = view_for_scan(model, data, config.input_layout)
-    _require_finite_outputs(model, data)
+    model, data, layout, notes = _prepare(model, data, config)
     verdict = combine(run_detectors(model, data, keys, config, progress), config.policy, data.y.tolist())
-    notes = [*model_notes, *filter(None, [layout_note(shape, layout)])]
     return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
 
 
