@@ -107,7 +107,7 @@ def write_sarif(report: dict[str, Any], path: Path, artifact: str) -> None:
     rules = [{"id": d["key"], "shortDescription": {"text": f"backdoor detector {d['key']}"}}
              for d in report["detectors"]]
     results = [{"ruleId": d["key"], "level": "error" if report["block_deployment"] else "warning",
-                "message": {"text": f"{d['key']} flags target classes {d['target_classes']} "
+                "message": {"text": f"{d['key']} {_flagged_what(d)} "
                                     f"(score {d['score']:.3f} > threshold {d['threshold']:.3f})"},
                 "locations": [{"physicalLocation": {"artifactLocation": {"uri": artifact}}}],
                 "properties": {"score": d["score"], "threshold": d["threshold"]}}
@@ -117,6 +117,14 @@ def write_sarif(report: dict[str, Any], path: Path, artifact: str) -> None:
                        "properties": {"backdoor_detected": report["backdoor_detected"],
                                       "confidence": report["confidence"]}}]}
     path.write_bytes(orjson.dumps(sarif, option=orjson.OPT_INDENT_2))
+
+
+def _flagged_what(detector: dict[str, Any]) -> str:
+    """What a flagging detector points at: its target classes, or what its note says (all-to-all: none)."""
+    if detector["target_classes"]:
+        return f"flags target classes {detector['target_classes']}"
+    note = detector["evidence"].get("note")
+    return f"flags the model: {note}" if note else "flags the model"
 
 
 def write_triggers(verdict: Verdict, path: Path) -> int:

@@ -83,3 +83,14 @@ def test_the_index_compares_the_universal_trigger_with_the_median_class_trigger(
     assert all_to_all_index(l1, 8.0) == pytest.approx(0.0)
     assert all_to_all_index(l1, 2.0) == pytest.approx(np.log(4.0))
     assert all_to_all_index(l1, 32.0) < 0
+
+
+def test_the_sarif_finding_of_an_all_to_all_model_says_what_was_found(tmp_path: Path) -> None:
+    from services.scanner.adapters.reports import write_sarif
+
+    report = {"block_deployment": True, "backdoor_detected": True, "confidence": 0.99, "detectors": [
+        {"key": KEY, "verdict": "suspicious", "target_classes": [], "score": 1.8, "threshold": 0.5,
+         "evidence": {"note": "a trigger that works from every class"}}]}
+    write_sarif(report, tmp_path / "r.sarif", "m.onnx")
+    text = (tmp_path / "r.sarif").read_text()
+    assert "all_to_all.v1 flags the model: a trigger that works from every class" in text
