@@ -13,6 +13,22 @@ _COLUMNS = ("ids", "ts", "pred", "conf", "entropy", "sig", "strip")
 MAX_CLASSES = 100_000  # bounds the per-class state a single message can make the monitor allocate
 
 
+# Unix time in seconds stays under 1e11 until the year 5138; values above it are milliseconds (1.7e12 now),
+# microseconds (1.7e15) or nanoseconds (1.7e18), which plain clients send as often as seconds
+_UNIT_DIVISORS = ((1e17, 1e9), (1e14, 1e6), (1e11, 1e3))
+
+
+def event_seconds(ts: NDArray[np.float64]) -> NDArray[np.float64]:
+    """Event times in Unix seconds, whichever of seconds, ms, µs or ns each value was sent in."""
+    if not (ts >= _UNIT_DIVISORS[-1][0]).any():
+        return ts
+    out = ts.copy()
+    for bound, divisor in _UNIT_DIVISORS:  # largest unit first; each value divided once
+        scaled = out >= bound
+        out[scaled] = out[scaled] / divisor
+    return out
+
+
 @dataclass(frozen=True)
 class PredictionBatch:
     """Many predictions of one model version; every array has length N."""

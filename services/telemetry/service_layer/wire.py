@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 
 import orjson
 
 from services.telemetry.domain.alerts import Alert as DomainAlert
-from services.telemetry.domain.batch import PredictionBatch
+from services.telemetry.domain.batch import PredictionBatch, event_seconds
 from services.telemetry.domain.single import is_single, single_prediction
 from services.telemetry.service_layer.monitor import ClosedWindow, Outputs
 from shared.contracts.records import Alert, WindowStats
@@ -41,7 +42,8 @@ def decode_batch(topic: str, raw: bytes | None, now: float | None = None) -> Dec
 
     Checks the same contract as ``schemas/telemetry.predictions.v1.schema.json``: required fields,
     equal column lengths, classes in range, probabilities in [0, 1]; and event times no more than
-    ``MAX_AHEAD_S`` ahead of ``now`` (default: this machine's clock). A message holding one prediction
+    ``MAX_AHEAD_S`` ahead of ``now`` (default: this machine's clock), after reading times sent in
+    milliseconds, microseconds or nanoseconds as such (:func:`event_seconds`). A message holding one prediction
     (``prediction_id`` instead of ``ids``, see domain/single.py) is accepted too.
     """
     if raw is None:
@@ -62,11 +64,13 @@ def decode_batch(topic: str, raw: bytes | None, now: float | None = None) -> Dec
         raise ContractViolation(f"schema {topic}: ids: batch of {len(batch)} predictions (1..{MAX_BATCH})")
     if batch.n_classes < 2 or not ((batch.conf >= 0) & (batch.conf <= 1)).all():
         raise ContractViolation(f"schema {topic}: conf: probabilities must lie in [0, 1]; n_classes >= 2")
+    seconds = event_seconds(batch.ts)  # milliseconds, microseconds and nanoseconds are read as such
+    if seconds is not batch.ts:
+        batch = dataclasses.replace(batch, ts=seconds)
     latest, clock = float(batch.ts.max()), time.time() if now is None else now
     if latest > clock + MAX_AHEAD_S:
-        unit = " (Unix seconds expected: milliseconds?)" if latest > 1e11 else ""
-        raise ContractViolation(f"schema {topic}: ts: event time {latest!r} lies {latest - clock:.0f} s in the "
-                                f"future{unit}")
+        raise ContractViolation(f"schema {topic}: ts: event time {latest!r} (Unix seconds) lies "
+                                f"{latest - clock:.0f} s in the future")
     return DecodedBatch(batch, raw)
 
 

@@ -65,13 +65,24 @@ def test_integral_floats_are_integers_as_json_schema_has_it() -> None:
     assert single.pred.tolist() == [1] and single.n_classes == 10
 
 
-@pytest.mark.parametrize("ts", [time.time() * 1000.0, time.time() + 30 * 86400.0])
-def test_event_times_in_milliseconds_or_far_ahead_of_the_clock_are_dead_lettered_saying_so(ts: float) -> None:
-    # one such prediction would carry the watermark years ahead and every later window would be "too late"
-    with pytest.raises(ContractViolation, match=r"ts.*future"):
-        _decode({**SINGLE, "ts": ts})
-    with pytest.raises(ContractViolation, match=r"ts.*future"):
-        _decode({**BATCH, "ts": [time.time(), ts]})
+@pytest.mark.parametrize("scale", [1e3, 1e6, 1e9])
+def test_event_times_in_milliseconds_microseconds_or_nanoseconds_are_read_as_seconds(scale: float) -> None:
+    # plain clients send epoch milliseconds (Java, JavaScript) or nanoseconds (Go) as often as seconds
+    now = time.time()
+    single = _decode({**SINGLE, "ts": now * scale})
+    assert single.ts.tolist() == pytest.approx([now], abs=1e-3)
+    batch = _decode({**BATCH, "ts": [now - 1.0, (now - 0.5) * scale]})  # even mixed within one batch
+    assert batch.ts.tolist() == pytest.approx([now - 1.0, now - 0.5], abs=1e-3)
+
+
+def test_event_times_far_ahead_of_the_clock_are_dead_lettered_saying_so() -> None:
+    # one such prediction would carry the watermark weeks ahead and every later window would be "too late"
+    ahead = time.time() + 30 * 86400.0
+    for ts in (ahead, ahead * 1000.0):
+        with pytest.raises(ContractViolation, match=r"ts.*future"):
+            _decode({**SINGLE, "ts": ts})
+        with pytest.raises(ContractViolation, match=r"ts.*future"):
+            _decode({**BATCH, "ts": [time.time(), ts]})
     assert len(_decode({**SINGLE, "ts": time.time() + 5.0})) == 1  # a few seconds of clock skew is fine
 
 
