@@ -12,17 +12,18 @@ from services.remediation.domain.fine_pruning import RemediationConfig, split_in
 from services.remediation.domain.report import RemediationReport
 from services.remediation.domain.trigger import Trigger
 from services.remediation.service_layer.remediate import remediate_model
-from services.scanner.adapters.datasets import load_npz
-from services.scanner.adapters.onnx_model import open_model
 from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, reverse_triggers
+from services.scanner.domain.isolation import isolated_trigger
 from services.scanner.domain.model import Dataset
+from services.scanner.service_layer.scan import open_model_and_data
 
 
 def reversed_trigger(model_path: Path, clean: Path, cfg: RemediationConfig, seconds: float,
                      target: int | None = None) -> Trigger:
     """Neural Cleanse's trigger, reversed on the fine-tuning split only (never the held-out half): for
-    its top-ranked class, or for ``target`` (a later round keeps chasing the class the first found)."""
-    model, data = open_model(model_path), load_npz(clean)
+    its top-ranked class (or the class of an isolated smallest trigger, as the scanner's isolation check
+    names it), or for ``target`` (a later round keeps chasing the class the first found)."""
+    model, data = open_model_and_data(model_path, clean)
     tune, _ = split_indices(data.y, cfg.holdout_fraction, cfg.seed)
     nc = NeuralCleanse(max_seconds=seconds, max_samples=100, seed=cfg.seed)
     if target is not None:
@@ -30,7 +31,8 @@ def reversed_trigger(model_path: Path, clean: Path, cfg: RemediationConfig, seco
         masks, patterns, _, _ = reverse_triggers(model, x, nc, np.random.default_rng(cfg.seed))
         return Trigger(np.clip(masks[target], 0.0, 1.0), patterns[target], target)
     res = nc.fit(model, Dataset(data.x[tune], data.y[tune])).result()
-    top = int(res.evidence["ranking"][0])
+    isolated = isolated_trigger([res])  # the scanner names an isolated smallest trigger's class: chase that one
+    top = isolated.target_classes[0] if isolated is not None and isolated.flagged else int(res.evidence["ranking"][0])
     mask, pattern = res.triggers[top]
     return Trigger(np.clip(mask, 0.0, 1.0), pattern, top)
 
