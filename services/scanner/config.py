@@ -19,3 +19,5 @@ class ScannerSettings(ServiceSettings):
     use_previous_version_baseline: bool = Field(
         default=True, description="compare trigger sizes with the latest clean version's scan report")
     reports_dir: Path = Field(default=Path(".bdguard/reports"))
+    budget_scale: float = Field(default=1.0, gt=0, description="times the trigger searches' default work budget "
+                                "(large models: 2-4 searches them better, and longer)")

@@ -58,10 +58,12 @@ def _progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
             yield update
 
 
-def _config(detectors: str | None, seed: int, baseline: Path | None = None, layout: str = "auto") -> ScanConfig:
+def _config(detectors: str | None, seed: int, baseline: Path | None = None, layout: str = "auto",
+            budget: float = 1.0) -> ScanConfig:
     names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else []
     params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
-    return ScanConfig(detectors=names, seed=seed, params=params, input_layout=layout.replace("-", "_"))
+    return ScanConfig(detectors=names, seed=seed, params=params, input_layout=layout.replace("-", "_"),
+                      budget_scale=budget)
 
 
 _LAYOUT_HELP = ("layout of an image input: auto (channels-last when its last axis has 1, 3 or 4 values and "
@@ -109,13 +111,16 @@ def scan(
         "--triggers", help="write the target classes' reversed triggers (.npz, mask_<c>/pattern_<c> in the "
                            "model's input layout) for the telemetry client's trigger library")] = None,
     layout: Annotated[str, typer.Option("--layout", help=_LAYOUT_HELP)] = "auto",
+    budget: Annotated[float, typer.Option(
+        "--budget", help="times the trigger searches' default work budget: a large model whose search the "
+                         "budget cuts short (the report says so) is searched better, and longer, with 2-4")] = 1.0,
 ) -> None:
     """Scan a model for backdoors. Exit 0 clean, 1 backdoor detected, 2 error."""
     start = time.perf_counter()
     try:
         with _progress("scan") as progress:
-            verdict = scan_model_file(model, clean_data, _config(detectors, seed, baseline, layout), output,
-                                      progress)
+            verdict = scan_model_file(model, clean_data, _config(detectors, seed, baseline, layout, budget),
+                                      output, progress)
         data = _emit(verdict, {"model": str(model), "seconds": round(time.perf_counter() - start, 3)},
                      report, html_out, sarif, str(model))
         if triggers is not None:

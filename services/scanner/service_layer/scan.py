@@ -46,6 +46,7 @@ class ScanConfig:
     seed: int = 0
     max_clean_samples: int = 300
     input_layout: str = "auto"  # of a 3-D input: "auto", "channels_first" or "channels_last"
+    budget_scale: float = 1.0  # times the default work budgets of the trigger searches (large models)
     policy: VerdictPolicy = field(default_factory=VerdictPolicy)
 
 
@@ -82,14 +83,50 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
     model, clean, layout, prepared = _prepare(model, clean, config)
     data = clean.subset(config.max_clean_samples, config.seed)
-    raised = _raise_for_few_inputs(config, keys, threshold_factor(data.y))
+    raised = _with_budget(_raise_for_few_inputs(config, keys, threshold_factor(data.y)), keys)
     results = run_detectors(model, data, keys, raised, progress)
+    prepared += filter(None, [_budget_note(results, raised)])
     joined = agreement(results, float(raised.params[AGREEMENT]["threshold"]))
     universal = all_to_all(results, float(raised.params[ALL_TO_ALL]["threshold"]))
     isolated = isolated_trigger(results, float(raised.params[ISOLATED]["threshold"]))
     verdict = combine(results + [r for r in (joined, universal, isolated) if r is not None], config.policy)
     notes = [*prepared, *filter(None, [few_inputs_note(data.y)])]
     return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
+
+
+BUDGETED = ("neural_cleanse.v2", "mmbd.v2")  # detectors whose search is sized by ``budget_macs``
+
+
+def _with_budget(config: ScanConfig, keys: Sequence[str]) -> ScanConfig:
+    """``config`` with the budgeted detectors' default work budgets times ``config.budget_scale`` (a
+    budget the caller set is kept as given)."""
+    if not config.budget_scale > 0:
+        raise ValueError(f"budget_scale={config.budget_scale}: must be > 0")
+    if config.budget_scale == 1.0:
+        return config
+    params = {k: dict(v) for k, v in config.params.items()}
+    for key in (k for k in keys if k in BUDGETED):
+        entry = params.setdefault(key, {})
+        default = REGISTRY[key](seed=config.seed).get_params().get("budget_macs")
+        if entry.get("budget_macs") is None and default is not None:
+            entry["budget_macs"] = float(default) * config.budget_scale
+    return replace(config, params=params)
+
+
+def _budget_note(results: Sequence[DetectionResult], config: ScanConfig) -> str | None:
+    """A line for the verdict when the work budget cut Neural Cleanse's trigger search short (a costly
+    model): fewer steps or smaller batches than a small model gets, so a weaker search."""
+    nc = next((r for r in results if r.key == "neural_cleanse.v2"), None)
+    if nc is None or not nc.evidence.get("search"):
+        return None
+    search = nc.evidence["search"]
+    full = REGISTRY[nc.key](seed=config.seed).get_params() | dict(config.params.get(nc.key, {}))
+    steps, batch = int(search.get("steps", 0)), int(search.get("batch_size", 0))
+    if steps >= int(full["steps"]) and batch >= int(full["batch_size"]):
+        return None
+    return (f"the model is costly: the work budget cut the trigger search to {steps} steps of {batch} inputs per "
+            f"class (a small model gets {full['steps']} of {full['batch_size']}), so detection is weaker; "
+            f"`bdguard scan --budget 4` gives the searches four times the work (and time)")
 
 
 def _prepare(model: ModelHandle, data: Dataset, config: ScanConfig) -> tuple[ModelHandle, Dataset, str, list[str]]:

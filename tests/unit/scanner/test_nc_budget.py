@@ -15,6 +15,7 @@ from services.scanner.domain.detectors import create
 from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, persistence, reverse_triggers
 from services.scanner.domain.detectors.reversal import search_shape, step_cap
 from services.scanner.domain.model import Cotangent, Dataset, FloatArray
+from services.scanner.service_layer.scan import ScanConfig, scan_model
 
 from .conftest import Zoo
 
@@ -122,3 +123,16 @@ def test_the_wall_clock_guard_is_only_a_safety_net_and_says_when_it_fired(zoo: Z
     result = create("neural_cleanse.v2", steps=200, max_seconds=1e-6).fit(model, clean).result()
     assert result.evidence["search"] == {"steps": 50, "step_cap": 200, "batch_size": 32,
                                           "stopped": "time_guard"}
+
+
+def test_a_search_cut_short_by_the_budget_says_so_and_a_larger_budget_lifts_the_cut(zoo: Zoo) -> None:
+    model, data = open_model(zoo.clean_model), load_npz(zoo.clean_npz)
+    quick = {"mmbd.v2": {"steps": 10, "starts": 2}}
+    starved = scan_model(model, data, ScanConfig(params=quick, budget_scale=1e-5))
+    nc = next(r for r in starved.results if r.key == "neural_cleanse.v2")
+    assert nc.evidence["search"]["batch_size"] < 32
+    assert any("cut the trigger search" in n and "--budget" in n for n in starved.notes)
+    full = scan_model(model, data, ScanConfig(params=quick))
+    assert not any("cut the trigger search" in n for n in full.notes)
+    with pytest.raises(ValueError, match="budget_scale"):
+        scan_model(model, data, ScanConfig(params=quick, budget_scale=0.0))
