@@ -13,6 +13,7 @@ from services.remediation.domain.report import RemediationReport
 from services.remediation.domain.trigger import Trigger
 from services.remediation.service_layer.remediate import remediate_model
 from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, reverse_triggers
+from services.scanner.domain.input_layout import trigger_in_model_layout, view_for_scan
 from services.scanner.domain.isolation import isolated_trigger
 from services.scanner.domain.model import Dataset
 from services.scanner.service_layer.scan import open_model_and_data
@@ -22,19 +23,27 @@ def reversed_trigger(model_path: Path, clean: Path, cfg: RemediationConfig, seco
                      target: int | None = None) -> Trigger:
     """Neural Cleanse's trigger, reversed on the fine-tuning split only (never the held-out half): for
     its top-ranked class (or the class of an isolated smallest trigger, as the scanner's isolation check
-    names it), or for ``target`` (a later round keeps chasing the class the first found)."""
+    names it), or for ``target`` (a later round keeps chasing the class the first found). A channels-last
+    image model is searched as the scanner searches it (as [C, H, W]) and its trigger comes back in the
+    model's own layout, which is what fine-tuning stamps."""
     model, data = open_model_and_data(model_path, clean)
     tune, _ = split_indices(data.y, cfg.holdout_fraction, cfg.seed)
+    seen, tuning, layout = view_for_scan(model, Dataset(data.x[tune], data.y[tune]))
     nc = NeuralCleanse(max_seconds=seconds, max_samples=100, seed=cfg.seed)
     if target is not None:
-        x = Dataset(data.x[tune], data.y[tune]).subset(nc.max_samples, nc.seed).x
-        masks, patterns, _, _ = reverse_triggers(model, x, nc, np.random.default_rng(cfg.seed))
-        return Trigger(np.clip(masks[target], 0.0, 1.0), patterns[target], target)
-    res = nc.fit(model, Dataset(data.x[tune], data.y[tune])).result()
+        x = tuning.subset(nc.max_samples, nc.seed).x
+        masks, patterns, _, _ = reverse_triggers(seen, x, nc, np.random.default_rng(cfg.seed))
+        return _in_model_layout(masks[target], patterns[target], target, layout)
+    res = nc.fit(seen, tuning).result()
     isolated = isolated_trigger([res])  # the scanner names an isolated smallest trigger's class: chase that one
     top = isolated.target_classes[0] if isolated is not None and isolated.flagged else int(res.evidence["ranking"][0])
     mask, pattern = res.triggers[top]
-    return Trigger(np.clip(mask, 0.0, 1.0), pattern, top)
+    return _in_model_layout(mask, pattern, top, layout)
+
+
+def _in_model_layout(mask: np.ndarray, pattern: np.ndarray, target: int, layout: str) -> Trigger:
+    mask, pattern = trigger_in_model_layout(np.clip(mask, 0.0, 1.0), pattern, layout)
+    return Trigger(mask, pattern, target)
 
 
 def remediate_in_rounds(model_path: Path, clean_path: Path, work_dir: Path, cfg: RemediationConfig, *,

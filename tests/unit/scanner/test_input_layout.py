@@ -140,3 +140,18 @@ def test_triggers_keep_their_layout_for_channels_first_and_flat_models() -> None
         assert m.shape == (4, 5) and p.shape == (3, 4, 5)
     m, p = trigger_in_model_layout(mask, pattern, "channels_last")
     assert m.shape == p.shape == (4, 5, 3)
+
+
+def test_remediation_reverses_a_channels_last_trigger_in_the_models_layout(zoo: Zoo, tmp_path: Path) -> None:
+    from services.remediation.domain.fine_pruning import RemediationConfig
+    from services.remediation.service_layer.rounds import reversed_trigger
+
+    model = _channels_last(zoo.backdoored_model, tmp_path / "hwc.onnx")
+    flat = load_npz(zoo.clean_npz)
+    np.savez(tmp_path / "clean.npz", x=_colour(flat.x, 0), y=flat.y)
+    trigger = reversed_trigger(model, tmp_path / "clean.npz", RemediationConfig(), seconds=60.0)
+    assert trigger.target == ATTACK.target and trigger.mask.shape == trigger.pattern.shape == (SIDE, SIDE, C)
+    trigger.check_shape((SIDE, SIDE, C))
+    others = flat.y != ATTACK.target
+    flipped = np.argmax(open_model(model).predict(trigger.apply(_colour(flat.x, 1)[others])), axis=1)
+    assert np.mean(flipped == ATTACK.target) > 0.8
