@@ -135,18 +135,28 @@ def _prepare(model: ModelHandle, data: Dataset, config: ScanConfig) -> tuple[Mod
     notes = list(getattr(model, "notes", []))
     shape = model.input_shape
     model, data, layout = view_for_scan(model, data, config.input_layout)
-    _require_finite_outputs(model, data)
-    return model, data, layout, [*notes, *filter(None, [layout_note(shape, layout)])]
+    accuracy_note = _check_clean_outputs(model, data)
+    return model, data, layout, [*notes, *filter(None, [layout_note(shape, layout), accuracy_note])]
 
 
-def _require_finite_outputs(model: ModelHandle, data: Dataset, n: int = 256) -> None:
-    """A model that gives NaN or infinite scores on clean inputs cannot be scanned (every index would be
-    NaN, and NaN is never over a threshold): refuse it rather than call it clean."""
+LOW_ACCURACY = 0.5  # of the clean inputs, below which the data is probably not what the model expects
+
+
+def _check_clean_outputs(model: ModelHandle, data: Dataset, n: int = 256) -> str | None:
+    """Refuse a model that gives NaN or infinite scores on clean inputs (every index would be NaN, and
+    NaN is never over a threshold: it would pass as clean); a note when it gets few clean inputs right,
+    the mark of data preprocessed otherwise than the model expects (range, normalisation, layout)."""
     probs = model.predict(data.x[:n])
     bad = int((~np.isfinite(probs).all(axis=1)).sum())
     if bad:
         raise ValueError(f"the model gives NaN or infinite outputs on {bad} of the first {min(n, len(data))} clean "
                          f"inputs; it cannot be scanned (check its input range and preprocessing)")
+    accuracy = float(np.mean(np.argmax(probs, axis=1) == data.y[:n]))
+    if accuracy >= LOW_ACCURACY:
+        return None
+    return (f"the model labels only {accuracy:.0%} of the clean inputs as the data does: check that they are "
+            f"preprocessed as the model expects (value range, normalisation, layout) and labelled with its "
+            f"class indices; the verdict is unreliable otherwise")
 
 
 def _raise_for_few_inputs(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:

@@ -61,3 +61,15 @@ def test_thresholds_the_caller_sets_are_kept(zoo: Zoo) -> None:
 def test_a_full_clean_set_keeps_the_shipped_bars_and_adds_no_note(zoo: Zoo) -> None:
     verdict = scan_model(open_model(zoo.clean_model), load_npz(zoo.clean_npz))
     assert verdict.notes == [] and {r.key: r.threshold for r in verdict.results}["neural_cleanse.v2"] == 4.3
+
+
+def test_clean_data_the_model_mostly_gets_wrong_is_named_in_the_verdict(zoo: Zoo) -> None:
+    # usual mistakes: a preprocessing the model was not trained with (here inverted intensities), labels
+    # in another class order
+    data = load_npz(zoo.clean_npz)
+    quick = ScanConfig(params={"neural_cleanse.v2": {"steps": 20}, "mmbd.v2": {"steps": 5, "starts": 2}})
+    for wrong in (Dataset(1.0 - data.x, data.y), Dataset(data.x, np.roll(data.y, 1))):
+        verdict = scan_model(open_model(zoo.clean_model), wrong, quick)
+        assert any("preprocessed as the model expects" in n for n in verdict.notes)
+    plain = scan_model(open_model(zoo.clean_model), data, quick)
+    assert not any("preprocessed as the model expects" in n for n in plain.notes)
