@@ -63,9 +63,6 @@ class TelemetryService:
         ["batches", "predictions", "alerts", "late_dropped", "idle_closed", "forwarded"], 0))
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock, init=False, repr=False)
 
-    async def on_batch(self, delivery: Delivery) -> None:
-        await self.on_batches([delivery])
-
     async def on_predictions(self, deliveries: list[Delivery]) -> None:
         """Batches off the predictions topic: those on their model's home partition are windowed here, the
         others forwarded to it (acknowledged by the broker) at the same time; returns once both are done, so
