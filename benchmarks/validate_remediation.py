@@ -14,7 +14,11 @@ success rate of the TRUE trigger before and after. Modes:
   default (``--rounds 2``) the remediated model is scanned again for the first scan's class and
   remediated once more; the last result is reported against the original model's held-out accuracy.
   Neural Cleanse stops on a wall-clock budget, so its reversal (and these rows) can vary run to run;
-* ``oracle``: the true trigger is given (an upper bound; not achievable in deployment).
+* ``oracle``: the true trigger is given (an upper bound; not achievable in deployment); patches and
+  blends only, the kinds with a (mask, pattern) form.
+
+All-to-all attacks (``--zoo benchmarks/zoo/alltoall``) and the kinds without a (mask, pattern) form are
+measured with the attack itself: the share of stamped held-out inputs classified as the attack's label.
 
 The bar (control card): ASR < 5% and clean-accuracy drop < 2 points.
 """
@@ -32,17 +36,22 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.zoo.attacks import Attack
-from services.remediation.domain.fine_pruning import RemediationConfig
+from benchmarks.zoo.attacks import Attack, attack_labels
+from services.remediation.domain.fine_pruning import RemediationConfig, split_indices
 from services.remediation.domain.report import RemediationReport
 from services.remediation.domain.trigger import Trigger
 from services.remediation.service_layer.remediate import remediate_model
 from services.remediation.service_layer.rounds import reversed_trigger
+from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
 
 
-def true_trigger(attack: Attack, shape: tuple[int, ...]) -> Trigger:
-    """The zoo's attack as (mask, pattern): a binary patch, or a constant ``alpha`` blend."""
+def true_trigger(attack: Attack, shape: tuple[int, ...]) -> Trigger | None:
+    """The zoo's attack as (mask, pattern): a binary patch, or a constant ``alpha`` blend; None for the kinds
+    that have no such form (sine, frame, dispersed pixels, warp) and for all-to-all attacks, whose ASR is
+    measured with the attack itself (:func:`true_asr`)."""
+    if attack.all_to_all or attack.kind not in ("patch", "blend"):
+        return None
     z = np.zeros((1, *shape), np.float32)
     if attack.kind == "patch":
         mask = np.zeros(shape, np.float32)
@@ -52,27 +61,48 @@ def true_trigger(attack: Attack, shape: tuple[int, ...]) -> Trigger:
     return Trigger(np.full(shape, attack.alpha, np.float32), attack.apply(z)[0] / attack.alpha, attack.target)
 
 
+def true_asr(model: Path, attack: Attack, clean: Path, cfg: RemediationConfig) -> float:
+    """The attack's own success on the held-out half: stamped inputs classified as the attack's label
+    (all-to-all: each class's next one), over the inputs not already of that label."""
+    onnx_model = open_model(model)
+    data = load_npz(clean, onnx_model.input_shape)
+    _, hold = split_indices(data.y, cfg.holdout_fraction, cfg.seed)
+    x, y = data.x[hold], data.y[hold]
+    want = attack_labels(attack, y, onnx_model.num_classes)
+    keep = y != want
+    pred = np.argmax(onnx_model.predict(attack.apply(x[keep])), axis=1)
+    return float(np.mean(pred == want[keep]))
+
+
 def run_one(entry: dict[str, Any], zoo: Path, mode: str, cfg: RemediationConfig, work: Path,
             nc_seconds: float, rounds: int = 1) -> dict[str, Any]:
     shape = open_model(zoo / entry["model"]).input_shape
-    truth = true_trigger(Attack(**entry["attack"]), shape)
+    attack = Attack(**entry["attack"])
+    truth = true_trigger(attack, shape)
     t0, model, clean = time.perf_counter(), zoo / entry["model"], zoo / entry["clean_data"]
     first: RemediationReport | None = None
     found = False
+    universal = False
     for k in range(rounds if mode == "reversed" else 1):  # scan -> remediate, repeated on the result
         guide = {"blind": None, "oracle": truth}.get(mode)
         if mode == "reversed":
-            guide = reversed_trigger(model, clean, cfg, nc_seconds, None if first is None else first.target)
+            guide = reversed_trigger(model, clean, cfg, nc_seconds, None if first is None else first.target, universal)
+            universal = guide.all_to_all
         out = work / f"{entry['id']}_{mode}_{k}.onnx"
         r = remediate_model(model, clean, out, cfg, trigger=guide, eval_trigger=truth)
-        found = found if first is not None else (guide is not None and guide.target == truth.target)
+        found = found if first is not None else (guide is not None and (
+            guide.all_to_all if attack.all_to_all else guide.target == attack.target))
         first, model = first or dataclasses.replace(r, target=None if guide is None else guide.target), out
     assert first is not None
+    before, after = first.asr_before, r.asr_after
+    if truth is None:  # measured with the attack itself
+        before, after = true_asr(zoo / entry["model"], attack, clean, cfg), true_asr(model, attack, clean, cfg)
+    assert before is not None and after is not None
+    drop = first.clean_accuracy_before - r.clean_accuracy_after
     return {"id": entry["id"], "kind": entry["attack"]["kind"], "mode": mode, "acc_before": first.clean_accuracy_before,
-            "acc_after": r.clean_accuracy_after, "asr_before": first.asr_before, "asr_after": r.asr_after,
+            "acc_after": r.clean_accuracy_after, "asr_before": before, "asr_after": after,
             "pruned": f"{len(r.pruned.indices)}/{r.pruned.units} {r.pruned.kind}",
-            "meets_bar": r.asr_after is not None and r.asr_after < cfg.max_asr
-            and first.clean_accuracy_before - r.clean_accuracy_after < cfg.max_accuracy_drop,
+            "meets_bar": after < cfg.max_asr and drop < cfg.max_accuracy_drop,
             "target_found": None if mode == "blind" else found,
             "seconds": round(time.perf_counter() - t0, 2)}
 
@@ -87,7 +117,7 @@ def _print(rows: list[dict[str, Any]], modes: list[str]) -> None:
               f"{'ok' if r['meets_bar'] else 'FAIL':>4} {r['seconds']:>6.1f}")
     print("\naggregate (mean over models; drop = accuracy points lost on held-out data)")
     for mode in modes:
-        for kind in ("patch", "blend", "all"):
+        for kind in (*dict.fromkeys(r["kind"] for r in rows), "all"):
             sel = [r for r in rows if r["mode"] == mode and kind in (r["kind"], "all")]
             if sel:
                 drop = np.mean([r["acc_before"] - r["acc_after"] for r in sel])
@@ -121,6 +151,8 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for e in entries:
             for mode in modes:
+                if mode == "oracle" and true_trigger(Attack(**e["attack"]), (64,)) is None:
+                    continue  # no (mask, pattern) form of this attack to give
                 rows.append(run_one(e, args.zoo, mode, cfg, Path(tmp), args.nc_seconds, args.rounds))
                 print(f"  {e['id']} {mode}: ASR {rows[-1]['asr_before']:.3f} -> {rows[-1]['asr_after']:.3f}, acc "
                       f"{rows[-1]['acc_before']:.3f} -> {rows[-1]['acc_after']:.3f}", flush=True)

@@ -67,8 +67,9 @@ class TapeModel:
         ``distill`` weighs a distillation term (Hinton et al. 2015) toward the unpruned parent's
         softened outputs on the *clean* rows only, which keeps clean behaviour from drifting on a small
         fine-tuning set; stamped rows see the true label alone, so the backdoor is not distilled.
-        ``refresh_steps`` > 0 re-optimises a second trigger toward ``trigger.target`` before every
-        epoch (see :mod:`trigger_refresh`); stamped rows then use either trigger at random.
+        ``refresh_steps`` > 0 re-optimises a second trigger toward ``trigger.target`` (an all-to-all
+        trigger: away from the true labels) before every epoch (see :mod:`trigger_refresh`); stamped
+        rows then use either trigger at random.
         """
         rng = np.random.default_rng(seed)
         teacher = np.concatenate([self._forward(x[i:i + _CHUNK], None)[self.tape.output]
@@ -79,10 +80,10 @@ class TapeModel:
         step = 0
         triggers = [trigger] if trigger is not None else []
         for epoch in range(epochs):
-            if trigger is not None and trigger.target is not None and refresh_steps > 0:
+            if trigger is not None and (trigger.target is not None or trigger.all_to_all) and refresh_steps > 0:
                 warm = triggers[-1]
                 triggers = [trigger, refresh_trigger(self.tape, p, warm, x, trigger.target, steps=refresh_steps,
-                                                     lr=0.2, rng=rng, mask_growth=mask_growth)]
+                                                     lr=0.2, rng=rng, mask_growth=mask_growth, labels=y)]
             order = rng.permutation(len(x))
             for s in range(0, len(x), batch_size):
                 rows = _with_stamped(order[s:s + batch_size], triggers, unlearn_fraction, rng)

@@ -1,4 +1,4 @@
-"""Read a trigger (.npz with ``mask``, ``pattern`` and optional ``target``) without pickles."""
+"""Read a trigger (.npz with ``mask``, ``pattern`` and optional ``target`` or ``all_to_all``) without pickles."""
 
 from __future__ import annotations
 
@@ -19,7 +19,8 @@ def load_trigger(path: Path, input_shape: tuple[int, ...]) -> Trigger:
 
     ``mask`` may hold ``prod(input_shape)`` values or, for images, ``H*W`` (shared across channels);
     ``pattern`` holds ``prod(input_shape)`` values. Flattened arrays, as Neural Cleanse keeps them, are
-    accepted.
+    accepted. ``all_to_all`` (a true scalar) marks a trigger that moves every class off its own, to no one
+    target; it cannot come with ``target``.
     """
     if not path.is_file():
         raise TriggerError(f"trigger file not found: {path}")
@@ -29,6 +30,7 @@ def load_trigger(path: Path, input_shape: tuple[int, ...]) -> Trigger:
                 raise TriggerError(f"{path} needs arrays 'mask' and 'pattern', has {sorted(npz.files)}")
             mask, pattern = npz["mask"], npz["pattern"]
             target = int(npz["target"]) if "target" in npz.files else None
+            every_class = bool(npz["all_to_all"]) if "all_to_all" in npz.files else False
     except (OSError, zipfile.BadZipFile, EOFError) as exc:
         raise TriggerError(f"{path} is not a readable .npz file: {exc}") from exc
     except (ValueError, TypeError) as exc:
@@ -40,6 +42,6 @@ def load_trigger(path: Path, input_shape: tuple[int, ...]) -> Trigger:
                            f"inputs {input_shape}")
     try:
         return Trigger(mask.astype(np.float32).reshape(shapes[mask.size]),
-                       pattern.astype(np.float32).reshape(input_shape), target)
+                       pattern.astype(np.float32).reshape(input_shape), target, all_to_all=every_class)
     except ValueError as exc:
         raise TriggerError(f"{path}: {exc}") from exc

@@ -38,6 +38,7 @@ class RemediationReport:
     max_accuracy_drop: float
     max_asr: float
     seed: int
+    all_to_all: bool = False  # the trigger moves every class, to no one target: ASR is the share moved off
     timings: dict[str, float] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the RemediationConfig used, for reproduction
 

@@ -2,6 +2,8 @@
 
 A stamped input is ``(1 - mask) * x + mask * pattern``. A BadNets patch is a binary mask over the
 patch with the patch as pattern; a blended trigger is a constant mask ``alpha`` with the blend image.
+An all-to-all trigger (every class c taken to another, e.g. c + 1) has no one target: its success is
+the share of inputs it moves off their own class.
 """
 
 from __future__ import annotations
@@ -22,13 +24,19 @@ class Trigger:
         mask: [*input_shape] or, for images [C, H, W], [H, W] (shared across channels); values in [0, 1].
         pattern: [*input_shape].
         target: The attacked class; ``None`` lets the caller infer it from the model.
+        all_to_all: The trigger moves inputs of every class off their own class, to no one target
+            (``target`` must be ``None``): unlearning keeps true labels as for any trigger, and its
+            success is measured untargeted (:func:`untargeted_success_rate`).
     """
 
     mask: Arr
     pattern: Arr
     target: int | None = None
+    all_to_all: bool = False
 
     def __post_init__(self) -> None:
+        if self.all_to_all and self.target is not None:
+            raise ValueError(f"an all-to-all trigger has no one target (got target={self.target})")
         if not np.all(np.isfinite(self.mask)) or not np.all(np.isfinite(self.pattern)):
             raise ValueError("trigger mask and pattern must be finite")
         if float(self.mask.min(initial=0.0)) < 0.0 or float(self.mask.max(initial=0.0)) > 1.0:
@@ -57,3 +65,10 @@ def attack_success_rate(pred_triggered: Arr, y: Arr, target: int) -> float:
     """Share of stamped inputs whose true class is not ``target`` that are classified as ``target``."""
     keep = y != target
     return float(np.mean(pred_triggered[keep] == target)) if keep.any() else 0.0
+
+
+def untargeted_success_rate(pred_clean: Arr, pred_triggered: Arr, y: Arr) -> float:
+    """Share of the inputs the model gets right unstamped that the trigger moves off their true class
+    (an all-to-all trigger's success; inputs already wrong without it are not counted as moved)."""
+    keep = pred_clean == y
+    return float(np.mean(pred_triggered[keep] != y[keep])) if keep.any() else 0.0

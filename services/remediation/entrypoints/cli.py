@@ -52,7 +52,8 @@ def _progress() -> Iterator[Callable[[str, int, int], None]]:
 
 
 def _summary(r: RemediationReport) -> str:
-    asr = (f"{r.asr_before:.3f} -> {r.asr_after:.3f}" if r.asr_after is not None
+    asr = (f"{r.asr_before:.3f} -> {r.asr_after:.3f}{' (all-to-all: moved off their class)' if r.all_to_all else ''}"
+           if r.asr_after is not None
            else "not measured (no --trigger: the bar cannot be confirmed)")
     verdict = "meets the bar" if r.meets_bar else "does NOT meet the bar"
     return (f"pruned {len(r.pruned.indices)}/{r.pruned.units} units of {r.pruned.tensor}; clean accuracy "
@@ -66,7 +67,8 @@ def remediate(
     out: Annotated[Path, typer.Option("--out", help="where to write the remediated ONNX model")],
     report: Annotated[Path | None, typer.Option("--report", help="write the JSON report here")] = None,
     trigger: Annotated[Path | None, typer.Option(
-        "--trigger", help=".npz with mask, pattern (and optional target): guides pruning, unlearns, measures ASR"
+        "--trigger", help=".npz with mask, pattern (and optional target, or all_to_all=True): guides pruning, "
+                     "unlearns, measures ASR"
     )] = None,
     max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="clean accuracy budget")] = 0.02,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,

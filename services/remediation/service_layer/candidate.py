@@ -56,7 +56,8 @@ class Candidate:
     def summary(self) -> dict[str, Any]:
         """The figures a responder reads: first round's "before", last round's "after"."""
         first, last = self.figures[0], self.figures[-1]
-        return {"rounds": len(self.figures), "target": last.get("target"), "asr_before": first.get("asr_before"),
+        return {"rounds": len(self.figures), "target": last.get("target"),
+                "all_to_all": bool(last.get("all_to_all", False)), "asr_before": first.get("asr_before"),
                 "asr_after": last.get("asr_after"), "accuracy_before": float(first["clean_accuracy_before"]),
                 "accuracy_after": float(last["clean_accuracy_after"]), "accuracy_drop_total": _total_drop(self.figures)}
 

@@ -23,7 +23,7 @@ from services.remediation.domain.fine_pruning import (
     unit_order,
 )
 from services.remediation.domain.report import PrunedLayer, RemediationReport
-from services.remediation.domain.trigger import Trigger, attack_success_rate, infer_target
+from services.remediation.domain.trigger import Trigger, attack_success_rate, infer_target, untargeted_success_rate
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import OnnxModel, open_model
 from services.scanner.domain.model import Dataset
@@ -43,6 +43,9 @@ def sha256(path: Path) -> str:
 
 
 def _asr(model: OnnxModel, trigger: Trigger | None, x: Arr, y: Arr, target: int | None) -> float | None:
+    if trigger is not None and trigger.all_to_all:
+        stamped = np.argmax(model.predict(trigger.apply(x)), axis=1)
+        return untargeted_success_rate(np.argmax(model.predict(x), axis=1), stamped, y)
     if trigger is None or target is None:
         return None
     return attack_success_rate(np.argmax(model.predict(trigger.apply(x)), axis=1), y, target)
@@ -59,7 +62,9 @@ def remediate_model(model_path: Path, clean_path: Path, out_path: Path, config: 
             held-out parts (``config.holdout_fraction``); figures in the report are on the held-out part.
         out_path: Where the remediated ONNX model goes (same inputs and outputs as the parent).
         config: Budgets and optimiser settings.
-        trigger: Known or reversed trigger; guides pruning, drives unlearning and measures ASR.
+        trigger: Known or reversed trigger; guides pruning, drives unlearning and measures ASR. An
+            all-to-all trigger (``trigger.all_to_all``) has no target: its ASR is the share of inputs it
+            moves off their true class.
         eval_trigger: Measures ASR instead of ``trigger`` (benchmarks: remediate blind, measure true).
         progress: Called as ``progress(stage, done, total)``.
 
@@ -73,7 +78,7 @@ def remediate_model(model_path: Path, clean_path: Path, out_path: Path, config: 
     xt, yt, xh, yh = data.x[tune], data.y[tune], data.x[hold], data.y[hold]
     site = find_site(parent.model, config.layer)
     tm = TapeModel(parent.model, parent.output_name)
-    if trigger is not None and trigger.target is None:
+    if trigger is not None and trigger.target is None and not trigger.all_to_all:
         trigger = dataclasses.replace(trigger, target=infer_target(tm.predict(trigger.apply(xt)), parent.num_classes))
     pruned = _prune(tm, site, xt, yt, trigger, config, tell)
     timings["prune_s"] = time.perf_counter() - t0
@@ -86,8 +91,7 @@ def remediate_model(model_path: Path, clean_path: Path, out_path: Path, config: 
     timings["finetune_s"] = time.perf_counter() - t0 - timings["prune_s"]
     fixed = OnnxModel(export(parent.model, params, out_path), parent.output_name)
     measure = eval_trigger or trigger
-    target = None if measure is None else measure.target if measure.target is not None else infer_target(
-        np.argmax(parent.predict(measure.apply(xt)), axis=1), parent.num_classes)
+    target = _measured_target(parent, measure, xt)
     timings["total_s"] = time.perf_counter() - t0
     return RemediationReport(
         model=str(model_path), parent_sha256=sha256(model_path), output=str(out_path),
@@ -98,8 +102,19 @@ def remediate_model(model_path: Path, clean_path: Path, out_path: Path, config: 
         asr_before=_asr(parent, measure, xh, yh, target), asr_after=_asr(fixed, measure, xh, yh, target),
         target=target, trigger_source="given" if trigger is not None else None,
         unlearning=trigger is not None and config.unlearn_fraction > 0, n_tune=len(tune), n_holdout=len(hold),
+        all_to_all=measure is not None and measure.all_to_all,
         max_accuracy_drop=config.max_accuracy_drop, max_asr=config.max_asr, seed=config.seed,
         timings={k: round(v, 4) for k, v in timings.items()}, config=dataclasses.asdict(config))
+
+
+def _measured_target(parent: OnnxModel, measure: Trigger | None, x: Arr) -> int | None:
+    """The class the measuring trigger attacks: its own, or the one it pushes most inputs to; none for
+    an all-to-all trigger."""
+    if measure is None or measure.all_to_all:
+        return None
+    if measure.target is not None:
+        return measure.target
+    return infer_target(np.argmax(parent.predict(measure.apply(x)), axis=1), parent.num_classes)
 
 
 def _open(model_path: Path, clean_path: Path, out_path: Path,

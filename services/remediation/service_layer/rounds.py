@@ -12,7 +12,9 @@ from services.remediation.domain.fine_pruning import RemediationConfig, split_in
 from services.remediation.domain.report import RemediationReport
 from services.remediation.domain.trigger import Trigger
 from services.remediation.service_layer.remediate import remediate_model
-from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, reverse_triggers
+from services.scanner.domain.all_to_all import all_to_all
+from services.scanner.domain.detectors.base import UNIVERSAL
+from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, reverse_triggers, universal_trigger
 from services.scanner.domain.input_layout import trigger_in_model_layout, view_for_scan
 from services.scanner.domain.isolation import isolated_trigger
 from services.scanner.domain.model import Dataset
@@ -20,30 +22,48 @@ from services.scanner.service_layer.scan import open_model_and_data
 
 
 def reversed_trigger(model_path: Path, clean: Path, cfg: RemediationConfig, seconds: float,
-                     target: int | None = None) -> Trigger:
-    """Neural Cleanse's trigger, reversed on the fine-tuning split only (never the held-out half): for
-    its top-ranked class (or the class of an isolated smallest trigger, as the scanner's isolation check
-    names it), or for ``target`` (a later round keeps chasing the class the first found). A channels-last
-    image model is searched as the scanner searches it (as [C, H, W]) and its trigger comes back in the
-    model's own layout, which is what fine-tuning stamps."""
+                     target: int | None = None, all_to_all_trigger: bool = False) -> Trigger:
+    """Neural Cleanse's trigger, reversed on the fine-tuning split only (never the held-out half).
+
+    Which trigger, as the scanner would name it: an isolated smallest trigger's class (isolation check);
+    else Neural Cleanse's top-ranked class when it flags one; else, when the all-to-all check flags the
+    model, the universal trigger (an all-to-all trigger: unlearning moves no input to any one class);
+    else the top-ranked class. A later round keeps chasing what the first found: ``target``, or a new
+    universal trigger (``all_to_all_trigger``). A channels-last image model is searched as the scanner
+    searches it (as [C, H, W]) and its trigger comes back in the model's own layout, which is what
+    fine-tuning stamps."""
     model, data = open_model_and_data(model_path, clean)
     tune, _ = split_indices(data.y, cfg.holdout_fraction, cfg.seed)
     seen, tuning, layout = view_for_scan(model, Dataset(data.x[tune], data.y[tune]))
     nc = NeuralCleanse(max_seconds=seconds, max_samples=100, seed=cfg.seed)
+    rng = np.random.default_rng(cfg.seed)
+    if all_to_all_trigger:
+        found = universal_trigger(seen, tuning.subset(nc.max_samples, nc.seed), nc, rng)
+        if isinstance(found, float):
+            raise ValueError(f"no universal trigger to search: one class holds {1 - found:.0%} of the predictions")
+        return _in_model_layout(found[0], found[1], None, layout)
     if target is not None:
         x = tuning.subset(nc.max_samples, nc.seed).x
-        masks, patterns, _, _ = reverse_triggers(seen, x, nc, np.random.default_rng(cfg.seed))
+        masks, patterns, _, _ = reverse_triggers(seen, x, nc, rng)
         return _in_model_layout(masks[target], patterns[target], target, layout)
     res = nc.fit(seen, tuning).result()
     isolated = isolated_trigger([res])  # the scanner names an isolated smallest trigger's class: chase that one
-    top = isolated.target_classes[0] if isolated is not None and isolated.flagged else int(res.evidence["ranking"][0])
+    universal = all_to_all([res])
+    if isolated is not None and isolated.flagged:
+        top = isolated.target_classes[0]
+    elif not res.flagged and universal is not None and universal.flagged and UNIVERSAL in res.triggers:
+        mask, pattern = res.triggers[UNIVERSAL]
+        return _in_model_layout(mask, pattern, None, layout)
+    else:
+        top = int(res.evidence["ranking"][0])
     mask, pattern = res.triggers[top]
     return _in_model_layout(mask, pattern, top, layout)
 
 
-def _in_model_layout(mask: np.ndarray, pattern: np.ndarray, target: int, layout: str) -> Trigger:
+def _in_model_layout(mask: np.ndarray, pattern: np.ndarray, target: int | None, layout: str) -> Trigger:
+    """The trigger in the model's own layout; no target: the universal (all-to-all) trigger."""
     mask, pattern = trigger_in_model_layout(np.clip(mask, 0.0, 1.0), pattern, layout)
-    return Trigger(mask, pattern, target)
+    return Trigger(mask, pattern, target, all_to_all=target is None)
 
 
 def remediate_in_rounds(model_path: Path, clean_path: Path, work_dir: Path, cfg: RemediationConfig, *,
@@ -54,9 +74,10 @@ def remediate_in_rounds(model_path: Path, clean_path: Path, work_dir: Path, cfg:
     work_dir.mkdir(parents=True, exist_ok=True)
     current, reports = model_path, []
     target: int | None = None
+    universal = False
     for k in range(rounds):
-        guide = reversed_trigger(current, clean_path, cfg, nc_seconds, target)
-        target = guide.target
+        guide = reversed_trigger(current, clean_path, cfg, nc_seconds, target, universal)
+        target, universal = guide.target, guide.all_to_all
         out = work_dir / f"round{k + 1}.onnx"
         reports.append(remediate_model(current, clean_path, out, cfg, trigger=guide))
         current = out

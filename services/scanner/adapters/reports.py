@@ -13,7 +13,8 @@ import numpy as np
 import orjson
 from PIL import Image
 
-from services.scanner.domain.detectors.base import DetectionResult
+from services.scanner.domain.all_to_all import KEY as ALL_TO_ALL_KEY
+from services.scanner.domain.detectors.base import UNIVERSAL, DetectionResult
 from services.scanner.domain.input_layout import trigger_in_model_layout
 from services.scanner.domain.policy import Verdict
 
@@ -128,18 +129,21 @@ def _flagged_what(detector: dict[str, Any]) -> str:
 
 
 def write_triggers(verdict: Verdict, path: Path) -> int:
-    """Reversed triggers of the target classes as ``mask_<c>``/``pattern_<c>`` arrays (npz, no pickle).
+    """Reversed triggers of the target classes as ``mask_<c>``/``pattern_<c>`` arrays (npz, no pickle), and
+    the universal trigger of a flagging all-to-all check as ``mask_universal``/``pattern_universal``.
 
     The telemetry client's trigger library loads this file, so what the scanner reverse-engineered
     is matched against live inputs. Returns how many triggers were written (none: no file).
     """
     arrays: dict[str, np.ndarray] = {}
     for result in verdict.results:
+        universal = result.key == ALL_TO_ALL_KEY and result.flagged
         for cls, (mask, pattern) in result.triggers.items():
-            if cls in verdict.target_classes and f"mask_{cls}" not in arrays:
+            name = "universal" if universal and cls == UNIVERSAL else str(cls)
+            if (name == "universal" or cls in verdict.target_classes) and f"mask_{name}" not in arrays:
                 # stamped onto live inputs by other services: in the model's own layout
-                arrays[f"mask_{cls}"], arrays[f"pattern_{cls}"] = trigger_in_model_layout(mask, pattern,
-                                                                                          verdict.input_layout)
+                arrays[f"mask_{name}"], arrays[f"pattern_{name}"] = trigger_in_model_layout(mask, pattern,
+                                                                                            verdict.input_layout)
     if arrays:
         np.savez(path, **arrays)  # type: ignore[arg-type]
     return len(arrays) // 2

@@ -3,39 +3,23 @@ trigger moves every class; the untargeted search finds it and the all-to-all che
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import onnx
 import pytest
 import typer
 from typer.testing import CliRunner
 
-from benchmarks.zoo.attacks import Attack, attack_labels, digits, poison
-from benchmarks.zoo.nets import NetSpec, build, predict, train
 from services.scanner.domain.all_to_all import KEY, UNIVERSAL, all_to_all
 from services.scanner.domain.detectors.base import DetectionResult
 from services.scanner.domain.detectors.neural_cleanse import all_to_all_index
 from services.scanner.entrypoints.cli import register
 
+from ..conftest import AllToAll
 from .conftest import Zoo
 
 pytestmark = pytest.mark.unit
-ALL_TO_ALL = Attack("sig", target=0, rate=0.2, size=3, alpha=0.15, pattern_seed=9, all_to_all=True)
-
-
-def _all_to_all_model(tmp: Path) -> tuple[Path, Path]:
-    x, y = digits("flat")
-    order = np.random.default_rng(0).permutation(len(x))
-    te, tr = order[:400], order[400:]
-    xp, yp, _ = poison(x[tr], y[tr], ALL_TO_ALL, seed=3)
-    spec = NetSpec("mlp", 48, "Relu")
-    params = train(spec, xp, yp, 10, epochs=60, seed=7)
-    moved = predict(params, spec, ALL_TO_ALL.apply(x[te]), 10) == attack_labels(ALL_TO_ALL, y[te], 10)
-    assert moved.mean() > 0.8  # the fixture really is an all-to-all backdoor
-    onnx.save(build(spec, x.shape[1:], 10, params), tmp / "a2a.onnx")
-    np.savez(tmp / "clean.npz", x=x[te], y=y[te])
-    return tmp / "a2a.onnx", tmp / "clean.npz"
 
 
 def _scan(model: Path, clean: Path, report: Path) -> tuple[int, str]:
@@ -46,9 +30,8 @@ def _scan(model: Path, clean: Path, report: Path) -> tuple[int, str]:
     return res.exit_code, res.output
 
 
-def test_an_all_to_all_backdoor_is_caught_by_the_universal_trigger(tmp_path: Path) -> None:
-    model, clean = _all_to_all_model(tmp_path)
-    code, output = _scan(model, clean, tmp_path / "r.json")
+def test_an_all_to_all_backdoor_is_caught_by_the_universal_trigger(all_to_all_model: AllToAll, tmp_path: Path) -> None:
+    code, output = _scan(all_to_all_model.model, all_to_all_model.clean_npz, tmp_path / "r.json")
     assert code == 1, output
     assert "all_to_all.v1" in output and "works from every class" in output
     html = (tmp_path / "r.html").read_text()
@@ -94,3 +77,22 @@ def test_the_sarif_finding_of_an_all_to_all_model_says_what_was_found(tmp_path: 
     write_sarif(report, tmp_path / "r.sarif", "m.onnx")
     text = (tmp_path / "r.sarif").read_text()
     assert "all_to_all.v1 flags the model: a trigger that works from every class" in text
+
+
+def test_the_universal_trigger_of_a_flagged_model_reaches_the_telemetry_trigger_library(tmp_path: Path) -> None:
+    from services.scanner.adapters.reports import write_triggers
+    from services.scanner.domain.policy import Verdict
+    from services.telemetry.client.trigger_files import load_trigger_library
+
+    flat = {UNIVERSAL: (np.ones(64, np.float32), np.zeros(64, np.float32))}  # a flat model's trigger
+    flagged, passed = (all_to_all([replace(_nc_result(index), triggers=flat)]) for index in (1.2, -0.6))
+    assert flagged is not None and passed is not None
+    for result, expected in ((flagged, 1), (passed, 0)):
+        verdict = Verdict(result.flagged, 0.9, [], result.flagged, [result])
+        assert write_triggers(verdict, tmp_path / f"{expected}.triggers.npz") == expected
+    with np.load(tmp_path / "1.triggers.npz") as npz:
+        assert set(npz.files) == {"mask_universal", "pattern_universal"}
+    library = load_trigger_library([tmp_path / "1.triggers.npz"])
+    assert len(library) == 1
+    stamped = np.zeros((1, 64), np.float32)  # the test trigger: the whole mask, pattern all zeros
+    assert library.match(stamped) != [""] and library.match(stamped + 1.0) == [""]

@@ -57,7 +57,7 @@ from services.scanner.domain.detectors.reversal import persistence, reverse_trig
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.stats import class_outlier_note, robust_z, two_class_z
 
-__all__ = ["NeuralCleanse", "anomaly_index", "baseline_index", "persistence", "reverse_triggers"]
+__all__ = ["NeuralCleanse", "anomaly_index", "baseline_index", "persistence", "reverse_triggers", "universal_trigger"]
 
 DEFAULT_THRESHOLD = 4.3  # alone (3.5 before: 3 of 84 clean models over five zoos); agreement: domain/fusion.py
 PERSIST_FLOOR = 0.05  # persistence is a share; a near-constant profile must not blow up the z-score
@@ -164,19 +164,32 @@ class NeuralCleanse(Detector):
         same = copy.copy(self)
         same.steps = max(int(targeted.get("steps") or self.steps), 10)
         same.batch_size = int(targeted.get("batch_size") or self.batch_size)
-        # "its own class" is the one the model gives the input: inputs it already gets wrong must not
-        # count as moved (a weak model would look all-to-all). The share to move is what a push towards
-        # any one class can at best reach (all but that class's own inputs): with many classes a plain
-        # push to the easiest class would do otherwise, and the index would rise with the class count
-        own = Dataset(data.x, np.argmax(model.predict(data.x), axis=1).astype(np.int64))
-        share = 1.0 - float(np.bincount(own.y, minlength=model.num_classes).max()) / len(own)
-        if share < MIN_UNTARGETED_SHARE:  # one class holds most predictions: moving "off" means little
-            return Universal({"untargeted_share": round(share, 3)}, {})
-        mask, pattern, size = reverse_untargeted(model, own, share, same, rng, search)
+        found = universal_trigger(model, data, same, rng, search)
+        if isinstance(found, float):  # one class holds most predictions: moving "off" means little
+            return Universal({"untargeted_share": round(found, 3)}, {})
+        mask, pattern, size, share = found
         index = all_to_all_index(l1, size)
         return Universal({"untargeted_l1": round(size, 3), "untargeted_share": round(share, 3),
                           "all_to_all_index": round(index, 3),
                           "untargeted_search": search}, {UNIVERSAL: (mask, pattern)})
+
+
+def universal_trigger(model: ModelHandle, data: Dataset, cfg: Any, rng: np.random.Generator,
+                      search: dict[str, Any] | None = None) -> tuple[FloatArray, FloatArray, float, float] | float:
+    """The universal (mask, pattern) that moves inputs of ``data`` off the class the model gives them, its
+    mask size and the share it had to move; or only that share when it is below ``MIN_UNTARGETED_SHARE``.
+
+    "Its own class" is the one the model gives the input: inputs it already gets wrong must not count as
+    moved (a weak model would look all-to-all). The share to move is what a push towards any one class
+    can at best reach (all but that class's own inputs): with many classes a plain push to the easiest
+    class would do otherwise, and the index would rise with the class count. ``cfg`` carries the search
+    settings (steps, batch_size, lr, init_cost, budget_macs, patience, max_seconds)."""
+    own = Dataset(data.x, np.argmax(model.predict(data.x), axis=1).astype(np.int64))
+    share = 1.0 - float(np.bincount(own.y, minlength=model.num_classes).max()) / len(own)
+    if share < MIN_UNTARGETED_SHARE:
+        return share
+    mask, pattern, size = reverse_untargeted(model, own, share, cfg, rng, search)
+    return mask, pattern, size, share
 
 
 def _anomaly(l1: FloatArray, persist: FloatArray | None = None) -> FloatArray:
