@@ -1,12 +1,17 @@
 """``bdguard remediate``: exit 0 when the remediated model meets the bar, 1 when not (file written), 2 on errors.
 
-The bar needs a measured ASR, so a run without ``--trigger`` exits 1 even when accuracy holds.
+The bar needs a measured ASR, so a blind run (neither ``--trigger`` nor ``--reverse``) exits 1 even when
+accuracy holds. ``--reverse`` is what the remediation service does: the scanner's Neural Cleanse reverses
+the trigger (a target class's, or an all-to-all backdoor's universal one), the model is remediated, and
+the result is scanned and remediated again (``--rounds``).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,6 +25,7 @@ from services.remediation.adapters.triggers import load_trigger
 from services.remediation.domain.fine_pruning import RemediationConfig
 from services.remediation.domain.report import RemediationReport
 from services.remediation.service_layer.remediate import remediate_model
+from services.remediation.service_layer.rounds import overall_report, remediate_in_rounds
 from services.scanner.adapters.onnx_model import open_model
 
 EXIT_OK, EXIT_BELOW_BAR, EXIT_ERROR = 0, 1, 2
@@ -70,15 +76,22 @@ def remediate(
         "--trigger", help=".npz with mask, pattern (and optional target, or all_to_all=True): guides pruning, "
                      "unlearns, measures ASR"
     )] = None,
+    reverse: Annotated[bool, typer.Option(
+        "--reverse", help="no trigger at hand: reverse it with the scanner's Neural Cleanse, remediate, and repeat "
+                          "on the result (--rounds); the ASR is measured against the reversed trigger")] = False,
+    rounds: Annotated[int, typer.Option("--rounds", min=1, help="with --reverse: scan and remediate this often")] = 2,
     max_accuracy_drop: Annotated[float, typer.Option("--max-accuracy-drop", help="clean accuracy budget")] = 0.02,
     seed: Annotated[int, typer.Option("--seed", help="random seed")] = 0,
 ) -> None:
-    """Remove a backdoor by Fine-Pruning (+ unlearning when a trigger is given)."""
+    """Remove a backdoor by Fine-Pruning (+ unlearning when a trigger is given or reversed)."""
     try:
+        if reverse and trigger is not None:
+            raise ValueError("give --trigger or --reverse, not both")
         config = RemediationConfig(max_accuracy_drop=max_accuracy_drop, seed=seed)
         trig = load_trigger(trigger, open_model(model).input_shape) if trigger is not None else None
         with _progress() as progress:
-            result = remediate_model(model, clean_data, out, config, trigger=trig, progress=progress)
+            result = (_reversed(model, clean_data, out, config, rounds, progress) if reverse else
+                      remediate_model(model, clean_data, out, config, trigger=trig, progress=progress))
         if report is not None:
             report.parent.mkdir(parents=True, exist_ok=True)
             report.write_text(json.dumps(result.to_dict(), indent=2))
@@ -87,6 +100,18 @@ def remediate(
         raise typer.Exit(EXIT_ERROR) from exc
     typer.echo(_summary(result))
     raise typer.Exit(EXIT_OK if result.meets_bar else EXIT_BELOW_BAR)
+
+
+def _reversed(model: Path, clean: Path, out: Path, config: RemediationConfig, rounds: int,
+              progress: Callable[[str, int, int], None]) -> RemediationReport:
+    """Scan → remediate ``rounds`` times in a scratch folder; the last model goes to ``out``."""
+    if out.resolve() == model.resolve():
+        raise ValueError(f"refusing to overwrite the parent model {model}; choose another --out")
+    with tempfile.TemporaryDirectory(prefix="bdguard-remediate-") as work:
+        final, reports = remediate_in_rounds(model, clean, Path(work), config, rounds=rounds, progress=progress)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(final, out)
+    return overall_report(model, out, reports)
 
 
 def register(app: typer.Typer) -> None:

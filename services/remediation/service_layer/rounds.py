@@ -4,6 +4,7 @@ round left ASR at 0.19 on the zoo, two at 0.017 — see benchmarks/validate_reme
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from services.remediation.domain.fine_pruning import RemediationConfig, split_indices
 from services.remediation.domain.report import RemediationReport
 from services.remediation.domain.trigger import Trigger
-from services.remediation.service_layer.remediate import remediate_model
+from services.remediation.service_layer.remediate import Progress, remediate_model
 from services.scanner.domain.all_to_all import all_to_all
 from services.scanner.domain.detectors.base import UNIVERSAL
 from services.scanner.domain.detectors.neural_cleanse import NeuralCleanse, reverse_triggers, universal_trigger
@@ -67,7 +68,8 @@ def _in_model_layout(mask: np.ndarray, pattern: np.ndarray, target: int | None, 
 
 
 def remediate_in_rounds(model_path: Path, clean_path: Path, work_dir: Path, cfg: RemediationConfig, *,
-                        rounds: int = 2, nc_seconds: float = 30.0) -> tuple[Path, list[RemediationReport]]:
+                        rounds: int = 2, nc_seconds: float = 30.0,
+                        progress: Progress | None = None) -> tuple[Path, list[RemediationReport]]:
     """Scan → remediate, ``rounds`` times on the result; returns the final model and each round's report."""
     if rounds < 1:
         raise ValueError(f"rounds={rounds!r}: need at least 1")
@@ -76,9 +78,24 @@ def remediate_in_rounds(model_path: Path, clean_path: Path, work_dir: Path, cfg:
     target: int | None = None
     universal = False
     for k in range(rounds):
+        if progress is not None:
+            progress(f"round {k + 1}: reverse trigger", 0, 1)
         guide = reversed_trigger(current, clean_path, cfg, nc_seconds, target, universal)
+        if progress is not None:
+            progress(f"round {k + 1}: reverse trigger", 1, 1)
         target, universal = guide.target, guide.all_to_all
         out = work_dir / f"round{k + 1}.onnx"
-        reports.append(remediate_model(current, clean_path, out, cfg, trigger=guide))
+        reports.append(remediate_model(current, clean_path, out, cfg, trigger=guide, progress=progress))
         current = out
     return current, reports
+
+
+def overall_report(model_path: Path, out_path: Path, reports: list[RemediationReport]) -> RemediationReport:
+    """The rounds as one remediation of ``model_path`` into ``out_path``: the first round's "before", the
+    last round's "after" (its ASR against the trigger reversed on the model it remediated)."""
+    first, last = reports[0], reports[-1]
+    return dataclasses.replace(last, model=str(model_path), parent_sha256=first.parent_sha256, output=str(out_path),
+                               trigger_source="reversed",
+                               clean_accuracy_before=first.clean_accuracy_before, asr_before=first.asr_before,
+                               timings={"total_s": round(sum(r.timings.get("total_s", 0.0) for r in reports), 4),
+                                        "rounds": len(reports)})

@@ -78,3 +78,18 @@ def test_without_a_trigger_the_bar_cannot_be_confirmed_so_it_exits_1(planted: An
     rep = json.loads((tmp_path / "r.json").read_text())
     assert rep["asr_checked"] is False and rep["asr_after"] is None and rep["pruned"]["order"] == "dormant"
     assert "not measured" in res.output
+
+
+def test_reverse_finds_the_trigger_itself_and_reports_the_rounds_as_one(planted: Any, tmp_path: Path) -> None:
+    res = _invoke(str(planted.model), "--clean-data", str(planted.clean_npz), "--out", str(tmp_path / "f.onnx"),
+                  "--reverse", "--report", str(tmp_path / "r.json"))
+    assert res.exit_code in (0, 1), res.output
+    rep = json.loads((tmp_path / "r.json").read_text())
+    assert rep["trigger_source"] == "reversed" and rep["target"] == 7  # the planted patch's class
+    assert rep["output"] == str(tmp_path / "f.onnx") and (tmp_path / "f.onnx").is_file()
+    assert rep["model"] == str(planted.model) and rep["timings"]["rounds"] == 2
+    assert rep["asr_before"] > 0.5 > rep["asr_after"]
+    assert (res.exit_code == 0) == rep["meets_bar"]
+    both = _invoke(str(planted.model), "--clean-data", str(planted.clean_npz), "--out", str(tmp_path / "g.onnx"),
+                   "--reverse", "--trigger", str(planted.trigger_npz))
+    assert both.exit_code == 2 and "not both" in both.output
