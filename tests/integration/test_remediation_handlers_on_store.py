@@ -107,7 +107,7 @@ async def test_a_quarantined_version_becomes_a_signed_candidate_on_the_registry_
         "model": "digits", "version": "1", "digest": sha256_file(files["parent"])}
     assert (done["status"], done["candidate_version"], done["meets_bar"]) == ("proposed", "1-fp1", True)
     assert (done["request_id"], done["incident_id"], done["reason"]) == ("req-1", "inc-9", None)
-    assert done["figures"] == {"rounds": 1, "target": 7, "asr_before": 0.91, "asr_after": 0.02,
+    assert done["figures"] == {"rounds": 1, "target": 7, "all_to_all": False, "asr_before": 0.91, "asr_after": 0.02,
                                "accuracy_before": 0.95, "accuracy_after": 0.94, "accuracy_drop_total": 0.01}
     assert "remediation.proposed" in _actions(uow_factory())
     with uow_factory() as uow:
