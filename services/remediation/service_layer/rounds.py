@@ -22,6 +22,10 @@ from services.scanner.domain.model import Dataset
 from services.scanner.service_layer.scan import open_model_and_data
 
 
+class NoUniversalTrigger(ValueError):
+    """The model's predictions leave no universal search to run (one class holds most of them)."""
+
+
 def reversed_trigger(model_path: Path, clean: Path, cfg: RemediationConfig, seconds: float,
                      target: int | None = None, all_to_all_trigger: bool = False) -> Trigger:
     """Neural Cleanse's trigger, reversed on the fine-tuning split only (never the held-out half).
@@ -41,7 +45,8 @@ def reversed_trigger(model_path: Path, clean: Path, cfg: RemediationConfig, seco
     if all_to_all_trigger:
         found = universal_trigger(seen, tuning.subset(nc.max_samples, nc.seed), nc, rng)
         if isinstance(found, float):
-            raise ValueError(f"no universal trigger to search: one class holds {1 - found:.0%} of the predictions")
+            raise NoUniversalTrigger(f"no universal trigger to search: one class holds {1 - found:.0%} of the "
+                                     "predictions")
         return _in_model_layout(found[0], found[1], None, layout)
     if target is not None:
         x = tuning.subset(nc.max_samples, nc.seed).x
@@ -74,13 +79,18 @@ def remediate_in_rounds(model_path: Path, clean_path: Path, work_dir: Path, cfg:
     if rounds < 1:
         raise ValueError(f"rounds={rounds!r}: need at least 1")
     work_dir.mkdir(parents=True, exist_ok=True)
-    current, reports = model_path, []
+    current, reports = model_path, list[RemediationReport]()
     target: int | None = None
     universal = False
     for k in range(rounds):
         if progress is not None:
             progress(f"round {k + 1}: reverse trigger", 0, 1)
-        guide = reversed_trigger(current, clean_path, cfg, nc_seconds, target, universal)
+        try:
+            guide = reversed_trigger(current, clean_path, cfg, nc_seconds, target, universal)
+        except NoUniversalTrigger:
+            if not reports:
+                raise
+            break  # the last round's model stands: a later round has nothing left to chase
         if progress is not None:
             progress(f"round {k + 1}: reverse trigger", 1, 1)
         target, universal = guide.target, guide.all_to_all

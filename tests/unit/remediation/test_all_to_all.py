@@ -60,3 +60,14 @@ def test_remediation_chases_the_universal_trigger_of_an_all_to_all_backdoor(
     assert reports[-1].asr_after < reports[0].asr_before  # the reversed trigger's own success fell too
     # two rounds of fine-tuning on 200 inputs: about 1-3 points on this MLP (the bar, 2, is reported, not assumed)
     assert reports[0].clean_accuracy_before - reports[-1].clean_accuracy_after < 0.05
+
+
+def test_a_later_round_with_no_universal_search_left_keeps_the_last_model(
+        all_to_all_model: AllToAll, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.remediation.service_layer import rounds
+
+    # the remediated model now gives one class most predictions: the universal search has nothing to move
+    monkeypatch.setattr(rounds, "universal_trigger", lambda *a, **k: 0.3)
+    final, reports = remediate_in_rounds(all_to_all_model.model, all_to_all_model.clean_npz, tmp_path,
+                                         RemediationConfig(epochs=5), rounds=3)
+    assert len(reports) == 1 and reports[0].all_to_all and final == tmp_path / "round1.onnx"
