@@ -20,6 +20,13 @@ from benchmarks.zoo.nets import NetSpec, build, predict, train  # noqa: E402
 ALL_TO_ALL = Attack("sig", target=0, rate=0.2, size=3, alpha=0.15, pattern_seed=9, all_to_all=True)
 
 
+def held_out_digits() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Flat digits (x, y) and a fixed split of their indices: 400 held out (clean data), the rest to train on."""
+    x, y = digits("flat")
+    order = np.random.default_rng(0).permutation(len(x))
+    return x, y, order[:400], order[400:]
+
+
 @dataclass(frozen=True)
 class AllToAll:
     model: Path  # MLP with an all-to-all backdoor: the sine trigger takes every class c to c + 1
@@ -30,9 +37,7 @@ class AllToAll:
 @pytest.fixture(scope="session")
 def all_to_all_model(tmp_path_factory: pytest.TempPathFactory) -> AllToAll:
     tmp = tmp_path_factory.mktemp("all_to_all")
-    x, y = digits("flat")
-    order = np.random.default_rng(0).permutation(len(x))
-    te, tr = order[:400], order[400:]
+    x, y, te, tr = held_out_digits()
     xp, yp, _ = poison(x[tr], y[tr], ALL_TO_ALL, seed=3)
     spec = NetSpec("mlp", 48, "Relu")
     params = train(spec, xp, yp, 10, epochs=60, seed=7)

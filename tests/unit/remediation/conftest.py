@@ -17,6 +17,7 @@ if str(ROOT) not in sys.path:  # the zoo's numpy trainer lives in benchmarks/, o
 
 from benchmarks.zoo.attacks import Attack, digits, poison  # noqa: E402
 from benchmarks.zoo.nets import NetSpec, build, train  # noqa: E402
+from tests.unit.conftest import held_out_digits  # noqa: E402
 
 ATTACK = Attack("patch", target=7, rate=0.1, size=3, row=0, col=5, pattern_seed=11)
 Arr = np.ndarray[Any, Any]
@@ -41,9 +42,7 @@ def patch_trigger(attack: Attack, shape: tuple[int, ...]) -> tuple[Arr, Arr]:
 @pytest.fixture(scope="session")
 def planted(tmp_path_factory: pytest.TempPathFactory) -> Planted:
     d = tmp_path_factory.mktemp("remediation")
-    x, y = digits("flat")
-    order = np.random.default_rng(0).permutation(len(x))
-    te, tr = order[:400], order[400:]
+    x, y, te, tr = held_out_digits()
     xp, yp, _ = poison(x[tr], y[tr], ATTACK, seed=0)
     spec = NetSpec("mlp", 32, output="probs")
     params = train(spec, xp, yp, 10, epochs=20, seed=3)

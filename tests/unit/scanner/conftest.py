@@ -15,8 +15,9 @@ ROOT = Path(__file__).resolve().parents[3]
 if str(ROOT) not in sys.path:  # the zoo's numpy trainer lives in benchmarks/, outside the package
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.zoo.attacks import Attack, digits, poison  # noqa: E402
+from benchmarks.zoo.attacks import Attack, poison  # noqa: E402
 from benchmarks.zoo.nets import NetSpec, build, train  # noqa: E402
+from tests.unit.conftest import held_out_digits  # noqa: E402
 
 ATTACK = Attack("patch", target=7, rate=0.1, size=3, row=0, col=5, pattern_seed=11)
 BLEND = Attack("blend", target=2, rate=0.1, alpha=0.2, pattern_seed=5)
@@ -45,9 +46,7 @@ def _export(spec: NetSpec, x: Any, y: Any, path: Path, seed: int) -> Path:
 @pytest.fixture(scope="session")
 def zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
     d = tmp_path_factory.mktemp("zoo")
-    x, y = digits("flat")
-    order = np.random.default_rng(0).permutation(len(x))
-    te, tr = order[:400], order[400:]
+    x, y, te, tr = held_out_digits()
     xp, yp, pidx = poison(x[tr], y[tr], ATTACK, seed=1)
     np.savez(d / "clean.npz", x=x[te], y=y[te])
     np.savez(d / "train.npz", x=xp, y=yp)
