@@ -1,7 +1,8 @@
 """Pickle opcodes read the way ``_pickle`` (the C unpickler behind ``pickle.load``) reads them.
 
 ``pickletools.genops`` decodes the newline-terminated protocol-0 arguments more strictly than
-``_pickle``: ``I0x10`` (ints are parsed with base 0), ``F1.5\\0junk`` (a C string ends at NUL) and
+``_pickle``: ``I0x10`` and ``I010`` (INT goes through C ``strtol`` with base 0, where a leading zero
+means octal; ``I01`` is how protocol 0 writes True), ``F1.5\\0junk`` (a C string ends at NUL) and
 UTF-8 module names are errors to it but not to ``pickle.load``. A stream that looks broken to the
 scanner from its first opcode while ``pickle.load`` runs it would pass as text, so those arguments
 are decoded here as ``_pickle`` decodes them; every other argument keeps its ``pickletools`` reader.
@@ -11,10 +12,14 @@ from __future__ import annotations
 
 import codecs
 import pickletools
+import re
 from collections.abc import Iterator
 from typing import IO, Any
 
 _BY_CODE = {op.code.encode("latin-1"): op for op in pickletools.opcodes}
+# what C strtol(s, &end, 0) accepts: blanks, a sign, then hex, octal (a leading 0) or decimal digits
+_STRTOL = re.compile(rb"[ \t\n\v\f\r]*([+-]?)(0[xX][0-9a-fA-F]+|0[0-7]*|[1-9][0-9]*)")
+_C_LONG = range(-(2**63), 2**63)
 
 
 def _line(stream: IO[bytes]) -> bytes:
@@ -28,6 +33,20 @@ def _quoted(text: bytes) -> str:
     if len(text) < 2 or text[:1] not in (b"'", b'"') or text[:1] != text[-1:]:
         raise ValueError("the STRING opcode argument must be quoted")
     return str(codecs.escape_decode(text[1:-1])[0], "latin-1")
+
+
+def _c_int(number: bytes) -> int:
+    """INT as ``_pickle`` reads it: ``strtol`` with base 0 to the end, else ``int(number, 0)``."""
+    if not number:  # strtol converts nothing, and its end pointer is already on the NUL
+        return 0
+    match = _STRTOL.match(number)
+    if match and match.end() == len(number):
+        sign, digits = match.groups()
+        base = 16 if digits[1:2] in (b"x", b"X") else 8 if digits.startswith(b"0") else 10
+        value = int(sign + digits, base)
+        if value in _C_LONG:  # an overflowing strtol falls back to Python's parser, as below
+            return value
+    return int(number, 0)
 
 
 def _line_argument(name: str, stream: IO[bytes]) -> Any:
@@ -44,7 +63,9 @@ def _line_argument(name: str, stream: IO[bytes]) -> Any:
     number = number.split(b"\x00", 1)[0]  # _pickle hands numbers to C parsers: a NUL ends them
     if name == "FLOAT":
         return float(number)
-    return int(number, 0 if name in ("INT", "LONG") else 10)
+    if name == "INT" and text:  # an empty line is an error to _pickle, a NUL-ended one is not
+        return _c_int(number)
+    return int(number, 0 if name == "LONG" else 10)
 
 
 def genops(stream: IO[bytes]) -> Iterator[tuple[pickletools.OpcodeInfo, Any, int | None]]:

@@ -165,6 +165,9 @@ def test_picklescan_as_a_second_opinion_can_add_a_rejection_but_never_grants_a_p
     "prefix",
     [
         b"I0x10\n0",  # _pickle parses INT with base 0; pickletools.genops raises on it
+        b"I01\n0",  # pickle.dumps(True, 0): _pickle reads "01" as True, int("01", 0) raises
+        b"I010\n0",  # strtol with base 0 reads a leading zero as octal; int("010", 0) raises
+        b"I-07\x00junk\n0",
         b"L0b101L\n0",  # the same for LONG
         b"F1.5\x00junk\n0",  # _pickle hands FLOAT to a C parser: the NUL ends the number
         b"I7\x00junk\n0",
