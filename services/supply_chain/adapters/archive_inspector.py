@@ -1,9 +1,11 @@
 """Zip and tar archives, inspected from their directories and streamed members, never extracted.
 
 Refuses traversal (absolute, drive, backslash or ``..`` names), links and device entries, encrypted
-members, overlapping zip members, decompression bombs (per-member ratio, total size, entry count) and
-nested archives beyond the policy depth; nested archives within it are inspected by the same rules.
-Members that are pickles are scanned in place.
+members, overlapping zip members, zip bytes that no listed member accounts for (a second archive, a
+local entry left out of the directory: what another reader would load), decompression bombs
+(per-member ratio, total size, entry count) and nested archives beyond the policy depth; nested
+archives within it are inspected by the same rules. Members that are pickles, or that a loader
+unpickles by name (``*.pkl``: a PyTorch zip's ``data.pkl``), are scanned in place.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import lzma
 import posixpath
 import stat
+import struct
 import tarfile
 import zipfile
 import zlib
@@ -44,6 +47,27 @@ def unsafe_member_name(name: str) -> str | None:
 
 
 Members = Iterator[tuple[str, int, Opener]]
+_NO_SLACK: tuple[int, ...] = (0,)
+_DESCRIPTOR_SIZES = (12, 16, 20, 24)  # crc + 32- or 64-bit sizes, with or without the PK\x07\x08 signature
+KERAS_CONFIG = "config.json"  # at a zip's root: what keras.saving.load_model builds the model from
+
+
+def _unlisted_bytes(source: IO[bytes], infos: list[zipfile.ZipInfo], start_dir: int) -> str | None:
+    """Where the listed members (local header, data, descriptor) fail to tile the file up to the directory."""
+    cursor, slack = 0, _NO_SLACK
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        if info.header_offset - cursor not in slack:
+            return f"bytes {cursor}..{info.header_offset} belong to no listed member"
+        source.seek(info.header_offset)
+        local = source.read(30)
+        if len(local) < 30 or local[:4] != b"PK\x03\x04":
+            return f"member {info.filename[:120]!r}: no local header at its offset"
+        name_length, extra_length = struct.unpack("<HH", local[26:30])
+        cursor = info.header_offset + 30 + name_length + extra_length + info.compress_size
+        slack = _DESCRIPTOR_SIZES if info.flag_bits & 0x08 else _NO_SLACK
+    if start_dir - cursor not in slack:
+        return f"bytes {cursor}..{start_dir} belong to no listed member"
+    return None
 
 
 def _zip_members(source: IO[bytes], size: int, limits: ArchiveLimits, problems: list[str]) -> Members:
@@ -71,6 +95,8 @@ def _zip_members(source: IO[bytes], size: int, limits: ArchiveLimits, problems: 
             problems.append(f"uncompressed total {total} bytes, limit {limits.max_total_uncompressed}")
         if sum(i.compress_size for i in infos) > size:
             problems.append("members overlap (compressed sizes exceed the archive size)")
+        elif unlisted := _unlisted_bytes(source, infos, archive.start_dir):
+            problems.append(f"{unlisted} (a second archive or a hidden entry another reader would load)")
         if problems:
             return
         for info in infos:
@@ -125,12 +151,17 @@ def _members_problems(
                     problems += _members_problems(
                         nested, member_size, inner, limits, on_pickle, depth + 1, name + "/", allow_opaque
                     )
-            elif inner in ("pickle", "numpy-object"):
+            elif inner in ("pickle", "numpy-object") or member.endswith(".pkl"):
                 problems += on_pickle(name, opener)
             elif inner.startswith("polyglot"):
                 problems.append(f"member {name[:120]!r}: {inner}: content is two formats at once")
             elif inner in OPAQUE_MODEL_FORMATS and not allow_opaque:
                 problems.append(f"member {name[:120]!r}: format {inner!r} cannot be inspected safely")
+            elif fmt == "zip" and member == KERAS_CONFIG and not allow_opaque:
+                problems.append(
+                    f"member {name[:120]!r}: a Keras v3 archive, whose config names Python callables that "
+                    "load_model imports (CVE-2025-1550); it cannot be inspected safely"
+                )
     except (zipfile.BadZipFile, tarfile.TarError, OSError, EOFError, ValueError, *_DECODER_ERRORS) as exc:
         problems.append(f"unreadable {fmt} archive: {type(exc).__name__}: {exc}"[:300])
     return problems
@@ -144,7 +175,8 @@ def archive_members(
     Nested archives are refused past ``limits.max_nesting`` and inspected by the same rules within it
     (their members named ``outer/inner``). A member in a model format that can carry code but cannot be
     inspected here (``OPAQUE_MODEL_FORMATS``: HDF5 with Keras Lambda layers, GGUF with its chat
-    template, TFLite with custom ops) is refused as it is at the top level, unless ``allow_opaque``
+    template, TFLite with custom ops; a zip with a root ``config.json``, which Keras v3 loads as a
+    model) is refused as it is at the top level, unless ``allow_opaque``
     (the policy's ``allow_unknown_formats``). Raw bytes (a PyTorch zip's tensor storages) are not a
     format and pass.
 

@@ -284,3 +284,62 @@ def test_raw_storage_members_of_a_pytorch_zip_are_not_taken_for_opaque_formats(t
         archive.writestr("model/data.pkl", b"\x80\x02}q\x00.")  # an empty dict: no globals
         archive.writestr("model/data/0", np.arange(64, dtype=np.float32).tobytes())
     assert not any("cannot be inspected" in p for p in problems(path, SupplyChainPolicy(allow_pickle=True)))
+
+
+def zip_bytes(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+EVIL_DATA_PKL = b"\x80\x02cos\nsystem\n(S'id'\ntR."
+
+
+def test_a_second_zip_appended_to_a_hostile_one_does_not_hide_it(tmp_path: Path) -> None:
+    # zipfile reads only the last central directory (the benign zip); a reader that walks local headers
+    # from the front, or trusts the first zip's offsets, loads the hostile data.pkl it never saw
+    hostile = zip_bytes({"archive/data.pkl": EVIL_DATA_PKL})
+    benign = zip_bytes({"archive/data.pkl": b"\x80\x02ccollections\nOrderedDict\n)R."})
+    path = tmp_path / "model.pt"
+    path.write_bytes(hostile + benign)
+    found = problems(path, SupplyChainPolicy(allow_pickle=True))
+    assert any("no listed member" in p for p in found), found
+
+
+def test_a_local_entry_left_out_of_the_central_directory_is_rejected(tmp_path: Path) -> None:
+    data = zip_bytes({"archive/data.pkl": EVIL_DATA_PKL, "archive/version": b"3\n"})
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        second = archive.getinfo("archive/version")
+        start = archive.start_dir
+    directory = data[start:]
+    first_entry_len = 46 + len("archive/data.pkl")
+    # drop data.pkl's central entry and fix the counts, size and offset in the end record
+    end = bytearray(directory[first_entry_len:])
+    tail = end.rindex(b"PK\x05\x06")
+    struct.pack_into("<HHII", end, tail + 8, 1, 1, tail, start)  # entries, directory size, offset
+    path = tmp_path / "model.pt"
+    path.write_bytes(data[:start] + bytes(end))
+    assert second.header_offset > 0
+    found = problems(path, SupplyChainPolicy(allow_pickle=True))
+    assert any("no listed member" in p for p in found), found
+
+
+def test_a_data_pkl_that_does_not_sniff_as_a_pickle_is_still_scanned_as_one(tmp_path: Path) -> None:
+    # torch.load unpickles data.pkl whatever it looks like: a member named .pkl is never raw bytes
+    path = tmp_path / "model.pt"
+    path.write_bytes(zip_bytes({"archive/data.pkl": b"\xff" + EVIL_DATA_PKL, "archive/data/0": bytes(64)}))
+    found = problems(path, SupplyChainPolicy(allow_pickle=True))
+    assert any("archive/data.pkl" in p and "never a pass" in p for p in found), found
+
+
+def test_a_keras_v3_archive_is_refused_even_without_weights(tmp_path: Path) -> None:
+    # load_model builds the model from config.json before it looks for weights, and the config
+    # names Python callables it imports (CVE-2025-1550, safe_mode or not)
+    config = {"module": "keras", "class_name": "Functional", "config": {"layers": [{"class_name": "Lambda"}]}}
+    path = tmp_path / "model.keras"
+    path.write_bytes(zip_bytes({"config.json": json.dumps(config).encode(), "metadata.json": b"{}"}))
+    found = problems(path)
+    assert any("config.json" in p and "Keras" in p for p in found), found
+    assert problems(path, SupplyChainPolicy(allow_unknown_formats=True)) == []
