@@ -2,7 +2,8 @@
 
 External data rules (CVE-2024-27318 and the later symlink CVEs): a relative, non-empty location with
 no ``..`` after normalising, whose real path stays inside the model directory, that is not a
-symlink, is a regular file with one hard link, and holds ``offset + length`` bytes.
+symlink, is a regular file with one hard link, and holds ``offset + length`` bytes; never one of
+onnxruntime's in-memory address markers, even where a file of that name exists.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ import onnx
 from onnx import helper
 
 _EXTERNAL = onnx.TensorProto.EXTERNAL
+# "*/_ORT_MEM_ADDR_/*" and kin: onnxruntime reads "offset" as a raw pointer, not a file position
+ORT_MARKER_PREFIX = "*/_ORT_"
 
 
 @dataclass
@@ -70,6 +73,9 @@ def _check_external(tensor: Any, model_dir: Path, result: OnnxInspection) -> Non
     normal = posixpath.normpath(location) if location else ""
     if not location or "\x00" in location:
         result.problems.append(f"{where}: empty external data location")
+        return
+    if location.startswith(ORT_MARKER_PREFIX):
+        result.problems.append(f"{where}: {location[:60]!r} is an onnxruntime in-memory address marker")
         return
     if location.startswith(("/", "\\")) or os.path.isabs(location) or ":" in location or "\\" in location:
         result.problems.append(f"{where}: absolute or drive external data path {location[:120]!r}")

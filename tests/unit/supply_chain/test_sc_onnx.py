@@ -123,3 +123,14 @@ def test_an_onnx_model_led_by_an_unknown_field_is_still_inspected_as_onnx(tmp_pa
     reports, _ = inspect_artifact(artifact, SupplyChainPolicy())
     assert reports[0].fmt == "onnx"
     assert any("com.evil.ops" in p and "custom op" in p for p in reports[0].problems), reports[0].problems
+
+
+@pytest.mark.parametrize("marker", ["*/_ORT_MEM_ADDR_/*", "*/_ORT_NATIVE_ENDIAN_MEM_ADDR_/*"])
+def test_an_onnxruntime_in_memory_address_marker_is_rejected_even_when_a_file_has_that_name(
+    tmp_path: Path, marker: str
+) -> None:
+    # onnxruntime reads such a "location" as a raw memory address given by "offset"; recent releases
+    # refuse it in a model file, older ones read process memory into the weights
+    model_dir = tmp_path / "m"
+    path = save_external(model_dir, marker, model_dir / marker)
+    assert any("in-memory address" in p for p in problems(path)), problems(path)
