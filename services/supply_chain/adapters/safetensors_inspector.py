@@ -1,4 +1,4 @@
-"""safetensors header: bounded length, valid JSON, dtypes and shapes, offsets that tile the data."""
+"""safetensors header: bounded length, JSON without duplicate keys, dtypes and shapes, offsets that tile the data."""
 
 from __future__ import annotations
 
@@ -20,14 +20,25 @@ def _tensor_problems(name: str, spec: Any) -> tuple[list[str], tuple[int, int] |
     dtype, shape, offsets = spec.get("dtype"), spec.get("shape"), spec.get("data_offsets")
     if dtype not in DTYPE_BYTES:
         return [f"tensor {name[:80]!r}: unknown dtype {str(dtype)[:20]!r}"], None
-    if not (isinstance(shape, list) and all(isinstance(d, int) and d >= 0 for d in shape)):
+    if not (isinstance(shape, list) and all(type(d) is int and d >= 0 for d in shape)):  # bool is an int
         return [f"tensor {name[:80]!r}: malformed shape"], None
-    if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(type(o) is int for o in offsets)):
         return [f"tensor {name[:80]!r}: malformed data_offsets"], None
     begin, end = offsets
     if not 0 <= begin <= end or end - begin != math.prod(shape) * DTYPE_BYTES[dtype]:
         return [f"tensor {name[:80]!r}: offsets {offsets} do not match dtype and shape"], None
     return [], (begin, end)
+
+
+class DuplicateKeyError(ValueError):
+    """A JSON object names a key twice; parsers disagree on which entry wins."""
+
+
+def _unique(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise DuplicateKeyError(next(k for k in keys if keys.count(k) > 1))
+    return dict(pairs)
 
 
 def inspect_safetensors(path: Path, max_header: int) -> list[str]:
@@ -39,7 +50,9 @@ def inspect_safetensors(path: Path, max_header: int) -> list[str]:
             return [f"header length {length} exceeds min({max_header}, file length - 8)"]
         raw = handle.read(length)
     try:
-        header = json.loads(raw.decode("utf-8"))
+        header = json.loads(raw.decode("utf-8"), object_pairs_hook=_unique)
+    except DuplicateKeyError as exc:  # Python keeps the last entry, a first-wins reader loads the other
+        return [f"header names {str(exc)[:80]!r} twice (readers disagree on which entry wins)"]
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:  # deep nesting: RecursionError
         return [f"header is not JSON: {exc}"[:200]]
     if not isinstance(header, dict):

@@ -109,6 +109,21 @@ def test_safetensors_offsets_that_overlap_or_leave_gaps_are_rejected(tmp_path: P
     assert any("gap or overlap" in p for p in inspect_safetensors(path, 100_000_000))
 
 
+def test_a_safetensors_header_with_duplicate_tensor_names_is_rejected(tmp_path: Path) -> None:
+    # json keeps the last entry and other parsers the first: the two readers would see different tensors
+    entry = '{"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}'
+    raw = f'{{"w": {entry}, "w": {entry.replace("F32", "I32")}}}'.encode()
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(raw)) + raw + b"\x00" * 4)
+    assert any("twice" in p for p in inspect_safetensors(path, 100_000_000))
+
+
+def test_safetensors_shapes_and_offsets_must_be_integers_not_booleans(tmp_path: Path) -> None:
+    header = {"w": {"dtype": "F32", "shape": [True], "data_offsets": [False, 4]}}
+    path = write_safetensors(tmp_path / "m.safetensors", header, b"\x00" * 4)
+    assert inspect_safetensors(path, 100_000_000)
+
+
 def test_a_safetensors_header_over_the_cap_is_rejected(tmp_path: Path) -> None:
     header = {"w": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}}
     path = write_safetensors(tmp_path / "m.safetensors", header, b"\x00" * 4)
