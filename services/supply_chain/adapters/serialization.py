@@ -84,13 +84,17 @@ def inspect_artifact(artifact: Artifact, policy: SupplyChainPolicy) -> tuple[lis
     reports = {f.relpath: FileReport(f.relpath, sniff_file(str(f.path))) for f in artifact.files}
     external: set[Path] = set()
     onnx_ok: list[Path] = []
+    members = {f.path.resolve() for f in artifact.files}
     for item in artifact.files:
         report = reports[item.relpath]
         if report.fmt == "onnx":
             found = inspect_onnx(item.path, policy.max_onnx_bytes, policy.onnx_domains)
             report.problems += found.problems
+            # beside a single-file artifact: a file no digest, signature or scan covers
+            for outside in sorted(found.external_files - members):
+                report.problems.append(f"external data {outside.name[:120]!r} is not part of the artifact")
             external |= found.external_files
-            if not found.problems:
+            if not report.problems:
                 onnx_ok.append(item.path)
     for item in artifact.files:
         if reports[item.relpath].fmt != "onnx":

@@ -134,3 +134,14 @@ def test_an_onnxruntime_in_memory_address_marker_is_rejected_even_when_a_file_ha
     model_dir = tmp_path / "m"
     path = save_external(model_dir, marker, model_dir / marker)
     assert any("in-memory address" in p for p in problems(path)), problems(path)
+
+
+def test_external_data_beside_a_single_file_artifact_is_rejected_as_outside_the_artifact(tmp_path: Path) -> None:
+    # the artifact is model.onnx alone: weights.bin next to it is neither hashed, signed nor scanned,
+    # and may be swapped after the verdict, yet onnxruntime would load it
+    path = save_external(tmp_path, "weights.bin", tmp_path / "weights.bin")
+    artifact = load_artifact(str(path), max_file_bytes=2**30, max_total_bytes=2**31, max_files=10)
+    reports, onnx_ok = inspect_artifact(artifact, SupplyChainPolicy())
+    found = [p for r in reports for p in r.problems]
+    assert any("not part of the artifact" in p for p in found), found
+    assert onnx_ok == []
