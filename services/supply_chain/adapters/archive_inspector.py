@@ -153,6 +153,8 @@ def _members_problems(
                     )
             elif inner in ("pickle", "numpy-object") or member.endswith(".pkl"):
                 problems += on_pickle(name, opener)
+            elif inner == "compressed-pickle":
+                problems.append(f"member {name[:120]!r}: compressed pickle (joblib compress=) cannot be scanned")
             elif inner.startswith("polyglot"):
                 problems.append(f"member {name[:120]!r}: {inner}: content is two formats at once")
             elif inner in OPAQUE_MODEL_FORMATS and not allow_opaque:

@@ -19,7 +19,8 @@ from .safetensors_inspector import inspect_safetensors
 from .sniffing import sniff_file
 
 DATA_FORMATS = frozenset({"empty", "numpy"})
-UNINSPECTABLE = frozenset({"zstd", "7z", "rar", "hdf5", "gguf", "tflite", "unknown"})
+UNINSPECTABLE = frozenset({"zstd", "lz4", "7z", "rar", "hdf5", "gguf", "tflite", "unknown"})
+COMPRESSED_PICKLE = "compressed pickle (joblib compress=): refused, its stream cannot be scanned in place"
 
 
 @dataclass
@@ -67,6 +68,8 @@ def _inspect(path: Path, report: FileReport, policy: SupplyChainPolicy, external
         report.problems += archive_members(path, fmt, policy.archive, on_pickle, policy.allow_unknown_formats)
     elif fmt == "safetensors":
         report.problems += inspect_safetensors(path, policy.safetensors_max_header)
+    elif fmt == "compressed-pickle":
+        report.problems.append(COMPRESSED_PICKLE)
     elif fmt == "numpy-object":
         report.problems.append("NumPy object array: its payload is a pickle")
     elif fmt.startswith("polyglot"):

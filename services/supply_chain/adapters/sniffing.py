@@ -5,15 +5,19 @@ that executes nothing and decodes arguments as ``pickle.load`` does) reads it fr
 STOP or an importing/calling opcode: that prefix is what ``pickle.load`` would run before failing.
 Content that a magic number (or a safetensors header) claims, and that read from byte 0 imports a
 global, is a polyglot; so is a file whose end holds a zip central directory while its start says
-something else.
+something else. A zlib or LZMA-alone stream (what ``joblib.dump(compress=...)`` writes) whose first
+bytes decompress to a pickle is a ``compressed-pickle``.
 """
 
 from __future__ import annotations
 
 import ast
 import codecs
+import io
+import lzma
 import struct
 import zipfile
+import zlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import IO
@@ -28,7 +32,7 @@ HEAD = 64 * 1024
 _CODE_OPCODES = frozenset({"STOP", "GLOBAL", "STACK_GLOBAL", "INST", "OBJ", "REDUCE", "NEWOBJ", "NEWOBJ_EX", "BUILD"})
 Opener = Callable[[], AbstractContextManager[IO[bytes]]]
 ONNX_FIRST_BYTES = frozenset({0x08, 0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A})
-ARCHIVES = frozenset({"zip", "tar", "gzip", "bz2", "xz", "zstd", "7z", "rar"})
+ARCHIVES = frozenset({"zip", "tar", "gzip", "bz2", "xz", "zstd", "lz4", "7z", "rar"})
 _MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"PK\x03\x04", "zip"),
     (0, b"PK\x05\x06", "zip"),
@@ -36,6 +40,7 @@ _MAGIC: tuple[tuple[int, bytes, str], ...] = (
     (0, b"BZh", "bz2"),
     (0, b"\xfd7zXZ\x00", "xz"),
     (0, b"\x28\xb5\x2f\xfd", "zstd"),
+    (0, b"\x04\x22\x4d\x18", "lz4"),
     (0, b"7z\xbc\xaf\x27\x1c", "7z"),
     (0, b"Rar!\x1a\x07", "rar"),
     (257, b"ustar", "tar"),
@@ -76,6 +81,25 @@ def npy_holds_objects(head: bytes) -> bool:
         return True
 
 
+def compressed_pickle(head: bytes) -> bool:
+    """True when ``head`` starts a zlib or LZMA-alone stream whose first bytes decompress to a pickle.
+
+    Raw tensor bytes may start like a zlib header (two bytes, one in ~2000); only a stream that
+    decodes and reads as a pickle counts.
+    """
+    if head[:1] == b"\x78" and len(head) > 1 and int.from_bytes(head[:2], "big") % 31 == 0:
+        decoder: zlib._Decompress | lzma.LZMADecompressor = zlib.decompressobj()
+    elif head[:3] == b"\x5d\x00\x00":
+        decoder = lzma.LZMADecompressor(lzma.FORMAT_ALONE)
+    else:
+        return False
+    try:
+        plain = decoder.decompress(head, HEAD)
+    except (zlib.error, lzma.LZMAError):
+        return False
+    return plain[:1] == b"\x80" or reads_as_pickle(io.BytesIO(plain))
+
+
 def _looks_like_safetensors(head: bytes, size: int) -> bool:
     if size < 10:
         return False
@@ -114,6 +138,8 @@ def sniff(head: bytes, size: int, reopen: Opener) -> str:
         return fmt
     if head[:1] == b"\x80":
         return "pickle"
+    if compressed_pickle(head):
+        return "compressed-pickle"
     with reopen() as stream:
         if reads_as_pickle(stream):
             return "pickle"

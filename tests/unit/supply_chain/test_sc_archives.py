@@ -2,11 +2,13 @@ from __future__ import annotations
 
 import io
 import json
+import lzma
 import pickletools
 import stat
 import struct
 import tarfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -358,3 +360,35 @@ def test_a_keras_v3_archive_is_refused_even_without_weights(tmp_path: Path) -> N
     found = problems(path)
     assert any("config.json" in p and "Keras" in p for p in found), found
     assert problems(path, SupplyChainPolicy(allow_unknown_formats=True)) == []
+
+
+JOBLIB_COMPRESSORS = {
+    "zlib": zlib.compress,  # joblib.dump(compress=3) writes a bare zlib stream of the pickle
+    "lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
+}
+
+
+@pytest.mark.parametrize("compressor", sorted(JOBLIB_COMPRESSORS))
+def test_a_joblib_compressed_pickle_is_refused_inside_an_archive_and_at_the_top(
+    tmp_path: Path, compressor: str
+) -> None:
+    data = JOBLIB_COMPRESSORS[compressor](EVIL_DATA_PKL)
+    archive = tmp_path / "model.zip"
+    archive.write_bytes(zip_bytes({"model.joblib": data}))
+    top = tmp_path / "model.joblib"
+    top.write_bytes(data)
+    for path, policy in [(archive, SupplyChainPolicy()), (top, SupplyChainPolicy(allow_unknown_formats=True))]:
+        found = problems(path, policy)
+        assert any("compressed pickle" in p for p in found), (path.name, found)
+
+
+def test_an_lz4_frame_inside_an_archive_is_refused_as_a_nested_archive(tmp_path: Path) -> None:
+    path = tmp_path / "model.zip"
+    path.write_bytes(zip_bytes({"model.joblib": b"\x04\x22\x4d\x18" + bytes(64)}))
+    assert any("nested lz4" in p for p in problems(path))
+
+
+def test_raw_storage_that_starts_like_a_zlib_stream_is_still_raw_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "model.zip"
+    path.write_bytes(zip_bytes({"archive/data/0": zlib.compress(bytes(64)) + bytes(64)}))
+    assert problems(path) == []
