@@ -10,6 +10,7 @@ unpickles by name (``*.pkl``: a PyTorch zip's ``data.pkl``), are scanned in plac
 
 from __future__ import annotations
 
+import json
 import lzma
 import posixpath
 import stat
@@ -50,6 +51,7 @@ Members = Iterator[tuple[str, int, Opener]]
 _NO_SLACK: tuple[int, ...] = (0,)
 _DESCRIPTOR_SIZES = (12, 16, 20, 24)  # crc + 32- or 64-bit sizes, with or without the PK\x07\x08 signature
 KERAS_CONFIG = "config.json"  # at a zip's root: what keras.saving.load_model builds the model from
+KERAS_CONFIG_MAX = 32 * 2**20  # a root config.json larger than this cannot be told apart, and is refused
 
 
 def _unlisted_bytes(source: IO[bytes], infos: list[zipfile.ZipInfo], start_dir: int) -> str | None:
@@ -68,6 +70,21 @@ def _unlisted_bytes(source: IO[bytes], infos: list[zipfile.ZipInfo], start_dir: 
     if start_dir - cursor not in slack:
         return f"bytes {cursor}..{start_dir} belong to no listed member"
     return None
+
+
+def _keras_config(opener: Opener, size: int) -> bool:
+    """True for a root ``config.json`` that Keras v3 would build a model from: a serialized Keras object
+    (``class_name`` / ``module`` at its top level). A Hugging Face ``config.json`` (``model_type``,
+    ``architectures``) is not one; a config too large to read within bounds counts as one."""
+    if size > KERAS_CONFIG_MAX:
+        return True
+    with opener() as stream:
+        raw = stream.read(KERAS_CONFIG_MAX + 1)
+    try:
+        config = json.loads(raw)
+    except (ValueError, RecursionError):  # load_model cannot parse it either
+        return False
+    return isinstance(config, dict) and ("class_name" in config or "module" in config)
 
 
 def _zip_members(source: IO[bytes], size: int, limits: ArchiveLimits, problems: list[str]) -> Members:
@@ -159,7 +176,7 @@ def _members_problems(
                 problems.append(f"member {name[:120]!r}: {inner}: content is two formats at once")
             elif inner in OPAQUE_MODEL_FORMATS and not allow_opaque:
                 problems.append(f"member {name[:120]!r}: format {inner!r} cannot be inspected safely")
-            elif fmt == "zip" and member == KERAS_CONFIG and not allow_opaque:
+            elif fmt == "zip" and member == KERAS_CONFIG and not allow_opaque and _keras_config(opener, member_size):
                 problems.append(
                     f"member {name[:120]!r}: a Keras v3 archive, whose config names Python callables that "
                     "load_model imports (CVE-2025-1550); it cannot be inspected safely"
@@ -177,8 +194,8 @@ def archive_members(
     Nested archives are refused past ``limits.max_nesting`` and inspected by the same rules within it
     (their members named ``outer/inner``). A member in a model format that can carry code but cannot be
     inspected here (``OPAQUE_MODEL_FORMATS``: HDF5 with Keras Lambda layers, GGUF with its chat
-    template, TFLite with custom ops; a zip with a root ``config.json``, which Keras v3 loads as a
-    model) is refused as it is at the top level, unless ``allow_opaque``
+    template, TFLite with custom ops; a zip whose root ``config.json`` is a serialized Keras object,
+    which Keras v3 loads as a model) is refused as it is at the top level, unless ``allow_opaque``
     (the policy's ``allow_unknown_formats``). Raw bytes (a PyTorch zip's tensor storages) are not a
     format and pass.
 

@@ -362,6 +362,17 @@ def test_a_keras_v3_archive_is_refused_even_without_weights(tmp_path: Path) -> N
     assert problems(path, SupplyChainPolicy(allow_unknown_formats=True)) == []
 
 
+def test_a_zipped_hugging_face_directory_with_its_config_json_is_not_taken_for_keras(tmp_path: Path) -> None:
+    config = {"architectures": ["BertModel"], "model_type": "bert", "hidden_size": 8}
+    header = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}
+    weights = write_safetensors(tmp_path / "w.safetensors", header,
+                                np.ones(4, dtype=np.float32).tobytes())
+    path = tmp_path / "model.zip"
+    path.write_bytes(zip_bytes({"config.json": json.dumps(config).encode(), "model.safetensors": weights.read_bytes()}))
+    weights.unlink()
+    assert problems(path) == []
+
+
 JOBLIB_COMPRESSORS = {
     "zlib": zlib.compress,  # joblib.dump(compress=3) writes a bare zlib stream of the pickle
     "lzma": lambda data: lzma.compress(data, format=lzma.FORMAT_ALONE),
