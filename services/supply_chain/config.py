@@ -62,6 +62,7 @@ class SupplyChainSettings(ServiceSettings):
     safetensors_max_header: int = Field(default=100_000_000, gt=0, le=100_000_000)
     allow_unknown_formats: bool = False
     allow_text_files: bool = True
+    allow_code_files: bool = False
     blocking_severities: list[Severity] = Field(default_factory=_default_blocking)
 
     ort_load_enabled: bool = True
@@ -93,6 +94,7 @@ class SupplyChainSettings(ServiceSettings):
             safetensors_max_header=self.safetensors_max_header,
             allow_unknown_formats=self.allow_unknown_formats,
             allow_text_files=self.allow_text_files,
+            allow_code_files=self.allow_code_files,
             blocking=tuple(self.blocking_severities),
         )
 

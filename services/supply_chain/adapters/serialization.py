@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from .sniffing import sniff_file
 
 DATA_FORMATS = frozenset({"empty", "numpy"})
 UNINSPECTABLE = frozenset({"zstd", "lz4", "7z", "rar", "hdf5", "gguf", "tflite", "unknown"})
+CODE_SUFFIXES = frozenset({".py", ".pyw", ".sh", ".bash", ".bat", ".cmd", ".ps1"})
+MAX_CONFIG_BYTES = 32 * 2**20
 COMPRESSED_PICKLE = "compressed pickle (joblib compress=): refused, its stream cannot be scanned in place"
 
 
@@ -54,6 +57,23 @@ def _scan_pickle(
     return [flagged] if flagged else []
 
 
+def code_file_problems(path: Path) -> list[str]:
+    """Source code shipped with the weights, which a loader may run: ``transformers`` imports a model
+    directory's ``*.py`` (``trust_remote_code``), and a ``config.json`` ``auto_map`` names such code, here
+    or in another repository. Refused unless the policy's ``allow_code_files``."""
+    if path.suffix.lower() in CODE_SUFFIXES:
+        return [f"source code ({path.suffix}) ships with the model; a loader may run it (allow_code_files)"]
+    if path.name.lower() != "config.json" or path.stat().st_size > MAX_CONFIG_BYTES:
+        return []
+    try:
+        config = json.loads(path.read_bytes())
+    except (ValueError, RecursionError):
+        return []
+    if isinstance(config, dict) and "auto_map" in config:
+        return ["config.json names remote code (auto_map), which trust_remote_code would run (allow_code_files)"]
+    return []
+
+
 def _inspect(path: Path, report: FileReport, policy: SupplyChainPolicy, external: set[Path]) -> None:
     fmt = report.fmt
     if fmt == "pickle":
@@ -80,6 +100,8 @@ def _inspect(path: Path, report: FileReport, policy: SupplyChainPolicy, external
         report.problems.append(f"format {fmt!r} cannot be inspected safely")
     elif fmt == "text" and not policy.allow_text_files:
         report.problems.append("text files are not allowed by policy")
+    elif fmt == "text" and not policy.allow_code_files:
+        report.problems += code_file_problems(path)
 
 
 def inspect_artifact(artifact: Artifact, policy: SupplyChainPolicy) -> tuple[list[FileReport], list[Path]]:

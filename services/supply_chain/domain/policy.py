@@ -87,6 +87,7 @@ class SupplyChainPolicy:
     safetensors_max_header: int = 100_000_000
     allow_unknown_formats: bool = False
     allow_text_files: bool = True
+    allow_code_files: bool = False  # Python / shell sources, and configs that name remote code (auto_map)
     blocking: tuple[Severity, ...] = ("critical", "high", "medium")
 
     @property

@@ -403,3 +403,30 @@ def test_raw_storage_that_starts_like_a_zlib_stream_is_still_raw_bytes(tmp_path:
     path = tmp_path / "model.zip"
     path.write_bytes(zip_bytes({"archive/data/0": zlib.compress(bytes(64)) + bytes(64)}))
     assert problems(path) == []
+
+
+def hugging_face_dir(tmp_path: Path, config: dict[str, object], files: dict[str, str]) -> Path:
+    model = tmp_path / "model"
+    model.mkdir(parents=True)
+    (model / "config.json").write_text(json.dumps(config))
+    header = {"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}
+    write_safetensors(model / "model.safetensors", header, np.ones(4, dtype=np.float32).tobytes())
+    for name, text in files.items():
+        (model / name).write_text(text)
+    return model
+
+
+def test_python_source_shipped_with_the_weights_is_refused_unless_the_policy_allows_code(tmp_path: Path) -> None:
+    # transformers imports a model directory's modeling_*.py under trust_remote_code
+    source = "from os import system\n\nsystem('id')\n"
+    model = hugging_face_dir(tmp_path, {"model_type": "bert"}, {"modeling_evil.py": source, "README.md": "# a model\n"})
+    found = problems(model)
+    assert len(found) == 1 and "source code (.py)" in found[0], found
+    assert problems(model, SupplyChainPolicy(allow_code_files=True)) == []
+
+
+def test_a_config_json_naming_remote_code_is_refused_and_a_plain_one_passes(tmp_path: Path) -> None:
+    remote = {"model_type": "evil", "auto_map": {"AutoModel": "someone/repo--modeling_evil.EvilModel"}}
+    found = problems(hugging_face_dir(tmp_path / "a", remote, {}))
+    assert len(found) == 1 and "auto_map" in found[0], found
+    assert problems(hugging_face_dir(tmp_path / "b", {"model_type": "bert", "architectures": ["BertModel"]}, {})) == []
