@@ -30,6 +30,14 @@ from services.scanner.domain.stats import Arr
 CALIBRATED_PER_CLASS = 20
 FEW_PER_CLASS = 10
 MAX_RAISE = 0.5
+KEPT_PER_CLASS = 30  # clean inputs per class a scan keeps at least (a 10-class scan's 300)
+
+
+def clean_sample_cap(max_samples: int, num_classes: int) -> int:
+    """How many clean inputs a scan keeps: ``max_samples`` (300: 30 per class of a 10-class model), or
+    ``KEPT_PER_CLASS`` per class on a many-class model, so that a clean set of 30 inputs per class is not
+    cut to a few per class (which would raise the bars and weaken the scan for nothing)."""
+    return max(max_samples, KEPT_PER_CLASS * num_classes)
 
 
 def inputs_per_class(y: Arr) -> float:

@@ -18,7 +18,7 @@ from services.scanner.adapters.onnx_model import OnnxModel, open_model
 from services.scanner.domain.all_to_all import DEFAULT_THRESHOLD as A2A_THRESHOLD
 from services.scanner.domain.all_to_all import KEY as ALL_TO_ALL
 from services.scanner.domain.all_to_all import all_to_all
-from services.scanner.domain.clean_set import few_inputs_note, threshold_factor
+from services.scanner.domain.clean_set import clean_sample_cap, few_inputs_note, threshold_factor
 from services.scanner.domain.detectors import REGISTRY, create
 from services.scanner.domain.detectors.base import DetectionResult, Level
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
@@ -44,7 +44,7 @@ class ScanConfig:
     detectors: Sequence[str] = ()
     params: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     seed: int = 0
-    max_clean_samples: int = 300
+    max_clean_samples: int = 300  # at least CALIBRATED_PER_CLASS x classes are kept (many-class models)
     input_layout: str = "auto"  # of a 3-D input: "auto", "channels_first" or "channels_last"
     budget_scale: float = 1.0  # times the default work budgets of the trigger searches (large models)
     policy: VerdictPolicy = field(default_factory=VerdictPolicy)
@@ -82,7 +82,7 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
     model, clean, layout, prepared = _prepare(model, clean, config)
-    data = clean.subset(config.max_clean_samples, config.seed)
+    data = clean.subset(clean_sample_cap(config.max_clean_samples, model.num_classes), config.seed)
     raised = _with_budget(_raise_for_few_inputs(config, keys, threshold_factor(data.y)), keys)
     results = run_detectors(model, data, keys, raised, progress)
     prepared += filter(None, [_budget_note(results, raised)])

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import onnx
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
-from services.scanner.domain.clean_set import few_inputs_note, inputs_per_class, threshold_factor
+from services.scanner.domain.clean_set import clean_sample_cap, few_inputs_note, inputs_per_class, threshold_factor
 from services.scanner.domain.detectors.neural_cleanse import DEFAULT_THRESHOLD as NC_BAR
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_BAR
 from services.scanner.domain.model import Dataset
@@ -73,3 +77,35 @@ def test_clean_data_the_model_mostly_gets_wrong_is_named_in_the_verdict(zoo: Zoo
         assert any("preprocessed as the model expects" in n for n in verdict.notes)
     plain = scan_model(open_model(zoo.clean_model), data, quick)
     assert not any("preprocessed as the model expects" in n for n in plain.notes)
+
+
+def test_a_many_class_scan_keeps_thirty_clean_inputs_per_class_not_three_hundred_in_all() -> None:
+    assert clean_sample_cap(300, 10) == 300 and clean_sample_cap(300, 2) == 300
+    assert clean_sample_cap(300, 100) == 3000
+
+
+def _linear_model(prototypes: np.ndarray) -> onnx.ModelProto:
+    """Logits: the input's dot product with each class's prototype."""
+    classes, features = prototypes.shape
+    w = prototypes.T.astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["logits"])], "linear",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", features])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", classes])],
+        [numpy_helper.from_array(w, "w")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_a_forty_class_model_given_thirty_clean_inputs_per_class_keeps_the_shipped_bars(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    prototypes = rng.standard_normal((40, 16))
+    onnx.save(_linear_model(prototypes), tmp_path / "m.onnx")
+    model = open_model(tmp_path / "m.onnx")
+    x = (3 * prototypes[np.repeat(np.arange(40), 60)] + rng.standard_normal((2400, 16))).astype(np.float32)
+    y = np.argmax(model.logits(x), axis=1)
+    keep = np.concatenate([np.flatnonzero(y == c)[:30] for c in range(40)])
+    assert np.bincount(y[keep], minlength=40).min() == 30  # the clean set the user gives: 30 per class, 1,200
+    quick = ScanConfig(params={"neural_cleanse.v2": {"steps": 20}, "mmbd.v2": {"steps": 5, "starts": 2}})
+    verdict = scan_model(model, Dataset(x[keep], y[keep]), quick)
+    assert not any("clean inputs per class" in n for n in verdict.notes), verdict.notes
+    assert {r.key: r.threshold for r in verdict.results}["neural_cleanse.v2"] == NC_BAR

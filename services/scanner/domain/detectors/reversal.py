@@ -36,6 +36,7 @@ from services.scanner.domain.stats import Adam, Arr, sigmoid
 CHUNK_BYTES = 64 * 2**20
 TEMPS = 8  # float32 temporaries per input element of a row (stamped input, gradient, products)
 MIN_STEPS = 100
+PERSISTENCE_SAMPLES = 300  # clean inputs each class's trigger is stamped on (bounds K x N rows on many classes)
 MIN_BATCH = 8  # inputs per class and step that a costly model's search may go down to
 TOL = 0.01  # a best mask that shrinks by less than this share does not count as progress
 
@@ -186,7 +187,9 @@ def persistence(model: ModelHandle, data: Dataset, masks: FloatArray, patterns: 
     inputs of other classes on t when each is blended with a random clean input at weight ``alpha``:
     the share classified t with the trigger minus the share without it (blends of two digits drift
     to some classes by themselves, e.g. to an 8). Returns [K]. (class, sample) rows are evaluated in
-    chunks of about ``chunk_bytes``."""
+    chunks of about ``chunk_bytes``. At most ``PERSISTENCE_SAMPLES`` clean inputs are used (a 10-class
+    scan's whole clean set), so a many-class model's cost grows with K, not K x its larger clean set."""
+    data = data.subset(PERSISTENCE_SAMPLES, int(rng.integers(2**31))) if len(data) > PERSISTENCE_SAMPLES else data
     k, shape, n = model.num_classes, tuple(model.input_shape), len(data)
     m = masks.reshape(k, *([1] if len(shape) == 3 else []), *mask_shape(shape))
     others = n - np.bincount(data.y, minlength=k)[:k]  # own-class inputs say nothing
