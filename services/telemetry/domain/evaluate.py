@@ -72,12 +72,26 @@ def evaluate_window(
                "kl_divergence": kl_divergence(counts, probs) if stats.count else None,
                **(entropy_shift(stats, baseline, thr) if stats.count else {}),
                "strip_mean": stats.strip_sum / stats.strip_count if stats.strip_count else None}
+    return WindowReport(plain(metrics), _alerts(findings, stats, model, version, start, end, now))
+
+
+def evaluate_triggers(stats: WindowStats, *, model: str, version: str, window_start: float, window_end: float,
+                      thresholds: Thresholds | None = None, now: float | None = None) -> list[Alert]:
+    """Trigger-library matches alone: they need no baseline, so they can be reported while the baseline
+    is still being learnt (arguments as for :func:`evaluate_window`)."""
+    findings = trigger_matches(stats, thresholds or Thresholds())
+    return _alerts(findings, stats, model, version, window_start, window_end, now)
+
+
+def _alerts(findings: list[Finding], stats: WindowStats, model: str, version: str, start: float, end: float,
+            now: float | None) -> list[Alert]:
+    """Alerts of ``findings`` (deterministic ids), most severe first."""
     detected = time.time() if now is None else now
     alerts = [Alert(alert_id_for(model, version, f.kind, start, f.key), model, version, f.kind, f.severity,
                     plain(f.evidence), start, end, stats.first_id, stats.last_id, f.target_class, detected)
               for f in findings]
     alerts.sort(key=lambda a: (-_RANK[a.severity_hint], a.kind))
-    return WindowReport(plain(metrics), alerts)
+    return alerts
 
 
 _RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}

@@ -21,10 +21,12 @@ import numpy as np
 from services.telemetry.domain.alerts import Alert
 from services.telemetry.domain.baseline import Baseline, BaselineBuilder
 from services.telemetry.domain.batch import PredictionBatch, concat
-from services.telemetry.domain.evaluate import WindowReport, evaluate_window
+from services.telemetry.domain.evaluate import WindowReport, evaluate_triggers, evaluate_window
+from services.telemetry.domain.thresholds import Thresholds
 from services.telemetry.domain.window import WindowStats
 
 MAX_REMEMBERED_ALERTS = 512
+_THRESHOLDS = Thresholds()
 MAX_REMEMBERED_BATCHES = 256  # a producer retry can write one batch twice, a few offsets apart
 
 
@@ -40,6 +42,7 @@ class WindowConfig:
     max_open_windows: int = 64
     min_judged: int = 200  # a window with fewer predictions is judged together with the ones before it
     max_carry_s: float = 600.0  # ... over at most this much event time
+    campaign_s: float = 600.0  # backdoor findings are also judged over the closed windows of this span; 0 = off
 
     @property
     def kind(self) -> str:
@@ -52,7 +55,7 @@ class ClosedWindow:
     end: float
     report: WindowReport
     stats: WindowStats
-    carried_alerts: list[Alert] = field(default_factory=list)  # findings over this and earlier small windows
+    carried_alerts: list[Alert] = field(default_factory=list)  # findings over this and earlier windows
     late_dropped: int = 0  # predictions dropped as too late since the previous closed window
 
 
@@ -83,6 +86,8 @@ class MonitorState:
     quiet_since: float = -math.inf  # no baseline learning until a full window after the last backdoor alert
     carry: WindowStats | None = None  # closed windows too small to judge alone (low-rate traffic)
     carry_start: float = -math.inf
+    campaign: WindowStats | None = None  # closed windows of the current ``campaign_s`` span, summed
+    campaign_start: float = -math.inf
     windows: dict[float, WindowStats] = field(default_factory=dict)
     last_eval: dict[float, float] = field(default_factory=dict)
     watermark: float = -math.inf
@@ -99,6 +104,8 @@ class MonitorState:
                 "quiet_since": None if self.quiet_since == -math.inf else self.quiet_since,
                 "carry": None if self.carry is None else self.carry.to_dict(),
                 "carry_start": None if self.carry_start == -math.inf else self.carry_start,
+                "campaign": None if self.campaign is None else self.campaign.to_dict(),
+                "campaign_start": None if self.campaign_start == -math.inf else self.campaign_start,
                 "windows": {repr(s): w.to_dict() for s, w in self.windows.items()},
                 "last_eval": {repr(s): t for s, t in self.last_eval.items()},
                 "watermark": None if self.watermark == -math.inf else self.watermark,
@@ -117,6 +124,8 @@ class MonitorState:
                    baseline_at=time_or_never("baseline_at"), refresh=builder("refresh"),
                    quiet_since=time_or_never("quiet_since"), carry_start=time_or_never("carry_start"),
                    carry=None if d.get("carry") is None else WindowStats.from_dict(d["carry"]),
+                   campaign=None if d.get("campaign") is None else WindowStats.from_dict(d["campaign"]),
+                   campaign_start=time_or_never("campaign_start"),
                    windows={float(s): WindowStats.from_dict(w) for s, w in d["windows"].items()},
                    last_eval={float(s): float(t) for s, t in d["last_eval"].items()},
                    watermark=time_or_never("watermark"),
@@ -201,6 +210,7 @@ def _ingest(state: MonitorState, batch: PredictionBatch, now: float, cfg: Window
     if state.baseline is None:
         state.builder = state.builder or BaselineBuilder(cfg.baseline_size)
         used = state.builder.add(batch)
+        out.alerts += _learning_alerts(state, state.builder.stats, now)
         if state.builder.ready:
             state.baseline, state.builder = state.builder.build(), None
             state.baseline_at, out.baseline_changed = float(batch.ts.max()), True
@@ -217,6 +227,17 @@ def _ingest(state: MonitorState, batch: PredictionBatch, now: float, cfg: Window
     close_into(out, state, now, cfg)
     _refresh_baseline(state, batch, out, cfg)
     return out
+
+
+def _learning_alerts(state: MonitorState, learnt: WindowStats, now: float) -> list[Alert]:
+    """Trigger-library matches among the predictions the baseline is learnt from, over the whole learning
+    period so far: a campaign that starts with a new model version would otherwise be reported only once
+    the baseline is complete (measured: 10 windows late at 100 predictions/s, hours for a model version
+    with little traffic)."""
+    if not learnt.triggers:
+        return []
+    return _fresh(state, evaluate_triggers(learnt, model=state.model, version=state.version,
+                                           window_start=learnt.ts_min, window_end=learnt.ts_max, now=now))
 
 
 def close_into(out: Outputs, state: MonitorState, now: float, cfg: WindowConfig) -> None:
@@ -283,24 +304,31 @@ def _left_out(ts: np.ndarray, cutoff: float, first_kept: float, cfg: WindowConfi
 
 
 def _evaluate(state: MonitorState, start: float, stats: WindowStats, now: float, cfg: WindowConfig,
-              end: float | None = None) -> WindowReport:
+              end: float | None = None, thresholds: Thresholds | None = None) -> WindowReport:
     assert state.baseline is not None
     return evaluate_window(stats, state.baseline, model=state.model, version=state.version, window_start=start,
-                           window_end=start + cfg.window_s if end is None else end, now=now)
+                           window_end=start + cfg.window_s if end is None else end, thresholds=thresholds,
+                           now=now)
 
 
 def _early(state: MonitorState, now: float, cfg: WindowConfig) -> list[Alert]:
-    """Backdoor findings of open windows, as soon as the evidence is there (drift waits for the close)."""
+    """Backdoor findings of open windows, as soon as the evidence is there (drift waits for the close).
+
+    An open window is looked at up to ``window_s / early_eval_s`` times (at most 100 counted), and every
+    look spends the false-alarm budget again: the early looks share ``alpha`` among them (Bonferroni),
+    so clean traffic alerts no more often than with a single look at the close, which keeps it whole."""
+    looks = min(100.0, cfg.window_s / cfg.early_eval_s) if cfg.early_eval_s > 0 else 100.0
+    thr = dataclasses.replace(_THRESHOLDS, alpha=_THRESHOLDS.alpha / max(looks, 1.0))
     found: list[Alert] = []
     for start, stats in state.windows.items():
         if now - state.last_eval.get(start, -math.inf) < cfg.early_eval_s:
             continue
         state.last_eval[start] = now
-        found += _fresh(state, _evaluate(state, start, stats, now, cfg).backdoor_alerts)
+        found += _fresh(state, _evaluate(state, start, stats, now, cfg, thresholds=thr).backdoor_alerts)
         if stats.count < cfg.min_judged and _carries(state, start, cfg):
             assert state.carry is not None
             found += _fresh(state, _evaluate(state, state.carry_start, state.carry.merge(stats), now, cfg,
-                                             end=start + cfg.window_s).backdoor_alerts)
+                                             end=start + cfg.window_s, thresholds=thr).backdoor_alerts)
     return found
 
 
@@ -326,6 +354,23 @@ def _close_small(state: MonitorState, start: float, stats: WindowStats, now: flo
     return alerts
 
 
+def _close_campaign(state: MonitorState, start: float, stats: WindowStats, now: float,
+                    cfg: WindowConfig) -> list[Alert]:
+    """Backdoor findings of the closed windows of the current ``campaign_s`` span taken together: a
+    campaign too thin to stand out in any one window (a low rate, a common target class, a slow start)
+    stands out in their sum. The sum is judged again at every close, so its tests run at ``alpha``
+    divided by the windows per span. Tumbling windows only (hopping windows overlap)."""
+    if cfg.kind != "tumbling" or cfg.campaign_s <= 0:
+        return []
+    if state.campaign is None or start + cfg.window_s - state.campaign_start > cfg.campaign_s:
+        state.campaign, state.campaign_start = stats, start
+        return []
+    state.campaign = state.campaign.merge(stats)
+    thr = dataclasses.replace(_THRESHOLDS, alpha=_THRESHOLDS.alpha * cfg.window_s / max(cfg.campaign_s, cfg.window_s))
+    return _evaluate(state, state.campaign_start, state.campaign, now, cfg, end=start + cfg.window_s,
+                     thresholds=thr).backdoor_alerts
+
+
 def close_due(state: MonitorState, watermark: float, now: float, cfg: WindowConfig) -> list[ClosedWindow]:
     """Close every window that ended before ``watermark``; the state forgets it (windows expire)."""
     closed = []
@@ -333,7 +378,7 @@ def close_due(state: MonitorState, watermark: float, now: float, cfg: WindowConf
         stats = state.windows.pop(start)
         state.last_eval.pop(start, None)
         report = _evaluate(state, start, stats, now, cfg)
-        carried = _close_small(state, start, stats, now, cfg)
+        carried = _close_small(state, start, stats, now, cfg) + _close_campaign(state, start, stats, now, cfg)
         # the late drops so far ride on the next closed window's record, then the count starts again
         closed.append(ClosedWindow(start, start + cfg.window_s, report, stats, carried, state.late_dropped))
         state.late_dropped = 0
