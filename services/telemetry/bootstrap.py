@@ -17,7 +17,8 @@ def window_config(settings: TelemetrySettings) -> WindowConfig:
     return WindowConfig(window_s=settings.window_s, step_s=settings.step_s, lateness_s=settings.lateness_s,
                         baseline_size=settings.baseline_size, early_eval_s=settings.early_eval_s,
                         baseline_refresh_s=settings.baseline_refresh_s, min_judged=settings.min_judged,
-                        pattern_capacity=settings.pattern_capacity, max_open_windows=settings.max_open_windows)
+                        pattern_capacity=settings.pattern_capacity, max_open_windows=settings.max_open_windows,
+                        campaign_s=settings.campaign_s)
 
 
 def bootstrap(settings: TelemetrySettings, publisher: Publisher, states: StateStore | None = None,

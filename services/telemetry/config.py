@@ -20,6 +20,8 @@ class TelemetrySettings(ServiceSettings):
     baseline_refresh_s: float = Field(default=0.0, ge=0, description="re-learn the baseline (604800 = weekly)")
     early_eval_s: float = Field(default=0.25, ge=0, description="re-evaluate an open window at most this often")
     min_judged: int = Field(default=200, ge=1, description="smaller windows are judged with the ones before them")
+    campaign_s: float = Field(default=600.0, ge=0, description="backdoor findings are also judged over the closed "
+                              "windows of this span summed (thin campaigns); 0 = off; tumbling windows only")
     pattern_capacity: int = Field(default=256, ge=16)
     max_open_windows: int = Field(default=64, ge=1, description="bounds memory when event times jump around")
     group_max_batches: int = Field(default=64, ge=1, description="batches handled per window update under load")
