@@ -38,6 +38,10 @@ BACKDOOR_KINDS = frozenset({"targeted_misclassification", "rare_input_pattern", 
                             "strip_trojaned_inputs", "backdoor_detected", "responder_confirmed"})
 DRIFT_KINDS = frozenset({"class_distribution_drift", "confidence_drop", "performance_degradation"})
 
+# alert kinds read off the same evidence: a window's class histogram moves both the drift and the targeted
+# check, so together they are one signal, not two (a benign change of class mix, a daily cycle, raises both)
+EVIDENCE_FAMILY = {"class_distribution_drift": "class_histogram", "targeted_misclassification": "class_histogram"}
+
 # how much one alert of a given hint says on its own; independent signals combine by noisy-OR
 HINT_CONFIDENCE = {"critical": 0.9, "high": 0.75, "medium": 0.5, "low": 0.25, "info": 0.1}
 
@@ -59,10 +63,11 @@ def signal_confidence(signal: Signal) -> float:
 
 
 def combined_confidence(signals: list[Signal]) -> float:
-    """Noisy-OR over independent evidence: one strongest signal per (source, kind)."""
+    """Noisy-OR over independent evidence: one strongest signal per (source, evidence family), where kinds
+    read off the same evidence (``EVIDENCE_FAMILY``) count once."""
     best: dict[tuple[str, str], float] = {}
     for s in signals:
-        key = (s.source, s.kind)
+        key = (s.source, EVIDENCE_FAMILY.get(s.kind, s.kind))
         best[key] = max(best.get(key, 0.0), signal_confidence(s))
     miss = 1.0
     for c in best.values():

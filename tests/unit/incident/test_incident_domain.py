@@ -50,6 +50,17 @@ def test_a_weak_signal_waits_for_corroboration_before_rollback() -> None:
     assert [e.action for e in incident.events] == ["investigate", "rollback"]
 
 
+def test_a_class_mix_change_raising_targeted_and_drift_alerts_does_not_roll_back_on_its_own() -> None:
+    # both alerts are read off the same class histogram: a benign daily cycle raises them together
+    incident = Incident("inc-1", "digits", "3", opened_at=100.0)
+    incident.add_signal(_signal("a1", kind="targeted_misclassification", hint="high"), {}, 0.85)
+    incident.add_signal(_signal("a2", kind="class_distribution_drift", hint="medium"), {}, 0.85)
+    assert incident.severity is Severity.CRITICAL and incident.action == "investigate"
+    assert incident.confidence == 0.75
+    incident.add_signal(_signal("a3", kind="trigger_pattern_match", hint="high"), {}, 0.85)  # independent evidence
+    assert incident.action == "rollback"
+
+
 def test_the_same_alert_delivered_twice_is_correlated_once_and_pages_once() -> None:
     incident = Incident("inc-1", "digits", "3", opened_at=100.0)
     assert incident.add_signal(_signal("a1"), {}, 0.85)
