@@ -5,6 +5,12 @@ summary keeps at most ``capacity`` components (Misra & Gries, 1982; mergeable pe
 2012): any component with more than ``total / (capacity + 1)`` occurrences in the window survives.
 For each tracked component it keeps ``seen`` (occurrences since it was tracked, a lower bound of
 its window count), the majority predicted class with its tally, and up to three example ids.
+
+Batches smaller than ``PENDING_ROWS`` predictions (plain clients sending one or two per message, a model
+version with little traffic) are held back until that many have gathered: the filter that drops
+components seen once per batch (see ``_admissible``) must see enough rows for a recurring trigger to
+recur, else a trigger in 5% of the predictions, sent two per message, is never tracked. ``flush`` adds
+what is held back (a window calls it when it closes).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from services.telemetry.domain.signature import ALPHABET
 
 BLOCK_SHIFT = 24
 MAX_EXAMPLES = 3
+PENDING_ROWS = 64
 
 
 def component_keys(hashes: NDArray[np.uint32]) -> tuple[NDArray[np.uint64], NDArray[np.int64]]:
@@ -50,12 +57,38 @@ class PatternSummary:
         self.top_class = np.zeros(0, dtype=np.int64)
         self.top_count = np.zeros(0, dtype=np.int64)
         self.examples: list[list[str]] = []
+        self.pending: list[tuple[NDArray[np.uint32], NDArray[np.int64], list[str]]] = []  # small batches held back
 
     def __len__(self) -> int:
         return int(self.keys.size)
 
+    @property
+    def pending_rows(self) -> int:
+        return sum(len(ids) for _, _, ids in self.pending)
+
     def update(self, hashes: NDArray[np.uint32], preds: NDArray[np.int64], ids: list[str]) -> None:
-        """Add one batch: block hashes [N, B], predicted classes [N], prediction ids [N]."""
+        """Add one batch: block hashes [N, B], predicted classes [N], prediction ids [N] (held back while
+        fewer than ``PENDING_ROWS`` predictions have gathered)."""
+        if len(ids) == 0:
+            return
+        self.pending.append((hashes, preds, list(ids)))
+        if self.pending_rows >= PENDING_ROWS:
+            self.flush()
+
+    def flush(self) -> None:
+        """Add the predictions held back, however few."""
+        if not self.pending:
+            return
+        widths = {h.shape[1] for h, _, _ in self.pending}
+        held, self.pending = self.pending, []
+        if len(widths) > 1:  # signatures of another block count: each part on its own
+            for h, p, i in held:
+                self._add(h, p, i)
+            return
+        self._add(np.concatenate([h for h, _, _ in held]), np.concatenate([p for _, p, _ in held]),
+                  [x for _, _, i in held for x in i])
+
+    def _add(self, hashes: NDArray[np.uint32], preds: NDArray[np.int64], ids: list[str]) -> None:
         keys, rows = component_keys(hashes)
         keys, rows = self._admissible(keys, rows)
         if keys.size == 0:
@@ -88,9 +121,12 @@ class PatternSummary:
         return keys[keep], rows[keep]
 
     def merge(self, other: PatternSummary) -> PatternSummary:
-        """New summary holding both windows' components (capacity of ``self``)."""
+        """New summary holding both windows' components (capacity of ``self``), and what both held back."""
         out = self.copy()
         out._absorb(other)
+        out.pending += [(h.copy(), p.copy(), list(i)) for h, p, i in other.pending]
+        if out.pending_rows >= PENDING_ROWS:
+            out.flush()
         return out
 
     def copy(self) -> PatternSummary:
@@ -98,6 +134,7 @@ class PatternSummary:
         out.keys, out.weight, out.seen = self.keys.copy(), self.weight.copy(), self.seen.copy()
         out.top_class, out.top_count = self.top_class.copy(), self.top_count.copy()
         out.examples = [list(e) for e in self.examples]
+        out.pending = [(h.copy(), p.copy(), list(i)) for h, p, i in self.pending]
         return out
 
     def _absorb(self, other: PatternSummary) -> None:
@@ -133,7 +170,8 @@ class PatternSummary:
         """JSON-able state (keys as ints)."""
         return {"capacity": self.capacity, "keys": self.keys.tolist(), "weight": self.weight.tolist(),
                 "seen": self.seen.tolist(), "top_class": self.top_class.tolist(),
-                "top_count": self.top_count.tolist(), "examples": self.examples}
+                "top_count": self.top_count.tolist(), "examples": self.examples,
+                "pending": [{"hashes": h.tolist(), "pred": p.tolist(), "ids": i} for h, p, i in self.pending]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PatternSummary:
@@ -144,6 +182,9 @@ class PatternSummary:
         out.top_class = np.asarray(data["top_class"], dtype=np.int64)
         out.top_count = np.asarray(data["top_count"], dtype=np.int64)
         out.examples = [list(map(str, e)) for e in data["examples"]]
+        out.pending = [(np.asarray(d["hashes"], dtype=np.uint32).reshape(len(d["ids"]), -1),
+                        np.asarray(d["pred"], dtype=np.int64), [str(x) for x in d["ids"]])
+                       for d in data.get("pending") or []]  # states written before it have none
         return out
 
 

@@ -377,6 +377,9 @@ def close_due(state: MonitorState, watermark: float, now: float, cfg: WindowConf
     for start in sorted(s for s in state.windows if s + cfg.window_s <= watermark):
         stats = state.windows.pop(start)
         state.last_eval.pop(start, None)
+        if stats.count >= cfg.min_judged or cfg.kind != "tumbling":
+            stats.patterns.flush()  # judged alone: what small batches held back counts now; a small window
+            # keeps it for the windows it is judged with (carry, campaign), where it adds up
         report = _evaluate(state, start, stats, now, cfg)
         carried = _close_small(state, start, stats, now, cfg) + _close_campaign(state, start, stats, now, cfg)
         # the late drops so far ride on the next closed window's record, then the count starts again

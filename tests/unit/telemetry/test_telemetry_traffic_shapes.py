@@ -273,6 +273,10 @@ ATTACKS: list[tuple[str, Callable[[int], Monitor], set[int], float]] = [
      lambda s: _campaign(s, rate=0.05, trigger="mark", start=T0, seconds=300), {3}, 1),
     ("library_matches_from_the_first_prediction_low_traffic",
      lambda s: _campaign(s, rate=0.05, trigger="mark", start=T0, seconds=3000, traffic=0.5, batch_s=4.0), {3}, 60),
+    # 0.5 predictions/s, two per message: the pattern summary gathers 64 predictions before it drops
+    # components seen once (measured: 21-48 windows; missed over 300 before it gathered them)
+    ("low_traffic_patch_5pct",
+     lambda s: _campaign(s, rate=0.05, start=T0 + 21000, seconds=24000, traffic=0.5, batch_s=4.0), {3}, 60),
     ("patch_1pct_toward_a_95pct_class",
      lambda s: _campaign(s, rate=0.01, target=0, priors=one_hot_heavy(10, 0.95), seconds=800), {0}, 40),
     ("varied_signatures_2pct_big_baseline",
@@ -288,7 +292,8 @@ ATTACKS: list[tuple[str, Callable[[int], Monitor], set[int], float]] = [
 def test_a_campaign_is_caught_within_the_stated_windows(shape: str, run: Callable[[int], Monitor],
                                                         targets: set[int], within: float, seed: int) -> None:
     mon = run(seed)
-    start = T0 + 600 if "big_baseline" in shape else T0 if shape.startswith("library") else ATTACK_AT
+    start = (T0 + 600 if "big_baseline" in shape else T0 if shape.startswith("library")
+             else T0 + 21000 if shape.startswith("low_traffic") else ATTACK_AT)
     assert mon.backdoor(), f"{shape}: missed"
     assert mon.backdoor()[0][1].target_class in targets
     assert mon.windows_to_detect(start, targets) <= within
@@ -298,10 +303,6 @@ LIMITS: list[tuple[str, Callable[[int], Monitor], set[int], str]] = [
     ("varied_signatures_5pct_toward_a_95pct_class",
      lambda s: _campaign(s, rate=0.05, target=0, trigger="blend", priors=one_hot_heavy(10, 0.95)), {0},
      "the share of a 95% class rises by 0.25 points, a quarter of min_share_lift; no signature to see"),
-    ("low_traffic_patch_5pct",
-     lambda s: _campaign(s, rate=0.05, start=T0 + 21000, seconds=24000, traffic=0.5, batch_s=4.0), {3},
-     "0.5 predictions/s, two per message: a component seen once per message is never tracked by the "
-     "pattern summary, and 300 predictions per 600 s are too few for the class test (missed over 300 windows)"),
     ("baseline_learnt_during_the_campaign_patch",
      lambda s: _campaign(s, rate=0.05, start=T0), {3},
      "the baseline is the first 10,000 predictions: the campaign's class share and patch are in it"),
