@@ -6,7 +6,8 @@ op subset that small classifiers use gives exact gradients with no new dependenc
 other ops raise :class:`UnsupportedGraph` at load and the caller falls back to a gradient-free
 estimate. The same tape also returns parameter gradients, which the benchmark zoo uses to train.
 Rules live in :mod:`onnx_ops` (core subset), :mod:`onnx_spatial_ops` and :mod:`onnx_extra_ops`
-(the rest, the ``ai.onnx.ml`` ops scikit-learn exports, and the ops with several outputs).
+(the rest, the ``ai.onnx.ml`` ops scikit-learn exports, and the ops with several outputs), and
+:mod:`onnx_quant_ops` (quantized graphs, with straight-through gradients).
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from services.scanner.adapters.onnx_extra_ops import CHECKS, EXTRA_RULES, MULTI_
 from services.scanner.adapters.onnx_fixed_kernels import fixed_kernels
 from services.scanner.adapters.onnx_ops import RULES as CORE_RULES
 from services.scanner.adapters.onnx_ops import Arr, Backward, Forward
+from services.scanner.adapters.onnx_quant_ops import CONTRIB_OPS, fold_dequantized_weights
 
 RULES: dict[str, tuple[Forward, Backward]] = {**CORE_RULES, **EXTRA_RULES}
 _DOMAINS = {"", "ai.onnx", "ai.onnx.ml"}  # a custom domain's op may share a standard op's name
+_CONTRIB = {("com.microsoft", op) for op in CONTRIB_OPS}  # onnxruntime's own ops with rules here
 _EMPTY = np.zeros(0, np.float32)  # an omitted optional input
 
 
@@ -76,8 +79,10 @@ def _make_node(n: onnx.NodeProto, opsets: dict[str, int]) -> _Node:
 def _refusals(nodes: list[_Node], output: str) -> list[str]:
     """Why the tape cannot run these nodes exactly: unknown ops or domains, settings, extra outputs."""
     consumed = {k for n in nodes for k in n.inputs} | {output}
-    bad = {f"{n.op} (domain {n.domain})" for n in nodes if n.domain not in _DOMAINS}
-    bad |= {n.op for n in nodes if n.op not in RULES and n.op not in MULTI_RULES and n.op != "Constant"}
+    bad = {f"{n.op} (domain {n.domain})" for n in nodes
+           if n.domain not in _DOMAINS and (n.domain, n.op) not in _CONTRIB}
+    bad |= {n.op for n in nodes if n.op not in RULES and n.op not in MULTI_RULES and n.op != "Constant"
+            and n.domain in _DOMAINS}
     bad |= {r for n in nodes if n.op in CHECKS and (r := CHECKS[n.op](n.attrs)) is not None}
     bad |= {f"{n.op} output {k!r} (only the first output is supported)" for n in nodes
             if n.op in RULES for k in n.outputs[1:] if k and k in consumed}
@@ -115,6 +120,8 @@ class GraphTape:
         opsets = {o.domain: o.version for o in model.opset_import}
         opsets.setdefault("", opsets.get("ai.onnx", 1))
         self.nodes = [_make_node(n, opsets) for n in reversed(kept)]
+        if fixed_weights:  # quantized weights as float constants (a QDQ Conv then runs on onnxruntime)
+            self.nodes = fold_dequantized_weights(self.nodes, self.params)
         bad = _refusals(self.nodes, self.output)
         if bad:
             raise UnsupportedGraph(f"ops not supported by the gradient interpreter: {', '.join(bad)}")

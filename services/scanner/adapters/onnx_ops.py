@@ -214,8 +214,10 @@ def _cast_f(i: list[Arr], a: Attrs) -> Arr:
 
 
 def _cast_b(i: list[Arr], o: Arr, _a: Attrs, g: Arr) -> Grads:
-    both_float = np.issubdtype(i[0].dtype, np.floating) and np.issubdtype(o.dtype, np.floating)
-    return [g if both_float else None]
+    # a cast to an integer type stops the gradient (truncation); a cast *from* integers passes it on: the
+    # producer of an integer tensor either has no gradient rule (shapes, indices) or is a quantized op
+    # whose straight-through rule takes it (MatMulInteger -> Cast -> Mul by the scales)
+    return [g if np.issubdtype(o.dtype, np.floating) else None]
 
 
 def onnx_dtype(code: int) -> Any:
