@@ -3,8 +3,8 @@
 PyTorch, Keras (tf2onnx) and scikit-learn (skl2onnx) exports bring elementwise math and activations
 (Erf, Gelu, HardSwish, Pow, ...), variadic Max/Min/Sum/Mean, reductions, LayerNorm / InstanceNorm /
 GroupNorm, slicing and broadcasting (Slice, Split, Expand, Tile, Where), comparisons, Einsum, Pad and
-Resize, the ``ai.onnx.ml`` Scaler, Normalizer and LinearClassifier, and the quantized ops of
-:mod:`onnx_quant_ops`. Rules have the signatures of
+Resize, the ``ai.onnx.ml`` Scaler, Normalizer and LinearClassifier, ConvTranspose
+(:mod:`onnx_layer_ops`) and the quantized ops of :mod:`onnx_quant_ops`. Rules have the signatures of
 :mod:`onnx_ops`. Ops with several outputs (Split, LinearClassifier) are in :data:`MULTI_RULES`: forward
 returns one array per output, backward takes one gradient (or ``None``) per output. :data:`CHECKS`
 name, at load, attribute settings the rules do not implement, so the tape refuses such a graph
@@ -21,6 +21,7 @@ import numpy as np
 from scipy.special import erf as _scipy_erf  # scipy comes with scikit-learn, a runtime dependency
 
 from services.scanner.adapters.onnx_index_ops import INDEX_MULTI_RULES, INDEX_RULES
+from services.scanner.adapters.onnx_layer_ops import LAYER_CHECKS, LAYER_RULES
 from services.scanner.adapters.onnx_ml_ops import ML_MULTI_RULES, ML_RULES, MultiBackward, MultiForward
 from services.scanner.adapters.onnx_ops import (
     Arr,
@@ -360,6 +361,7 @@ CHECKS: dict[str, Check] = {
     "LpNormalization": lambda a: None if a.get("p", 2) in (1, 2) else f"LpNormalization p={a.get('p')}",
     "Einsum": _einsum_check,
     **QUANT_CHECKS,
+    **LAYER_CHECKS,
 }
 
 _COMPARE = {"Equal": np.equal, "Greater": np.greater, "Less": np.less, "GreaterOrEqual": np.greater_equal,
@@ -391,7 +393,7 @@ EXTRA_RULES: dict[str, tuple[Forward, Backward]] = {
     "GlobalMaxPool": (global_maxpool_f, global_maxpool_b),
 }
 
-EXTRA_RULES.update({**INDEX_RULES, **ML_RULES, **QUANT_RULES})
+EXTRA_RULES.update({**INDEX_RULES, **ML_RULES, **QUANT_RULES, **LAYER_RULES})
 
 MULTI_RULES: dict[str, tuple[MultiForward, MultiBackward]] = {**INDEX_MULTI_RULES, **ML_MULTI_RULES,
                                                                **QUANT_MULTI_RULES}

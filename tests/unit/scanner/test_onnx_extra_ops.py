@@ -214,6 +214,13 @@ SPATIAL = [
     Case("AvgPool1d", [N("AveragePool", ["x"], ["y"], kernel_shape=[2], strides=[1], pads=[1, 0])], _x(1, 2, 5)),
     Case("GlobalMaxPool", [N("GlobalMaxPool", ["x"], ["y"])], _x(2, 3, 2, 3)),
     Case("GlobalAveragePool1d", [N("GlobalAveragePool", ["x"], ["y"])], _x(2, 3, 4)),
+    Case("ConvTranspose-stride-pads-output-padding", [N("ConvTranspose", ["x", "w", "b"], ["y"], strides=[2, 2],
+                                                        pads=[1, 0, 1, 1], output_padding=[1, 0])],
+         _x(2, 3, 3, 4), {"w": _x(3, 2, 3, 2), "b": _x(2)}),
+    Case("ConvTranspose-group-dilation", [N("ConvTranspose", ["x", "w"], ["y"], group=2, dilations=[2, 1],
+                                            strides=[1, 2])], _x(1, 4, 3, 3), {"w": _x(4, 3, 2, 2)}, 11),
+    Case("ConvTranspose1d", [N("ConvTranspose", ["x", "w", "b"], ["y"], strides=[3], pads=[1, 2])], _x(2, 2, 4),
+         {"w": _x(2, 3, 4), "b": _x(3)}),
 ]
 
 ML = [
@@ -318,7 +325,25 @@ def _keras_like() -> Case:
     return Case("keras", nodes, _x(2, 6, 6, 2), p, 13)
 
 
-@pytest.mark.parametrize("build", [_vit_like, _keras_like])
+def _opset11_like() -> Case:
+    """An opset 11 export: a flatten computed from Shape / Gather / Unsqueeze (axes attribute) and Constant
+    nodes, Clip with min and max inputs, a float -> double -> float Cast chain, variadic Sum and Mean."""
+    r = np.random.default_rng(6)
+    p = {"w": r.normal(size=(4, 1, 3, 3)).astype(np.float32), "lo": np.asarray(0.0, np.float32),
+         "hi": np.asarray(6.0, np.float32), "D": r.normal(size=(3, 4 * 16)).astype(np.float32) / 8, "c": _x(3)}
+    nodes = [N("Constant", [], ["zero"], value=numpy_helper.from_array(np.asarray(0, np.int64))),
+             N("Constant", [], ["rest"], value=numpy_helper.from_array(_i(-1))),
+             N("Shape", ["x"], ["shape"]), N("Gather", ["shape", "zero"], ["n"], axis=0),
+             N("Unsqueeze", ["n"], ["n1"], axes=[0]), N("Concat", ["n1", "rest"], ["flat_shape"], axis=0),
+             N("Cast", ["x"], ["xd"], to=11), N("Cast", ["xd"], ["xf"], to=1),
+             N("Conv", ["xf", "w"], ["conv"], pads=[1, 1, 1, 1]), N("Clip", ["conv", "lo", "hi"], ["act"]),
+             N("Sigmoid", ["conv"], ["gate"]), N("Sum", ["act", "gate", "conv"], ["s"]),
+             N("Mean", ["s", "act"], ["m"]), N("Reshape", ["m", "flat_shape"], ["f"]),
+             N("Gemm", ["f", "D", "c"], ["y"], transB=1)]
+    return Case("opset11", nodes, _x(2, 1, 4, 4), p, 11)
+
+
+@pytest.mark.parametrize("build", [_vit_like, _keras_like, _opset11_like])
 def test_exported_architectures_get_exact_gradients_matching_onnxruntime(build: Any) -> None:
     case = build()
     model = OnnxModel(case.model())
@@ -354,6 +379,8 @@ def test_linear_classifier_labels_match_onnxruntime(post: str) -> None:
        post_transform="PROBIT"), 17, "post_transform=PROBIT"),
     (N("Gelu", ["x"], ["y"], domain="com.microsoft"), 17, "domain com.microsoft"),
     (N("Hardmax", ["x"], ["y"]), 17, "Hardmax"),
+    (N("ConvTranspose", ["x", "s"], ["y"], output_shape=[4]), 17, "ConvTranspose output_shape"),
+    (N("ConvTranspose", ["x", "s"], ["y"], auto_pad="SAME_UPPER"), 17, "ConvTranspose auto_pad=SAME_UPPER"),
 ])
 def test_settings_the_rules_do_not_implement_are_refused_at_load(node: onnx.NodeProto, opset: int, reason: str) -> None:
     model = Case("bad", [node], _x(2, 2), {"s": _f(1, 2)}, opset).model()
@@ -437,3 +464,28 @@ def test_skl2onnx_style_classifiers_open_with_exact_gradients(build: Any, behind
     d[2, 1] = 1e-2
     num = float(((model.logits(x + d) - model.logits(x - d)) * c).sum()) / 2e-2
     assert grad[2, 1] == pytest.approx(num, rel=2e-2, abs=1e-3)
+
+
+def _rows_classifier(op: str, gates: int) -> onnx.ModelProto:
+    """A sequence classifier over the 8 rows of a flat 8 x 8 digit, as torch.onnx exports nn.LSTM / GRU / RNN."""
+    r = np.random.default_rng(5)
+    p = {"sh": _i(0, 8, 8), "W": r.normal(size=(1, gates * 6, 8)).astype(np.float32),
+         "R": r.normal(size=(1, gates * 6, 6)).astype(np.float32), "B": _x(1, 2 * gates * 6), "ax": _i(0),
+         "D": _x(3, 6), "c": _x(3)}
+    nodes = [N("Reshape", ["x", "sh"], ["rows"]), N("Transpose", ["rows"], ["seq"], perm=[1, 0, 2]),
+             N(op, ["seq", "W", "R", "B"], ["", "h"], hidden_size=6), N("Squeeze", ["h", "ax"], ["last"]),
+             N("Gemm", ["last", "D", "c"], ["y"], transB=1)]
+    model = Case(op, nodes, _x(4, 64), p, 14).model()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "N"  # a dynamic batch, as exported
+    return model
+
+
+@pytest.mark.parametrize(("op", "gates"), [("LSTM", 4), ("GRU", 3), ("RNN", 1)])
+def test_a_recurrent_classifier_falls_back_to_estimated_gradients_and_says_so(op: str, gates: int) -> None:
+    # the tape has no recurrent rules yet: the scan must still run, on the gradient-free estimate, and say why
+    model = OnnxModel(_rows_classifier(op, gates))
+    assert not model.exact_gradients and model.gradient_note == (
+        f"estimated (NES): ops not supported by the gradient interpreter: {op}")
+    x = _x(3, 64, lo=0.0, hi=1.0)
+    z, g = model.value_and_grad(x, lambda z: np.eye(3, dtype=np.float32)[np.zeros(len(z), int)])
+    assert z.shape == (3, 3) and g.shape == x.shape and np.isfinite(g).all() and np.abs(g).sum() > 0
