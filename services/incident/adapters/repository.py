@@ -34,6 +34,15 @@ class IncidentRepository:
         ).mappings().first()
         return None if row is None else _to_incident(row)
 
+    def last_closed_for(self, model: str, version: str) -> Incident | None:
+        """The model version's most recently closed incident (false positive or resolved)."""
+        row = self.session.execute(
+            sa.select(incidents).where(incidents.c.model == model, incidents.c.version == version,
+                                       incidents.c.status.in_(["false_positive", "resolved"]))
+            .order_by(incidents.c.updated_at.desc()).limit(1)
+        ).mappings().first()
+        return None if row is None else _to_incident(row)
+
     def list_incidents(self, *, open_only: bool = False) -> list[Incident]:
         query = sa.select(incidents).order_by(incidents.c.opened_at.desc())
         if open_only:

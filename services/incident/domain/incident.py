@@ -26,6 +26,7 @@ class IncidentStatus(StrEnum):
 
 
 CLOSED = frozenset({IncidentStatus.FALSE_POSITIVE, IncidentStatus.RESOLVED})
+CLOSING_NOTES = frozenset({"false_positive", "resolved"})
 
 
 class IncidentError(ValueError):
@@ -69,15 +70,36 @@ class Incident:
     def is_open(self) -> bool:
         return self.status not in CLOSED
 
+    @classmethod
+    def opened_by_rollback(cls, incident_id: str, model: str, version: str, at: float) -> Incident:
+        """A rollback answered an incident this service holds no record of: production was pulled, so it is
+        kept in view as an open critical incident rather than dropped."""
+        return cls(incident_id, model, version, opened_at=at, updated_at=at, severity=Severity.CRITICAL,
+                   action="rollback")
+
+    @property
+    def closed_at(self) -> float | None:
+        """When a responder closed the incident (None while open)."""
+        if self.is_open:
+            return None
+        return next((t["at"] for t in reversed(self.timeline) if t["what"] in CLOSING_NOTES), self.updated_at)
+
+    def judged(self, traffic_until: float) -> bool:
+        """Whether a responder's closing decision already covered traffic up to ``traffic_until``."""
+        closed_at = self.closed_at
+        return closed_at is not None and traffic_until <= closed_at
+
     def note(self, at: float, what: str, **details: Any) -> None:
         self.timeline.append({"at": at, "what": what, **details})
         self.updated_at = at
 
-    def add_signal(self, signal: Signal, evidence: dict[str, Any], rollback_confidence: float) -> bool:
+    def add_signal(self, signal: Signal, evidence: dict[str, Any], rollback_confidence: float,
+                   at: float | None = None) -> bool:
         """Correlate one alert; returns False for an alert already seen (dedup).
 
         Records an :class:`Escalation` when the severity or the action goes up, so repeated alerts
-        of the same story do not page anybody twice.
+        of the same story do not page anybody twice. ``at`` is when the alert is handled (the escalation's
+        time on the timeline; the alert's own ``detected_at`` is the producer's clock and may be skewed).
         """
         if any(s.alert_id == signal.alert_id for s in self.signals):
             return False
@@ -91,13 +113,22 @@ class Incident:
         self.confidence = combined_confidence(self.signals)
         self.action = max(self.action, self._action(rollback_confidence), key=ACTION_RANK.__getitem__)
         if (self.severity, self.action) != before or len(self.signals) == 1:
-            self._escalate(signal.detected_at)
+            self._escalate(signal.detected_at if at is None else at)
         return True
+
+    def add_late_alert(self, signal: Signal, evidence: dict[str, Any], at: float) -> None:
+        """Keep an alert about traffic a closing decision already covered as evidence: no page, no action."""
+        self.evidence.append({"alert_id": signal.alert_id, "kind": signal.kind, "source": signal.source,
+                              "late": True, **evidence})
+        self.note(at, "late_alert", alert_id=signal.alert_id, kind=signal.kind, judged=self.status.value)
 
     def _action(self, rollback_confidence: float) -> str:
         backdoor_in_prod = any(s.in_production and s.kind in BACKDOOR_KINDS for s in self.signals)
+        # a supply-chain alert is about refused bytes (a re-publication under a recorded version id included),
+        # never the bytes serving: it raises the severity but does not corroborate a rollback
+        serving = combined_confidence([s for s in self.signals if s.source != "supply-chain"])
         if self.severity is Severity.CRITICAL and backdoor_in_prod and (
-                self.confidence >= rollback_confidence or self.status is IncidentStatus.CONFIRMED):
+                serving >= rollback_confidence or self.status is IncidentStatus.CONFIRMED):
             return "rollback"
         if self.severity is Severity.MEDIUM and any(s.source == "scanner" for s in self.signals):
             return "quarantine"
@@ -129,7 +160,8 @@ class Incident:
                                    at, in_production))
         self.severity = max(self.severity, Severity.CRITICAL if in_production else Severity.HIGH)
         self.confidence = 1.0
-        self.action = "rollback" if in_production else "quarantine"
+        # never below what was already called for (a confirmation after the rollback keeps "rollback")
+        self.action = max(self.action, "rollback" if in_production else "quarantine", key=ACTION_RANK.__getitem__)
         self._escalate(at)
 
     def mark_false_positive(self, at: float, who: str, reason: str) -> None:

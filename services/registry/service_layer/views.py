@@ -7,7 +7,7 @@ from typing import Any
 from shared.db.unit_of_work import SqlUnitOfWork
 
 DECISIONS = ("supply-chain.approved", "supply-chain.rejected", "scan.scanned-clean", "scan.quarantined",
-             "scan.error", "registry.promoted", "registry.legacy-import", "rollback.completed",
+             "scan.error", "registry.promoted", "registry.legacy-import", "incident.quarantined", "rollback.completed",
              "rollback.no_safe_version")
 
 
