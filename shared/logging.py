@@ -6,6 +6,7 @@ import logging
 import sys
 from collections.abc import MutableMapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -17,6 +18,13 @@ def _redact_secrets(_: Any, __: str, event_dict: MutableMapping[str, Any]) -> Mu
         if any(word in key.lower() for word in SECRET_KEYS):
             event_dict[key] = "***"
     return event_dict
+
+
+def redact_url(url: str) -> str:
+    """Scheme and host only: a webhook URL's path or query is often its credential (Slack's is)."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/***"
 
 
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:

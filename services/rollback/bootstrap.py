@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from services.rollback.adapters.serving import HttpServingControl, NoServing, ServingControl
 from services.rollback.config import RollbackSettings
-from services.rollback.service_layer.handlers import handle_escalation
+from services.rollback.service_layer.handlers import handle_escalation, replayed_serving_order, serving_order
 from shared.contracts.records import IncidentEscalated
 from shared.db.unit_of_work import SqlUnitOfWork, uow_factory_for
 from shared.logging import get_logger
@@ -28,17 +28,18 @@ class RollbackService:
     clock: Callable[[], float] = time.time
 
     async def on_escalation(self, delivery: Delivery) -> None:
-        assert isinstance(delivery.record, IncidentEscalated)
-        outcome = handle_escalation(delivery.record, self.clock(), self.uow_factory())
-        if outcome is None:
-            return
-        if outcome.target is not None:
-            await self.serving.switch(outcome.target)
-        elif not outcome.plan.has_safe_version:
-            await self.serving.divert(outcome.plan.model, outcome.plan.reason)
-        await self.relay.flush()
-        log.info("rollback done", status=outcome.completed.status, to_version=outcome.completed.to_version,
-                 duration_ms=outcome.completed.duration_ms)
+        esc = delivery.record
+        assert isinstance(esc, IncidentEscalated)
+        outcome = handle_escalation(esc, self.clock(), self.uow_factory())
+        order = serving_order(outcome) if outcome is not None else replayed_serving_order(esc, self.uow_factory())
+        if order is not None and order.target is not None:
+            await self.serving.switch(order.target)
+        elif order is not None and order.divert_reason is not None:
+            await self.serving.divert(order.model, order.divert_reason)
+        await self.relay.flush()  # also what a worker killed before its flush left in the outbox
+        if outcome is not None:
+            log.info("rollback done", status=outcome.completed.status, to_version=outcome.completed.to_version,
+                     duration_ms=outcome.completed.duration_ms)
 
 
 def bootstrap(settings: RollbackSettings, publisher: Publisher, *,

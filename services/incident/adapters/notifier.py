@@ -11,7 +11,7 @@ import httpx
 import orjson
 
 from services.incident.domain.incident import Escalation
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_url
 
 log = get_logger(__name__)
 EMOJI = {"critical": ":rotating_light:", "high": ":warning:", "medium": ":mag:", "low": ":information_source:"}
@@ -70,7 +70,7 @@ class WebhookNotifier:
                 if response.status_code < 500 and response.status_code != 429:
                     return response.is_success
             except httpx.TransportError as exc:
-                log.warning("webhook unreachable", url=url, attempt=attempt, error=type(exc).__name__)
+                log.warning("webhook unreachable", url=redact_url(url), attempt=attempt, error=type(exc).__name__)
             await asyncio.sleep(self.backoff_s * 2**attempt)
-        log.error("webhook gave up", url=url, attempts=self.retries + 1)
+        log.error("webhook gave up", url=redact_url(url), attempts=self.retries + 1)
         return False

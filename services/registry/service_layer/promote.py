@@ -27,7 +27,7 @@ def promote(model: str, version: str, who: str, uow: SqlUnitOfWork) -> str | Non
         if previous is not None and previous != version:
             old = uow.ledger.get(model, previous)
             if old is not None and old.status is Status.PRODUCTION:
-                old.move_to(Status.SCANNED_CLEAN, now, replaced_by=version)
+                old.move_to(Status.SCANNED_CLEAN, now, replaced_by=version, replaced_at=now)
                 uow.ledger.save(old)
         target.move_to(Status.PRODUCTION, now, promoted_at=now, promoted_by=who)
         uow.ledger.save(target)

@@ -7,7 +7,7 @@ from typing import Protocol
 import httpx
 
 from shared.ledger.model import ModelVersion
-from shared.logging import get_logger
+from shared.logging import get_logger, redact_url
 
 log = get_logger(__name__)
 
@@ -41,8 +41,9 @@ class HttpServingControl:
             for url in self.urls:
                 try:
                     (await client.post(url.rstrip("/") + path, json=payload)).raise_for_status()
-                except httpx.HTTPError as exc:
-                    log.error("serving switch failed", url=url, error=str(exc))
+                except httpx.HTTPError as exc:  # str(exc) would repeat the full URL
+                    status = exc.response.status_code if isinstance(exc, httpx.HTTPStatusError) else None
+                    log.error("serving switch failed", url=redact_url(url), error=type(exc).__name__, status=status)
 
     async def switch(self, target: ModelVersion) -> None:
         path = target.artifact_uri.removeprefix("file://")
