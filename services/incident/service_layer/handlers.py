@@ -163,7 +163,8 @@ def _confirm(uow: IncidentUnitOfWork, incident: Incident, who: str, now: float) 
     incident.confirm(now, who, in_production=mv is not None and mv.status is Status.PRODUCTION)
     if mv is None or mv.status not in DEPLOYABLE or mv.status is Status.PRODUCTION:
         return
+    was = mv.status.value
     mv.move_to(Status.QUARANTINED, now, quarantined_by=f"responder:{who}", incident_id=incident.incident_id)
     uow.ledger.save(mv)
     audit(uow, actor=f"responder:{who}", action="incident.quarantined", subject=mv.key,
-          details={"incident_id": incident.incident_id, "was": "scanned-clean"})
+          details={"incident_id": incident.incident_id, "was": was})
