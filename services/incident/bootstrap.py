@@ -13,7 +13,8 @@ from services.incident.service_layer.handlers import (
     handle_remediation_completed,
     handle_rollback_completed,
 )
-from shared.contracts.records import Alert, RemediationCompleted, RollbackCompleted
+from services.incident.service_layer.paging import page
+from shared.contracts.records import Alert, IncidentEscalated, RemediationCompleted, RollbackCompleted
 from shared.db.unit_of_work import uow_factory_for
 from shared.logging import get_logger
 from shared.messaging.delivery import Delivery
@@ -35,10 +36,14 @@ class IncidentService:
         assert isinstance(delivery.record, Alert)
         outcome = handle_alert(delivery.record, delivery.attrs.id, self.uow_factory(), self.settings)
         await self.relay.flush()
-        for escalation in outcome.escalations:
+        for escalation in outcome.escalations:  # responders are paged from the published record (on_escalated)
             log.info("incident escalated", incident_id=escalation.incident_id, severity=escalation.severity.label,
                      action=escalation.action)
-            await self.notifier.notify(escalation)
+
+    async def on_escalated(self, delivery: Delivery) -> None:
+        """Page the responders of one published escalation (the correlator's, or a responder command's)."""
+        assert isinstance(delivery.record, IncidentEscalated)
+        await page(delivery.record, delivery.attrs.id, self.uow_factory, self.notifier.notify)
 
     async def on_rollback_completed(self, delivery: Delivery) -> None:
         assert isinstance(delivery.record, RollbackCompleted)

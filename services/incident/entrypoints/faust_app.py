@@ -1,4 +1,5 @@
-"""faust agents of the incident service: alerts in, escalations out; rollbacks and remediations onto the timeline."""
+"""faust agents of the incident service: alerts in, escalations out; rollbacks and remediations onto the timeline;
+responders paged from the published escalations."""
 
 from __future__ import annotations
 
@@ -19,4 +20,6 @@ def create_app(settings: IncidentSettings) -> faust.App:
                    handle=service.on_rollback_completed, publisher=service.relay.publisher)
     register_agent(app, topic=topics.REMEDIATION_COMPLETED, name="record_remediations",
                    handle=service.on_remediation_completed, publisher=service.relay.publisher)
+    register_agent(app, topic=topics.INCIDENT_ESCALATED, name="page_responders", handle=service.on_escalated,
+                   publisher=service.relay.publisher)
     return app
