@@ -42,6 +42,14 @@ class ModelError(ValueError):
     """The file is not a usable ONNX classifier."""
 
 
+class ShapeMismatch(ModelError):
+    """The data's samples (``sample``) do not have the shape the model's input takes (``expected``)."""
+
+    def __init__(self, name: str, sample: tuple[int, ...], expected: tuple[Any, ...]) -> None:
+        super().__init__(f"input {name} {expected} does not take samples of shape {sample}")
+        self.sample, self.expected = sample, expected
+
+
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
@@ -51,8 +59,12 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 def load_onnx(path: Path) -> onnx.ModelProto:
     """Parse an ONNX file; refuse external data (path tricks) and non-ONNX bytes."""
+    if path.is_dir():
+        raise ModelError(f"model {path} is a directory, not a file")
     if not path.is_file():
         raise ModelError(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelError(f"{path} is empty (0 bytes), not an ONNX model")
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises several unrelated types
@@ -245,8 +257,15 @@ class OnnxModel:
 
 def open_model(path: Path, output: str | None = None, sample_shape: tuple[int, ...] | None = None) -> OnnxModel:
     """Load and wrap an ONNX classifier, with clear errors for anything unusable; ``sample_shape`` (the
-    data's) fills input dims the graph leaves symbolic."""
-    return OnnxModel(load_onnx(path), output, sample_shape=sample_shape)
+    data's) fills input dims the graph leaves symbolic. Errors name ``path``; a :class:`ShapeMismatch` is
+    left for the caller, which knows the data file."""
+    model = load_onnx(path)
+    try:
+        return OnnxModel(model, output, sample_shape=sample_shape)
+    except ShapeMismatch:
+        raise
+    except ModelError as exc:
+        raise ModelError(f"{path}: {exc}") from exc
 
 
 def _with_free_batch(model: onnx.ModelProto, hint: tuple[int, ...] | None) -> onnx.ModelProto:
@@ -277,13 +296,13 @@ def _sample_shape(name: str, dims: list[Any], hint: tuple[int, ...] | None) -> t
     """The input's non-batch dims: the graph's where it fixes them, else the data's (``hint``)."""
     if dims and all(isinstance(d, int) and d > 0 for d in dims):
         if hint is not None and tuple(hint) != tuple(dims):
-            raise ModelError(f"the data's samples are {tuple(hint)}, input {name} takes {tuple(dims)}")
+            raise ShapeMismatch(name, tuple(hint), tuple(dims))
         return tuple(int(d) for d in dims)
     if hint is None:
         raise ModelError(f"input {name} has symbolic non-batch dims {dims}; the scan needs the data's sample "
                          f"shape to fill them")
     if len(hint) != len(dims) or any(isinstance(d, int) and d > 0 and d != h for d, h in zip(dims, hint, strict=True)):
-        raise ModelError(f"the data's samples are {tuple(hint)}, which input {name} {dims} does not take")
+        raise ShapeMismatch(name, tuple(hint), tuple(dims))
     return tuple(int(h) for h in hint)
 
 

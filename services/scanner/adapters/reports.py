@@ -145,5 +145,6 @@ def write_triggers(verdict: Verdict, path: Path) -> int:
                 arrays[f"mask_{name}"], arrays[f"pattern_{name}"] = trigger_in_model_layout(mask, pattern,
                                                                                             verdict.input_layout)
     if arrays:
-        np.savez(path, **arrays)  # type: ignore[arg-type]
+        with path.open("wb") as fh:  # a file object: np.savez would add ".npz" to a path without it
+            np.savez(fh, **arrays)  # type: ignore[arg-type]
     return len(arrays) // 2

@@ -28,6 +28,7 @@ from services.scanner.adapters.reports import (
 from services.scanner.domain.policy import Verdict
 from services.scanner.domain.progress import listening
 from services.scanner.service_layer.scan import ScanConfig, scan_data_file, scan_model_file
+from shared.files import output_problem, printable
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
 _ERRORS = (ModelError, DataError, ValueError, KeyError, OSError)
@@ -83,6 +84,14 @@ def _fail(exc: BaseException) -> None:
     raise typer.Exit(EXIT_ERROR)
 
 
+def _check_outputs(**outputs: Path | None) -> None:
+    """Refuse an output that cannot be written before the scan runs (its result would be lost after)."""
+    for option, path in outputs.items():
+        problem = output_problem(path) if path is not None else None
+        if problem:
+            raise ValueError(f"--{option.replace('_', '-')} {printable(path or '')}: {problem}")
+
+
 def _emit(verdict: Verdict, meta: dict[str, Any], report: Path | None, html_out: Path | None,
           sarif: Path | None, artifact: str) -> dict[str, Any]:
     data = report_dict(verdict, meta)
@@ -118,11 +127,12 @@ def scan(
     """Scan a model for backdoors. Exit 0 clean, 1 backdoor detected, 2 error."""
     start = time.perf_counter()
     try:
+        _check_outputs(report=report, html=html_out, sarif=sarif, triggers=triggers)
         with _progress("scan") as progress:
             verdict = scan_model_file(model, clean_data, _config(detectors, seed, baseline, layout, budget),
                                       output, progress)
-        data = _emit(verdict, {"model": str(model), "seconds": round(time.perf_counter() - start, 3)},
-                     report, html_out, sarif, str(model))
+        data = _emit(verdict, {"model": printable(model), "seconds": round(time.perf_counter() - start, 3)},
+                     report, html_out, sarif, printable(model))
         if triggers is not None:
             write_triggers(verdict, triggers)
     except _ERRORS as exc:
@@ -164,10 +174,11 @@ def scan_data(
     """Find poisoned training samples. Exit 0 none suspicious, 1 suspicious found, 2 error."""
     start = time.perf_counter()
     try:
+        _check_outputs(report=report)
         with _progress("scan-data") as progress:
             verdict = scan_data_file(model, data, _config(detectors, seed, layout=layout), output, progress)
-        out = _emit(verdict, {"model": str(model), "data": str(data),
-                              "seconds": round(time.perf_counter() - start, 3)}, report, None, None, str(data))
+        out = _emit(verdict, {"model": printable(model), "data": printable(data),
+                              "seconds": round(time.perf_counter() - start, 3)}, report, None, None, printable(data))
     except _ERRORS as exc:
         _fail(exc)
     except Exception as exc:

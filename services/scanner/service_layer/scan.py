@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from services.scanner.adapters.datasets import check_fits, load_npz
-from services.scanner.adapters.onnx_model import OnnxModel, open_model
+from services.scanner.adapters.datasets import DataError, check_fits, load_npz
+from services.scanner.adapters.onnx_model import OnnxModel, ShapeMismatch, open_model
 from services.scanner.domain.all_to_all import DEFAULT_THRESHOLD as A2A_THRESHOLD
 from services.scanner.domain.all_to_all import KEY as ALL_TO_ALL
 from services.scanner.domain.all_to_all import all_to_all
@@ -139,6 +139,10 @@ def _prepare(model: ModelHandle, data: Dataset, config: ScanConfig) -> tuple[Mod
     return model, data, layout, [*notes, *filter(None, [layout_note(shape, layout), accuracy_note])]
 
 
+class UnscannableModel(ValueError):
+    """The model's outputs on the clean inputs cannot be read (NaN, or the same for every input)."""
+
+
 LOW_ACCURACY = 0.5  # of the clean inputs, below which the data is probably not what the model expects
 
 
@@ -149,8 +153,11 @@ def _check_clean_outputs(model: ModelHandle, data: Dataset, n: int = 256) -> str
     probs = model.predict(data.x[:n])
     bad = int((~np.isfinite(probs).all(axis=1)).sum())
     if bad:
-        raise ValueError(f"the model gives NaN or infinite outputs on {bad} of the first {min(n, len(data))} clean "
-                         f"inputs; it cannot be scanned (check its input range and preprocessing)")
+        raise UnscannableModel(f"the model gives NaN or infinite outputs on {bad} of the first {min(n, len(data))} "
+                               f"clean inputs; it cannot be scanned (check its input range and preprocessing)")
+    if len(probs) > 1 and not np.ptp(probs, axis=0).any():  # e.g. a Softmax over one column: always 1
+        raise UnscannableModel(f"the model gives the same output for all of the first {len(probs)} clean inputs; "
+                               f"it tells no classes apart and cannot be scanned")
     accuracy = float(np.mean(np.argmax(probs, axis=1) == data.y[:n]))
     if accuracy >= LOW_ACCURACY:
         return None
@@ -186,17 +193,29 @@ def open_model_and_data(model_path: Path, data_path: Path, output: str | None = 
     """The model and data of a scan, checked against each other; the data's sample shape fills input dims
     the graph leaves symbolic (an export with dynamic height and width)."""
     data = load_npz(data_path)
-    model = open_model(model_path, output, sample_shape=tuple(data.x.shape[1:]))
+    try:
+        model = open_model(model_path, output, sample_shape=tuple(data.x.shape[1:]))
+    except ShapeMismatch as exc:
+        s = exc.sample
+        hint = " (channels-last? the model takes channels-first)" if len(s) == 3 and exc.expected == (
+            s[2], s[0], s[1]) else ""
+        raise DataError(f"x in {data_path} does not fit {model_path}: {exc}{hint}") from exc
     return model, check_fits(data, data_path, model.input_shape, model.num_classes)
 
 
 def scan_model_file(model_path: Path, clean_path: Path, config: ScanConfig | None = None, output: str | None = None,
                     progress: Progress | None = None) -> Verdict:
     model, clean = open_model_and_data(model_path, clean_path, output)
-    return scan_model(model, clean, config, progress)
+    try:
+        return scan_model(model, clean, config, progress)
+    except UnscannableModel as exc:
+        raise UnscannableModel(f"{model_path}: {exc}") from exc
 
 
 def scan_data_file(model_path: Path, data_path: Path, config: ScanConfig | None = None, output: str | None = None,
                    progress: Progress | None = None) -> Verdict:
     model, data = open_model_and_data(model_path, data_path, output)
-    return scan_training_data(model, data, config, progress)
+    try:
+        return scan_training_data(model, data, config, progress)
+    except UnscannableModel as exc:
+        raise UnscannableModel(f"{model_path}: {exc}") from exc
