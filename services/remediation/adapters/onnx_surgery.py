@@ -143,6 +143,14 @@ def apply_masks(params: dict[str, Arr], masks: dict[str, Arr]) -> dict[str, Arr]
     return out
 
 
+def check_exportable(model: onnx.ModelProto) -> None:
+    """Refuse, before any work, a model whose edited copy :func:`export` could not write: the checks it runs."""
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise SurgeryError(f"fails the ONNX checker, so its remediated copy could not be written: {exc}") from exc
+
+
 def export(model: onnx.ModelProto, params: dict[str, Arr], path: Path) -> onnx.ModelProto:
     """Write ``model`` with its float initializers replaced by ``params``; checked by ``onnx.checker``."""
     out = onnx.ModelProto()

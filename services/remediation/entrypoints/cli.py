@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import tempfile
+import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from services.remediation.domain.report import RemediationReport
 from services.remediation.service_layer.remediate import remediate_model
 from services.remediation.service_layer.rounds import overall_report, remediate_in_rounds
 from services.scanner.adapters.onnx_model import open_model
+from shared.files import output_problem, printable
 
 EXIT_OK, EXIT_BELOW_BAR, EXIT_ERROR = 0, 1, 2
 
@@ -87,8 +89,13 @@ def remediate(
     try:
         if reverse and trigger is not None:
             raise ValueError("give --trigger or --reverse, not both")
+        _check_outputs(out=out, report=report)
         config = RemediationConfig(max_accuracy_drop=max_accuracy_drop, seed=seed)
-        trig = load_trigger(trigger, open_model(model).input_shape) if trigger is not None else None
+        if trigger is not None:
+            parent = open_model(model)
+            trig = load_trigger(trigger, parent.input_shape, parent.num_classes)
+        else:
+            trig = None
         with _progress() as progress:
             result = (_reversed(model, clean_data, out, config, rounds, progress) if reverse else
                       remediate_model(model, clean_data, out, config, trigger=trig, progress=progress))
@@ -98,8 +105,21 @@ def remediate(
     except (ValueError, OSError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(EXIT_ERROR) from exc
+    except Exception as exc:  # unanticipated: still exit 2 (error), never 1 ("below the bar")
+        if os.environ.get("BDGUARD_DEBUG"):
+            traceback.print_exception(exc)
+        typer.echo(f"internal error: {type(exc).__name__}: {exc} (set BDGUARD_DEBUG=1 for the traceback)", err=True)
+        raise typer.Exit(EXIT_ERROR) from exc
     typer.echo(_summary(result))
     raise typer.Exit(EXIT_OK if result.meets_bar else EXIT_BELOW_BAR)
+
+
+def _check_outputs(**outputs: Path | None) -> None:
+    """Refuse an output that cannot be written before the work starts (missing folders are created)."""
+    for option, path in outputs.items():
+        problem = output_problem(path, create_parents=True) if path is not None else None
+        if problem:
+            raise ValueError(f"--{option} {printable(path or '')}: {problem}")
 
 
 def _reversed(model: Path, clean: Path, out: Path, config: RemediationConfig, rounds: int,

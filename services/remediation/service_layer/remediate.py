@@ -14,7 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from services.remediation.adapters.onnx_surgery import Site, apply_masks, export, find_site, keep_masks
+from services.remediation.adapters.onnx_surgery import (
+    Site,
+    SurgeryError,
+    apply_masks,
+    check_exportable,
+    export,
+    find_site,
+    keep_masks,
+)
 from services.remediation.adapters.tape_training import TapeModel
 from services.remediation.domain.fine_pruning import (
     RemediationConfig,
@@ -122,10 +130,17 @@ def _open(model_path: Path, clean_path: Path, out_path: Path,
     if out_path.resolve() == model_path.resolve():
         raise RemediationError(f"refusing to overwrite the parent model {model_path}; choose another --out")
     parent = open_model(model_path)
+    try:
+        check_exportable(parent.model)
+    except SurgeryError as exc:
+        raise RemediationError(f"{model_path} {exc}") from exc
     data = load_npz(clean_path, parent.input_shape, parent.num_classes)
     for t in triggers:
         if t is not None:
             t.check_shape(parent.input_shape)
+            if t.target is not None and not 0 <= t.target < parent.num_classes:
+                raise RemediationError(f"trigger target {t.target} is not a class of {model_path} "
+                                       f"(0..{parent.num_classes - 1})")
     if parent.outputs_probabilities and parent.tape is not None and not parent.tape.applied_softmax:
         raise RemediationError("the model outputs probabilities without a final Softmax; cannot train through it")
     return parent, data
