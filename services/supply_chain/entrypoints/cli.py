@@ -15,6 +15,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from shared.files import output_problem, printable
+
 from ..config import SupplyChainSettings
 from ..domain.model import ModelVersionPublished, SupplyChainVerdict
 from ..service_layer.validate import validate_model_version
@@ -29,7 +31,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(console: Console, message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
+    console.print(f"[red]error:[/red] {printable(message)}")
     return typer.Exit(EXIT_USAGE)
 
 
@@ -45,15 +47,26 @@ def _read_provenance(path: Path | None, console: Console) -> dict[str, Any] | No
     return loaded
 
 
+def _printable(value: Any) -> Any:
+    """``value`` with every string JSON can hold: a path that is not UTF-8 with ``\\xNN`` escapes."""
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {_printable(k): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
+
+
 def _table(verdict: SupplyChainVerdict) -> Table:
-    table = Table(title=f"{verdict.model} {verdict.version}", show_lines=False)
+    table = Table(title=printable(f"{verdict.model} {verdict.version}"), show_lines=False)
     for column in ("check", "result", "severity", "details"):
         table.add_column(column, overflow="fold")
     for check in verdict.checks:
         skipped = bool(check.evidence.get("skipped"))
         result = "[green]pass[/]" if check.passed else "[dim]skip[/]" if skipped else "[red]FAIL[/]"
         severity = f"[{_STYLE[check.severity]}]{check.severity}[/]"
-        table.add_row(check.name, result, severity, check.details)
+        table.add_row(check.name, result, severity, printable(check.details))
     return table
 
 
@@ -74,6 +87,9 @@ def verify(
     console = Console(width=None if os.isatty(1) else 160, highlight=False)
     if not os.path.lexists(artifact):
         raise _fail(console, f"artifact {artifact} does not exist")
+    problem = output_problem(report) if report is not None else None
+    if problem:
+        raise _fail(console, f"--report {report}: {problem}")
     for extra in [signature, *(public_key or []), *(certificate or [])]:
         if extra is not None and not extra.is_file():
             raise _fail(console, f"{extra} is not a readable file")
@@ -100,10 +116,10 @@ def verify(
     console.print(_table(verdict))
     colour = "green" if verdict.approved else "red"
     outcome = "APPROVED" if verdict.approved else "REJECTED"
-    console.print(f"[bold {colour}]{outcome}[/] - {verdict.rationale.partition(': ')[2]}")
+    console.print(f"[bold {colour}]{outcome}[/] - {printable(verdict.rationale.partition(': ')[2])}")
     if report is not None:
         try:
-            report.write_bytes(orjson.dumps(verdict.to_dict(), option=orjson.OPT_INDENT_2))
+            report.write_bytes(orjson.dumps(_printable(verdict.to_dict()), option=orjson.OPT_INDENT_2))
         except OSError as exc:
             raise _fail(console, f"cannot write report {report}: {exc}") from exc
     raise typer.Exit(EXIT_APPROVED if verdict.approved else EXIT_REJECTED)
