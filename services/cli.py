@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
+import traceback
 
+import sqlalchemy.exc
 import typer
 
 from shared.logging import configure_logging
@@ -41,6 +45,33 @@ def build_app() -> typer.Typer:
     return app
 
 
+def _store_problem(exc: Exception) -> str | None:
+    """A one-line reason for a store that is not set up or not reachable, or ``None``."""
+    if isinstance(exc, sqlalchemy.exc.ArgumentError):
+        return f"BDGUARD_DATABASE_URL cannot be used: {exc}"
+    if isinstance(exc, sqlalchemy.exc.OperationalError | sqlalchemy.exc.ProgrammingError):
+        reason = str(exc.orig).splitlines()[0] if exc.orig is not None else str(exc).splitlines()[0]
+        if "no such table" in reason or ("relation" in reason and "does not exist" in reason):
+            return f"the store (BDGUARD_DATABASE_URL) is not set up ({reason}): run `bdguard db upgrade` first"
+        return f"the store (BDGUARD_DATABASE_URL) cannot be used: {reason}"
+    return None
+
+
 def main() -> None:
+    """The ``bdguard`` entry point: commands map their own errors to exit codes; what escapes them (a store
+    that is not set up, an unanticipated bug) still ends in one line on stderr and exit 2, no traceback."""
     configure_logging()
-    build_app()()
+    try:
+        build_app()()
+    except Exception as exc:
+        if os.environ.get("BDGUARD_DEBUG"):
+            traceback.print_exception(exc)
+        problem = _store_problem(exc)
+        message = (f"error: {problem}" if problem else
+                   f"internal error: {type(exc).__name__}: {exc} (set BDGUARD_DEBUG=1 for the traceback)")
+        print(message.splitlines()[0], file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

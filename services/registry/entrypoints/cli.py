@@ -36,6 +36,19 @@ async def _send(event: WireRecord, correlation_id: str | None = None) -> str:
     return dict(message.headers)["ce_id"].decode()
 
 
+def _provenance(path: Path) -> dict[str, object]:
+    """The provenance JSON object at ``path``; a clear error and exit 2 before anything is sent otherwise."""
+    try:
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        console.print(f"[red]error:[/red] cannot read provenance {path}: {exc}")
+        raise typer.Exit(2) from exc
+    if not isinstance(loaded, dict):
+        console.print(f"[red]error:[/red] provenance {path} is not a JSON object")
+        raise typer.Exit(2)
+    return loaded
+
+
 @registry_app.command("publish")
 def publish(artifact: Path, model: str = typer.Option(...), version: str = typer.Option(...),
             source_url: str = typer.Option(...), submitter: str = "cli",
@@ -45,11 +58,14 @@ def publish(artifact: Path, model: str = typer.Option(...), version: str = typer
     if not artifact.exists():
         console.print(f"[red]no such artifact:[/red] {artifact}")
         raise typer.Exit(2)
+    if artifact.is_dir() and digest is None:
+        console.print(f"[red]error:[/red] artifact {artifact} is a directory: give its --digest")
+        raise typer.Exit(2)
     event = ModelVersionPublished(
         model=model, version=version, artifact_uri=artifact.resolve().as_uri(),
         artifact_digest=digest or sha256_file(artifact), source_url=source_url, submitter=submitter,
         signature_uri=signature.resolve().as_uri() if signature else None,
-        provenance=json.loads(provenance.read_text()) if provenance else None,
+        provenance=_provenance(provenance) if provenance else None,
         clean_data_uri=clean_data.resolve().as_uri() if clean_data else None)
     typer.echo(asyncio.run(_send(event)))
 
