@@ -39,7 +39,8 @@ def output_problem(path: Path, *, create_parents: bool = False) -> str | None:
     while create_parents and not parent.exists() and parent != parent.parent:
         parent = parent.parent
     if not parent.is_dir():
-        return f"directory {printable(parent)} does not exist"
+        return f"{printable(parent)} is not a directory" if parent.exists() else \
+            f"directory {printable(parent)} does not exist"
     if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
         return f"{printable(path)} is not writable"
     return None

@@ -61,7 +61,7 @@ def baseline_l1(path: Path) -> list[float]:
         report = orjson.loads(path.read_bytes())
         nc = next(d for d in report["detectors"] if d["key"].startswith("neural_cleanse."))
         return [float(v) for v in nc["evidence"]["l1_norms"]]
-    except (OSError, orjson.JSONDecodeError, KeyError, StopIteration, TypeError) as exc:
+    except (OSError, orjson.JSONDecodeError, KeyError, StopIteration, TypeError, ValueError) as exc:
         raise ValueError(f"{path} is not a scan report with Neural Cleanse results: {exc!r}") from exc
 
 

@@ -196,9 +196,11 @@ def open_model_and_data(model_path: Path, data_path: Path, output: str | None = 
     try:
         model = open_model(model_path, output, sample_shape=tuple(data.x.shape[1:]))
     except ShapeMismatch as exc:
-        s = exc.sample
-        hint = " (channels-last? the model takes channels-first)" if len(s) == 3 and exc.expected == (
-            s[2], s[0], s[1]) else ""
+        s, hint = exc.sample, ""
+        if len(s) == 3 and exc.expected == (s[2], s[0], s[1]):
+            hint = " (channels-last? the model takes channels-first)"
+        elif data.x.shape == exc.expected:
+            hint = " (one sample without its batch dim? x[None] adds it)"
         raise DataError(f"x in {data_path} does not fit {model_path}: {exc}{hint}") from exc
     return model, check_fits(data, data_path, model.input_shape, model.num_classes)
 

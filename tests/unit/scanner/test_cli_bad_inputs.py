@@ -64,12 +64,14 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "clean": {"x": x, "y": y}, "no_y": {"x": x}, "one_sample": {"x": x[0], "y": y[:1]},
         "wide": {"x": rng.normal(size=(60, 5)).astype(np.float32), "y": y},
         "img_last": {"x": rng.uniform(size=(30, 8, 8, 1)).astype(np.float32), "y": np.arange(30) % 3},
-        "binary": {"x": x, "y": np.arange(60) % 2}}
+        "binary": {"x": x, "y": np.arange(60) % 2}, "img_one": {"x": np.zeros((1, 8, 8), np.float32), "y": y[:1]}}
     for name, arr in arrays.items():
         np.savez(d / f"{name}.npz", **arr)
         f[name] = d / f"{name}.npz"
     f["text"] = d / "text.npz"
     f["text"].write_text("x,y\n1,2\n")
+    f["bad_baseline"] = d / "base.json"
+    f["bad_baseline"].write_text('{"detectors": [{"key": "neural_cleanse.v2", "evidence": {"l1_norms": ["a"]}}]}')
     f["npy"] = d / "x.npy"
     np.save(f["npy"], x)
     f["dir"] = d / "dir.npz"
@@ -106,10 +108,13 @@ def _run(app: typer.Typer, files: dict[str, Path], argv: list[str]) -> Any:
     (["scan", "{model}", "--clean-data", "{one_sample}"], ["one_sample.npz", "batch"]),
     (["scan", "{model}", "--clean-data", "{wide}"], ["wide.npz", "m.onnx", "(5,)", "(4,)"]),
     (["scan", "{conv}", "--clean-data", "{img_last}"], ["img_last.npz", "conv.onnx", "channels-last"]),
+    (["scan", "{conv}", "--clean-data", "{img_one}"], ["img_one.npz", "conv.onnx", "batch dim"]),
     (["scan", "{int_input}", "--clean-data", "{clean}"], ["int.onnx", "one float input"]),
     (["scan", "{model}", "--clean-data", "{clean}", "--output", "nope"], ["m.onnx", "'nope'"]),
     (["scan", "{model}", "--clean-data", "{bomb}"], ["bomb.npz", "compression ratio"]),
     (["scan", "{one_softmax}", "--clean-data", "{binary}", FAST], ["one.onnx", "same output"]),
+    (["scan", "{model}", "--clean-data", "{clean}", "--baseline", "{bad_baseline}"],
+     ["base.json", "not a scan report"]),
     (["scan-data", "{model}", "--data", "{text}"], ["text.npz", "not an .npz archive"]),
     (["scan-data", "{model}", "--data", "{npy}"], ["x.npy", "a single .npy array"]),
     (["scan-data", "{model}", "--data", "{wide}"], ["wide.npz", "m.onnx"]),
