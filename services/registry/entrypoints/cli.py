@@ -52,7 +52,9 @@ def _provenance(path: Path) -> dict[str, object]:
 @registry_app.command("publish")
 def publish(artifact: Path, model: str = typer.Option(...), version: str = typer.Option(...),
             source_url: str = typer.Option(...), submitter: str = "cli",
-            signature: Path | None = None, provenance: Path | None = None, clean_data: Path | None = None,
+            signature: Path | None = typer.Option(None, exists=True, dir_okay=False),
+            provenance: Path | None = None,
+            clean_data: Path | None = typer.Option(None, exists=True, dir_okay=False),
             digest: str | None = typer.Option(None, help="declared digest (default: computed here)")) -> None:
     """Publish a model-version-published event, as a registry webhook would."""
     if not artifact.exists():

@@ -57,3 +57,14 @@ def test_python_dash_m_runs_the_command_line() -> None:
     out = subprocess.run([sys.executable, "-m", "services.cli", "--help"], capture_output=True, text=True,
                          cwd=Path(__file__).resolve().parents[3], timeout=120)
     assert out.returncode == 0 and "scan" in out.stdout
+
+
+@pytest.mark.parametrize("option", ["--signature", "--clean-data"])
+def test_registry_publish_refuses_a_missing_signature_or_clean_data_before_sending(
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path, option: str) -> None:
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:1")  # nothing may be sent: no broker needed
+    artifact = tmp_path / "m.onnx"
+    artifact.write_bytes(b"model")
+    code, err = _main(monkeypatch, capsys, "registry", "publish", str(artifact), "--model", "m", "--version", "1",
+                      "--source-url", "https://example.org/m", option, str(tmp_path / "missing.bin"))
+    assert code == 2 and "missing.bin" in err and "does not exist" in err
