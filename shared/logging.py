@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import MutableMapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -27,6 +28,24 @@ def redact_url(url: str) -> str:
     return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}/***"
 
 
+class _CurrentStderr:
+    """A structlog logger writing to whatever ``sys.stderr`` is when it is called, not the stream of the day
+    logging was configured (a command run in-process by a test, or a stream replaced later, would leave every
+    later log line aimed at a closed file)."""
+
+    _lock = threading.Lock()
+
+    def msg(self, message: str) -> None:
+        with self._lock:
+            print(message, file=sys.stderr, flush=True)
+
+    log = debug = info = warn = warning = error = critical = exception = fatal = msg
+
+
+def _current_stderr(*_args: Any) -> _CurrentStderr:
+    return _CurrentStderr()
+
+
 def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
     """Configure structlog and stdlib logging once per process (never at import time)."""
     use_json = (not sys.stderr.isatty()) if json is None else json
@@ -41,7 +60,7 @@ def configure_logging(level: str = "INFO", json: bool | None = None) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_current_stderr,
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
