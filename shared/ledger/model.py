@@ -28,6 +28,7 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 # a version may serve production only from these states
+OPEN_INCIDENT = "open_incident"  # ModelVersion.details key: an open backdoor incident's id
 DEPLOYABLE = frozenset({Status.SCANNED_CLEAN, Status.PRODUCTION})
 
 
@@ -50,6 +51,13 @@ class ModelVersion:
     @property
     def key(self) -> str:
         return f"{self.model}/{self.version}"
+
+    @property
+    def open_incident(self) -> str | None:
+        """The id of an open backdoor incident on this version (set and cleared by the incident service),
+        which makes it no rollback target while another clean version exists."""
+        value = self.details.get(OPEN_INCIDENT)
+        return None if value is None else str(value)
 
     def can_move_to(self, target: Status) -> bool:
         return target == self.status or target in ALLOWED[self.status]

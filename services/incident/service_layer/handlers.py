@@ -10,9 +10,9 @@ from typing import Any
 from services.incident.adapters.repository import IncidentUnitOfWork
 from services.incident.config import IncidentSettings
 from services.incident.domain.incident import Escalation, Incident
-from services.incident.domain.severity import Signal
+from services.incident.domain.severity import BACKDOOR_KINDS, Signal
 from shared.contracts.records import Alert, IncidentEscalated, RemediationCompleted, RollbackCompleted
-from shared.ledger.model import DEPLOYABLE, Status
+from shared.ledger.model import DEPLOYABLE, OPEN_INCIDENT, Status
 from shared.messaging.envelope import build_message
 from shared.messaging.outbox import audit, stage
 
@@ -70,6 +70,7 @@ def handle_alert(alert: Alert, event_id: str, uow: IncidentUnitOfWork, settings:
             incident = incident or Incident(new_id(), alert.model, alert.version, opened_at=now, updated_at=now)
             incident.add_signal(signal, evidence, settings.rollback_confidence, at=now)
             incident.note(now, "alerted", alert_id=alert.alert_id)
+            _mark_open_incident(uow, incident)
         uow.incidents.save(incident)
         _publish_escalations(uow, incident, event_id)
         uow.processed.mark(CONSUMER, event_id, now)
@@ -144,8 +145,10 @@ def respond(incident_id: str, action: str, who: str, uow: IncidentUnitOfWork, no
         elif action == "false-positive":
             incident.mark_false_positive(now, who, note)
             uow.incidents.add_feedback(incident, "false_positive", now)
+            _clear_open_incident(uow, incident)
         elif action == "resolve":
             incident.resolve(now, who, note)
+            _clear_open_incident(uow, incident)
         else:
             raise ValueError(f"unknown responder action {action!r}")
         uow.incidents.save(incident)
@@ -154,6 +157,25 @@ def respond(incident_id: str, action: str, who: str, uow: IncidentUnitOfWork, no
         _publish_escalations(uow, incident, None)
         uow.commit()
         return incident
+
+
+def _mark_open_incident(uow: IncidentUnitOfWork, incident: Incident) -> None:
+    """Name an incident with backdoor evidence on its version's ledger entry, so that no rollback goes to that
+    version (a canary's alerts) while a clean one without an open incident exists."""
+    if not any(s.kind in BACKDOOR_KINDS for s in incident.signals):
+        return
+    mv = uow.ledger.get(incident.model, incident.version)
+    if mv is not None and mv.open_incident is None:
+        mv.details[OPEN_INCIDENT] = incident.incident_id
+        uow.ledger.save(mv)
+
+
+def _clear_open_incident(uow: IncidentUnitOfWork, incident: Incident) -> None:
+    """A responder closed the incident (false positive, resolved): its version may be a rollback target again."""
+    mv = uow.ledger.get(incident.model, incident.version)
+    if mv is not None and mv.open_incident == incident.incident_id:
+        del mv.details[OPEN_INCIDENT]
+        uow.ledger.save(mv)
 
 
 def _confirm(uow: IncidentUnitOfWork, incident: Incident, who: str, now: float) -> None:

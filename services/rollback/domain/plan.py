@@ -22,7 +22,9 @@ class RollbackPlan:
 
 
 def plan_rollback(bad: ModelVersion, versions: list[ModelVersion], production: str | None) -> RollbackPlan:
-    """Most recent other version whose scan verdict is clean; none → no safe version.
+    """Most recent other version whose scan verdict is clean and that no open backdoor incident names (a
+    canary's alerts); only when every clean version has one, the most recent of them, said so in the reason;
+    none → no safe version.
 
     When the bad version is not the one serving, production stays where it is (nothing to roll back)
     and only the bad version is quarantined.
@@ -34,9 +36,16 @@ def plan_rollback(bad: ModelVersion, versions: list[ModelVersion], production: s
     if not candidates:
         return RollbackPlan(bad.model, bad.version, None, bad_was_production,
                             "no other version of this model has a clean scan verdict")
-    best = max(candidates, key=lambda v: (v.created_at, v.version))
+    unsuspected = [v for v in candidates if v.open_incident is None]
+    best = max(unsuspected or candidates, key=lambda v: (v.created_at, v.version))
+    if best.open_incident is not None:  # every clean version is under an open incident: the latest, said so
+        return RollbackPlan(bad.model, bad.version, best.version, bad_was_production,
+                            f"latest version with status {best.status.value}, although under open incident "
+                            f"{best.open_incident} (no clean version without one)")
+    skipped = sorted(v.version for v in candidates if v.open_incident is not None)
     return RollbackPlan(bad.model, bad.version, best.version, bad_was_production,
-                        f"latest version with status {best.status.value}")
+                        f"latest version with status {best.status.value}"
+                        + (f" not under an open incident (skipped {', '.join(skipped)})" if skipped else ""))
 
 
 def bad_version_status(plan: RollbackPlan) -> Status:

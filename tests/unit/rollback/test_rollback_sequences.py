@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.incident.service_layer.handlers import respond
 from services.registry.service_layer.promote import promote
 from services.rollback.bootstrap import RollbackService
 from services.rollback.service_layer.handlers import handle_escalation
@@ -121,9 +122,6 @@ def test_a_version_replaced_by_a_release_while_its_incident_was_open_is_quaranti
     assert done.completed.affected is not None and done.completed.affected["until"] == replaced_at
 
 
-@pytest.mark.xfail(strict=True, reason="the rollback plan reads only the ledger: a scanned-clean version with an "
-                   "open backdoor incident of its own is still a target; skipping it needs the rollback service to "
-                   "read the incident context's store (a cross-context port), not a small fix")
 def test_a_rollback_skips_a_version_under_an_open_backdoor_incident_when_an_older_clean_one_exists(
         world: World) -> None:
     world.seed("digits", {"1": Status.SCANNED_CLEAN, "2": Status.SCANNED_CLEAN, "3": Status.PRODUCTION},
@@ -133,3 +131,28 @@ def test_a_rollback_skips_a_version_under_an_open_backdoor_incident_when_an_olde
     [esc] = world.escalations("rollback")
     done = world.roll_back(esc)
     assert done is not None and done.completed.to_version == "1"
+    assert "skipped 2" in done.plan.reason
+
+
+def test_a_version_whose_incident_a_responder_closed_is_a_rollback_target_again(world: World) -> None:
+    world.seed("digits", {"1": Status.SCANNED_CLEAN, "2": Status.SCANNED_CLEAN, "3": Status.PRODUCTION},
+               production="3")
+    canary = world.alert("digits", "2", "c-1", kind="rare_input_pattern", hint="high")
+    assert world.version("digits", "2").open_incident == canary.incident_id
+    respond(canary.incident_id or "", "false-positive", "alice", world.uow(), note="benign canary traffic")
+    assert world.version("digits", "2").open_incident is None
+    world.clock += 10
+    world.alert("digits", "3", "a-1")
+    [esc] = world.escalations("rollback")
+    done = world.roll_back(esc)
+    assert done is not None and done.completed.to_version == "2"
+
+
+def test_when_every_clean_version_is_under_an_open_incident_the_latest_is_taken_and_the_reason_says_so(
+        world: World) -> None:
+    world.seed("digits", {"1": Status.SCANNED_CLEAN, "2": Status.PRODUCTION}, production="2")
+    world.alert("digits", "1", "c-1", kind="rare_input_pattern", hint="high")
+    world.alert("digits", "2", "a-1")
+    [esc] = world.escalations("rollback")
+    done = world.roll_back(esc)
+    assert done is not None and done.completed.to_version == "1" and "under open incident" in done.plan.reason
