@@ -10,12 +10,14 @@ from typing import Any
 import numpy as np
 import onnx
 import pytest
+import typer
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from onnx import TensorProto, helper, numpy_helper
 
 from services.supply_chain.config import SupplyChainSettings
 from services.supply_chain.domain.model import ModelVersionPublished
+from services.supply_chain.entrypoints.cli import register
 
 TRUSTED_URL = "https://huggingface.co/models/acme/resnet"
 
@@ -109,3 +111,16 @@ def make_event(provenance: dict[str, Any]) -> Callable[..., ModelVersionPublishe
         return ModelVersionPublished(**fields)
 
     return build
+
+
+@pytest.fixture
+def app() -> typer.Typer:
+    """The supply-chain commands under a root app, as ``bdguard`` has one."""
+    root = typer.Typer()
+
+    @root.callback()
+    def main() -> None:
+        """Root app, as the lead's ``bdguard`` has one."""
+
+    register(root)
+    return root

@@ -9,23 +9,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from services.supply_chain.entrypoints.cli import register
-
 from .conftest import TRUSTED_URL, onnx_model, sha256, sign
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    root = typer.Typer()
-
-    @root.callback()
-    def main() -> None:
-        """Root app, as the lead's ``bdguard`` has one."""
-
-    register(root)
-    return root
 
 
 @pytest.fixture

@@ -10,23 +10,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from services.supply_chain.entrypoints.cli import register
-
 from .conftest import TRUSTED_URL, onnx_model
 
 pytestmark = pytest.mark.unit
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    root = typer.Typer()
-
-    @root.callback()
-    def main() -> None:
-        """Root app, as the lead's ``bdguard`` has one."""
-
-    register(root)
-    return root
 
 
 def test_an_artifact_with_a_non_utf8_name_gets_its_report_written(app: typer.Typer, tmp_path: Path) -> None:
