@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from services.incident.adapters.tables import detector_feedback, incidents
-from services.incident.domain.incident import Incident, IncidentStatus
+from services.incident.domain.incident import CLOSED_VALUES, Incident, IncidentStatus
 from services.incident.domain.severity import Severity, Signal
 from shared.db.unit_of_work import SqlUnitOfWork
 
@@ -27,8 +27,7 @@ class IncidentRepository:
         row = self.session.execute(
             sa.select(incidents).where(
                 incidents.c.model == model, incidents.c.version == version,
-                incidents.c.status.in_([s.value for s in IncidentStatus if s.value not in
-                                        ("false_positive", "resolved")]),
+                incidents.c.status.notin_(CLOSED_VALUES),
                 incidents.c.updated_at >= since)
             .order_by(incidents.c.updated_at.desc()).limit(1)
         ).mappings().first()
@@ -38,7 +37,7 @@ class IncidentRepository:
         """The model version's most recently closed incident (false positive or resolved)."""
         row = self.session.execute(
             sa.select(incidents).where(incidents.c.model == model, incidents.c.version == version,
-                                       incidents.c.status.in_(["false_positive", "resolved"]))
+                                       incidents.c.status.in_(CLOSED_VALUES))
             .order_by(incidents.c.updated_at.desc()).limit(1)
         ).mappings().first()
         return None if row is None else _to_incident(row)
@@ -46,7 +45,7 @@ class IncidentRepository:
     def list_incidents(self, *, open_only: bool = False) -> list[Incident]:
         query = sa.select(incidents).order_by(incidents.c.opened_at.desc())
         if open_only:
-            query = query.where(incidents.c.status.notin_(["false_positive", "resolved"]))
+            query = query.where(incidents.c.status.notin_(CLOSED_VALUES))
         return [_to_incident(r) for r in self.session.execute(query).mappings()]
 
     def save(self, incident: Incident) -> None:

@@ -26,7 +26,7 @@ class IncidentStatus(StrEnum):
 
 
 CLOSED = frozenset({IncidentStatus.FALSE_POSITIVE, IncidentStatus.RESOLVED})
-CLOSING_NOTES = frozenset({"false_positive", "resolved"})
+CLOSED_VALUES = sorted(s.value for s in CLOSED)  # as stored, and as the closing timeline entries name them
 
 
 class IncidentError(ValueError):
@@ -82,7 +82,7 @@ class Incident:
         """When a responder closed the incident (None while open)."""
         if self.is_open:
             return None
-        return next((t["at"] for t in reversed(self.timeline) if t["what"] in CLOSING_NOTES), self.updated_at)
+        return next((t["at"] for t in reversed(self.timeline) if t["what"] in CLOSED_VALUES), self.updated_at)
 
     def judged(self, traffic_until: float) -> bool:
         """Whether a responder's closing decision already covered traffic up to ``traffic_until``."""
