@@ -27,8 +27,8 @@ ALLOWED: dict[Status, frozenset[Status]] = {
     Status.REJECTED: frozenset(),
 }
 
-# a version may serve production only from these states
 OPEN_INCIDENT = "open_incident"  # ModelVersion.details key: an open backdoor incident's id
+# a version may serve production only from these states
 DEPLOYABLE = frozenset({Status.SCANNED_CLEAN, Status.PRODUCTION})
 
 
@@ -55,7 +55,8 @@ class ModelVersion:
     @property
     def open_incident(self) -> str | None:
         """The id of an open backdoor incident on this version (set and cleared by the incident service),
-        which makes it no rollback target while another clean version exists."""
+        which makes it no rollback target while another clean version exists, and no promotion target unless
+        forced with a reason."""
         value = self.details.get(OPEN_INCIDENT)
         return None if value is None else str(value)
 

@@ -119,7 +119,7 @@ def test_a_false_positive_is_audited_and_kept_as_detector_feedback(
 
 def test_only_scanned_clean_versions_can_be_promoted(incident_uow: Callable[[], IncidentUnitOfWork]) -> None:
     _seed(incident_uow(), "digits", {"1": Status.SCANNED_CLEAN, "2": Status.QUARANTINED}, production=None)
-    assert promote("digits", "1", "rm", incident_uow()) is None
+    assert promote("digits", "1", "rm", incident_uow()).replaced is None
     with pytest.raises(InvalidTransition, match="quarantined"):
         promote("digits", "2", "rm", incident_uow())
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from services.registry.service_layer.promote import promote
+from services.registry.service_layer.promote import UnderOpenIncident, promote
 from services.registry.service_layer.views import registry_view
 from shared.contracts.records import ModelVersionPublished, RemediationRequested, WireRecord
 from shared.db.unit_of_work import SqlUnitOfWork, uow_factory_for
@@ -72,21 +75,43 @@ def publish(artifact: Path, model: str = typer.Option(...), version: str = typer
     typer.echo(asyncio.run(_send(event)))
 
 
+def _refuse(message: str) -> typer.Exit:
+    """One line on stderr (never wrapped: scripts read it), and the registry's refusal exit code."""
+    console.print(f"[red]refused:[/red] {escape(message)}", soft_wrap=True, highlight=False)
+    return typer.Exit(1)
+
+
 @registry_app.command("promote")
-def promote_cmd(model: str, version: str, who: str = "cli") -> None:
-    """Move the production alias to a scanned-clean version."""
+def promote_cmd(model: str, version: str, who: str = "cli",
+                force: bool = typer.Option(False, "--force", help="promote even under an open backdoor incident"),
+                reason: str = typer.Option("", help="why a --force promotion is safe (on the audit trail)")) -> None:
+    """Move the production alias to a scanned-clean version (refused under an open backdoor incident)."""
+    if force and not reason.strip():
+        console.print("[red]error:[/red] --force needs --reason TEXT (it goes on the audit trail)", soft_wrap=True)
+        raise typer.Exit(2)
     settings = ServiceSettings()
     factory = uow_factory_for(settings.database_url, "registry-cli", SqlUnitOfWork)
     try:
-        previous = promote(model, version, who, factory())
+        done = promote(model, version, who, factory(), force=force, reason=reason)
+    except UnderOpenIncident as exc:
+        refusal = _refuse(f"{exc.key} is under open backdoor incident {exc.incident_id}: close it (`bdguard "
+                          f"incident resolve|false-positive {exc.incident_id}`) or pass --force --reason TEXT")
+        _flush_quietly(factory, settings)  # the refusal is audited: its mirror too, if the bus answers
+        raise refusal from exc
     except (LookupError, InvalidTransition) as exc:
-        console.print(f"[red]refused:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        raise _refuse(str(exc)) from exc
     try:
         asyncio.run(flush_once(factory, settings.kafka_bootstrap_servers))
     except Exception as exc:  # committed; the audit mirror waits in the outbox for the next flush
         console.print(f"[yellow]audit mirror not yet published ({type(exc).__name__})[/yellow]")
-    console.print(f"{model}: production {previous or '(none)'} → {version}")
+    forced = f" (forced over open incident {done.forced_over_incident})" if done.forced_over_incident else ""
+    console.print(f"{model}: production {done.replaced or '(none)'} → {version}{forced}")
+
+
+def _flush_quietly(factory: Callable[[], SqlUnitOfWork], settings: ServiceSettings) -> None:
+    """Publish the outbox (the audit mirror) if the bus answers; it keeps the rows for the next flush if not."""
+    with contextlib.suppress(Exception):
+        asyncio.run(flush_once(factory, settings.kafka_bootstrap_servers))
 
 
 @registry_app.command("view")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import NoReturn
 
 from shared.db.unit_of_work import SqlUnitOfWork
 from shared.files import sha256_file
@@ -10,11 +12,32 @@ from shared.ledger.model import DEPLOYABLE, InvalidTransition, ModelVersion, Sta
 from shared.messaging.outbox import audit
 
 
-def promote(model: str, version: str, who: str, uow: SqlUnitOfWork) -> str | None:
-    """Point the production alias at a version with a clean scan; returns the version it replaced.
+@dataclass(frozen=True)
+class Promotion:
+    replaced: str | None  # the version that served before, if any
+    forced_over_incident: str | None = None  # the open backdoor incident a forced promotion overrode
 
-    A version that was not scanned clean cannot be promoted: the ledger refuses it.
+
+class UnderOpenIncident(InvalidTransition):
+    """The version is named by an open backdoor incident; promoting it needs ``force=True`` and a reason."""
+
+    def __init__(self, key: str, incident_id: str) -> None:
+        super().__init__(f"{key} is under open backdoor incident {incident_id}: close the incident, or force the "
+                         f"promotion with a reason")
+        self.key, self.incident_id = key, incident_id
+
+
+def promote(model: str, version: str, who: str, uow: SqlUnitOfWork, *, force: bool = False,
+            reason: str = "") -> Promotion:
+    """Point the production alias at a version with a clean scan; returns the version it replaced and the
+    incident a forced promotion overrode.
+
+    A version that was not scanned clean cannot be promoted: the ledger refuses it. One that an open backdoor
+    incident names (a canary's alerts, set and cleared by the incident service) is refused too, and the refusal
+    audited, unless ``force`` with a ``reason``: the promotion's audit record then names the incident overridden.
     """
+    if force and not reason.strip():
+        raise ValueError("forcing a promotion needs a reason (it goes on the audit trail)")
     with uow:
         target = uow.ledger.get(model, version)
         if target is None:
@@ -22,20 +45,38 @@ def promote(model: str, version: str, who: str, uow: SqlUnitOfWork) -> str | Non
         if target.status not in DEPLOYABLE:
             raise InvalidTransition(f"{model}/{version} is {target.status.value}; only scanned-clean versions "
                                     f"may serve production")
-        now = uow.now()
-        previous = uow.ledger.production_version(model)
-        if previous is not None and previous != version:
-            old = uow.ledger.get(model, previous)
-            if old is not None and old.status is Status.PRODUCTION:
-                old.move_to(Status.SCANNED_CLEAN, now, replaced_by=version, replaced_at=now)
-                uow.ledger.save(old)
-        target.move_to(Status.PRODUCTION, now, promoted_at=now, promoted_by=who)
-        uow.ledger.save(target)
-        uow.ledger.set_production(model, version, now)
-        audit(uow, actor=f"release:{who}", action="registry.promoted", subject=f"{model}/{version}",
-              details={"replaced": previous})
+        incident_id = target.open_incident
+        if incident_id is not None and not force:
+            _refuse_under_incident(uow, target, who, incident_id)
+        previous = _move_production(uow, target, who)
+        forced = {"forced_over_incident": incident_id, "reason": reason} if incident_id is not None else {}
+        audit(uow, actor=f"release:{who}", action="registry.promoted", subject=target.key,
+              details={"replaced": previous, **forced})
         uow.commit()
-        return previous
+        return Promotion(previous, incident_id)
+
+
+def _refuse_under_incident(uow: SqlUnitOfWork, target: ModelVersion, who: str, incident_id: str) -> NoReturn:
+    """Audit the refusal (every decision is on the trail), then raise it."""
+    audit(uow, actor=f"release:{who}", action="registry.promotion-refused", subject=target.key,
+          details={"incident_id": incident_id, "reason": f"under open backdoor incident {incident_id}"})
+    uow.commit()
+    raise UnderOpenIncident(target.key, incident_id)
+
+
+def _move_production(uow: SqlUnitOfWork, target: ModelVersion, who: str) -> str | None:
+    """The ledger side of a promotion: the serving version goes back to scanned-clean, ``target`` serves."""
+    now = uow.now()
+    previous = uow.ledger.production_version(target.model)
+    if previous is not None and previous != target.version:
+        old = uow.ledger.get(target.model, previous)
+        if old is not None and old.status is Status.PRODUCTION:
+            old.move_to(Status.SCANNED_CLEAN, now, replaced_by=target.version, replaced_at=now)
+            uow.ledger.save(old)
+    target.move_to(Status.PRODUCTION, now, promoted_at=now, promoted_by=who)
+    uow.ledger.save(target)
+    uow.ledger.set_production(target.model, target.version, now)
+    return previous
 
 
 def import_legacy(model: str, version: str, artifact: Path, who: str, uow: SqlUnitOfWork) -> None:

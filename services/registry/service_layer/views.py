@@ -7,8 +7,8 @@ from typing import Any
 from shared.db.unit_of_work import SqlUnitOfWork
 
 DECISIONS = ("supply-chain.approved", "supply-chain.rejected", "scan.scanned-clean", "scan.quarantined",
-             "scan.error", "registry.promoted", "registry.legacy-import", "incident.quarantined", "rollback.completed",
-             "rollback.no_safe_version")
+             "scan.error", "registry.promoted", "registry.promotion-refused", "registry.legacy-import",
+             "incident.quarantined", "rollback.completed", "rollback.no_safe_version")
 
 
 def registry_view(uow: SqlUnitOfWork, model: str | None = None) -> list[dict[str, Any]]:
