@@ -27,7 +27,7 @@ from services.scanner.adapters.reports import (
 )
 from services.scanner.domain.policy import Verdict
 from services.scanner.domain.progress import listening
-from services.scanner.service_layer.scan import ScanConfig, scan_data_file, scan_model_file
+from services.scanner.service_layer.scan import BaselineMismatch, ScanConfig, scan_data_file, scan_model_file
 from shared.files import output_problem, printable
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -79,7 +79,7 @@ def _internal(exc: BaseException) -> None:
     raise typer.Exit(EXIT_ERROR)
 
 
-def _fail(exc: BaseException) -> None:
+def _fail(exc: BaseException | str) -> None:
     typer.echo(f"error: {exc}", err=True)
     raise typer.Exit(EXIT_ERROR)
 
@@ -135,6 +135,9 @@ def scan(
                      report, html_out, sarif, printable(model))
         if triggers is not None:
             write_triggers(verdict, triggers)
+    except BaselineMismatch as exc:
+        _fail(f"--baseline {printable(baseline or '')}: the report has {exc.baseline_classes} classes, "
+              f"{printable(model)} has {exc.model_classes}; give a report of an earlier version of this model")
     except _ERRORS as exc:
         _fail(exc)
     except Exception as exc:

@@ -76,11 +76,28 @@ def run_detectors(model: ModelHandle, data: Dataset, keys: Sequence[str], config
     return results
 
 
+class BaselineMismatch(ValueError):
+    """The baseline's per-class trigger sizes are for another number of classes than the model has."""
+
+    def __init__(self, baseline_classes: int, model_classes: int) -> None:
+        super().__init__(f"the baseline has {baseline_classes} classes, the model {model_classes}: a baseline "
+                         f"must be a report of an earlier version of the same model")
+        self.baseline_classes, self.model_classes = baseline_classes, model_classes
+
+
+def _check_baseline(config: ScanConfig, num_classes: int) -> None:
+    """Refuse a baseline for another class count before the trigger search, not after it."""
+    baseline = config.params.get("neural_cleanse.v2", {}).get("baseline_l1")
+    if baseline is not None and len(baseline) != num_classes:
+        raise BaselineMismatch(len(baseline), num_classes)
+
+
 def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = None,
                progress: Progress | None = None) -> Verdict:
     """Model-level scan: is there a backdoor, which target classes, how confident."""
     config = config or ScanConfig()
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
+    _check_baseline(config, model.num_classes)
     model, clean, layout, prepared = _prepare(model, clean, config)
     data = clean.subset(clean_sample_cap(config.max_clean_samples, model.num_classes), config.seed)
     raised = _with_budget(_raise_for_few_inputs(config, keys, threshold_factor(data.y)), keys)

@@ -72,6 +72,9 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     f["text"].write_text("x,y\n1,2\n")
     f["bad_baseline"] = d / "base.json"
     f["bad_baseline"].write_text('{"detectors": [{"key": "neural_cleanse.v2", "evidence": {"l1_norms": ["a"]}}]}')
+    f["five_classes"] = d / "five.json"  # a report of another model: 5 classes, where m.onnx has 3
+    f["five_classes"].write_text(json.dumps({"detectors": [{"key": "neural_cleanse.v2",
+                                                            "evidence": {"l1_norms": [1.0, 2.0, 3.0, 4.0, 5.0]}}]}))
     f["npy"] = d / "x.npy"
     np.save(f["npy"], x)
     f["dir"] = d / "dir.npz"
@@ -115,6 +118,8 @@ def _run(app: typer.Typer, files: dict[str, Path], argv: list[str]) -> Any:
     (["scan", "{one_softmax}", "--clean-data", "{binary}", FAST], ["one.onnx", "same output"]),
     (["scan", "{model}", "--clean-data", "{clean}", "--baseline", "{bad_baseline}"],
      ["base.json", "not a scan report"]),
+    (["scan", "{model}", "--clean-data", "{clean}", "--baseline", "{five_classes}", FAST],
+     ["--baseline", "five.json", "5 classes", "m.onnx has 3"]),
     (["scan-data", "{model}", "--data", "{text}"], ["text.npz", "not an .npz archive"]),
     (["scan-data", "{model}", "--data", "{npy}"], ["x.npy", "a single .npy array"]),
     (["scan-data", "{model}", "--data", "{wide}"], ["wide.npz", "m.onnx"]),
@@ -143,6 +148,16 @@ def test_an_unwritable_output_is_refused_before_the_scan(app: typer.Typer, files
     res = _run(app, files, ["scan", "{model}", "--clean-data", "{clean}", option, path])
     assert res.exit_code == 2 and not calls, res.output
     assert option in res.stderr and needle in res.stderr
+
+
+def test_a_baseline_of_another_class_count_is_refused_before_the_detectors_run(
+        app: typer.Typer, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+    from services.scanner.service_layer import scan
+
+    calls: list[object] = []
+    monkeypatch.setattr(scan, "run_detectors", lambda *a, **k: calls.append(a))
+    res = _run(app, files, ["scan", "{model}", "--clean-data", "{clean}", "--baseline", "{five_classes}", FAST])
+    assert res.exit_code == 2 and not calls, res.output
 
 
 def test_triggers_go_to_the_path_given_even_without_the_npz_suffix(tmp_path: Path) -> None:
