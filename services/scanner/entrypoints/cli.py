@@ -25,9 +25,16 @@ from services.scanner.adapters.reports import (
     write_sarif,
     write_triggers,
 )
+from services.scanner.domain.detectors.base import Level
 from services.scanner.domain.policy import Verdict
 from services.scanner.domain.progress import listening
-from services.scanner.service_layer.scan import BaselineMismatch, ScanConfig, scan_data_file, scan_model_file
+from services.scanner.service_layer.scan import (
+    BaselineMismatch,
+    ScanConfig,
+    detector_keys,
+    scan_data_file,
+    scan_model_file,
+)
 from shared.files import output_problem, printable
 
 EXIT_CLEAN, EXIT_FOUND, EXIT_ERROR = 0, 1, 2
@@ -59,9 +66,20 @@ def _progress(label: str) -> Iterator[Callable[[str, int, int], None]]:
             yield update
 
 
+def _detector_names(option: str | None, level: Level) -> list[str]:
+    """The names ``--detectors`` gives ([] when not given: the defaults); one that names none is refused, not
+    read as the defaults."""
+    if option is None:
+        return []
+    names = [d.strip() for d in option.split(",") if d.strip()]
+    if not names:
+        raise ValueError(f"--detectors {option!r} names no detector; valid keys: {', '.join(detector_keys(level))}")
+    return names
+
+
 def _config(detectors: str | None, seed: int, baseline: Path | None = None, layout: str = "auto",
-            budget: float = 1.0) -> ScanConfig:
-    names = [d.strip() for d in detectors.split(",") if d.strip()] if detectors else []
+            budget: float = 1.0, level: Level = "model") -> ScanConfig:
+    names = _detector_names(detectors, level)
     params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
     return ScanConfig(detectors=names, seed=seed, params=params, input_layout=layout.replace("-", "_"),
                       budget_scale=budget)
@@ -128,9 +146,9 @@ def scan(
     start = time.perf_counter()
     try:
         _check_outputs(report=report, html=html_out, sarif=sarif, triggers=triggers)
+        config = _config(detectors, seed, baseline, layout, budget)
         with _progress("scan") as progress:
-            verdict = scan_model_file(model, clean_data, _config(detectors, seed, baseline, layout, budget),
-                                      output, progress)
+            verdict = scan_model_file(model, clean_data, config, output, progress)
         data = _emit(verdict, {"model": printable(model), "seconds": round(time.perf_counter() - start, 3)},
                      report, html_out, sarif, printable(model))
         if triggers is not None:
@@ -178,8 +196,9 @@ def scan_data(
     start = time.perf_counter()
     try:
         _check_outputs(report=report)
+        config = _config(detectors, seed, layout=layout, level="data")
         with _progress("scan-data") as progress:
-            verdict = scan_data_file(model, data, _config(detectors, seed, layout=layout), output, progress)
+            verdict = scan_data_file(model, data, config, output, progress)
         out = _emit(verdict, {"model": printable(model), "data": printable(data),
                               "seconds": round(time.perf_counter() - start, 3)}, report, None, None, printable(data))
     except _ERRORS as exc:

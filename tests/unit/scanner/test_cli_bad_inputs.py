@@ -150,6 +150,18 @@ def test_an_unwritable_output_is_refused_before_the_scan(app: typer.Typer, files
     assert option in res.stderr and needle in res.stderr
 
 
+@pytest.mark.parametrize("command", ["scan", "scan-data"])
+@pytest.mark.parametrize("names", [",", "", " , ,"])
+def test_detectors_naming_no_detector_are_refused_with_the_valid_keys(app: typer.Typer, files: dict[str, Path],
+                                                                     command: str, names: str) -> None:
+    data = "--clean-data" if command == "scan" else "--data"
+    res = _run(app, files, [command, "{model}", data, "{clean}", "--detectors", names])
+    assert res.exit_code == 2, res.output
+    [error] = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    own, other = ("neural_cleanse.v2", "strip.v1") if command == "scan" else ("strip.v1", "neural_cleanse.v2")
+    assert "--detectors" in error and own in error and other not in error, error
+
+
 def test_a_baseline_of_another_class_count_is_refused_before_the_detectors_run(
         app: typer.Typer, files: dict[str, Path], monkeypatch: pytest.MonkeyPatch) -> None:
     from services.scanner.service_layer import scan
