@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 MAX_BUNDLE_BYTES = 16 * 2**20
+MAX_KEY_BYTES = 64 * 2**10  # a PEM public key is well under 1 KiB; more is not one
+EC_CURVES = ("secp256r1", "secp384r1", "secp521r1")  # the curves model-signing verifies with
 
 
 @dataclass(frozen=True)
@@ -43,6 +45,31 @@ def bundle_method(signature_path: Path) -> str:
     if "x509CertificateChain" in material or "certificate" in material:
         return "certificate"
     return "unknown"
+
+
+def public_key_problem(path: Path) -> str | None:
+    """Why ``path`` cannot serve the elliptic-key verifier (not a PEM public key, not EC, an unsupported
+    curve), or ``None``: read before any check runs, so a wrong key is refused rather than silently unused."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_KEY_BYTES + 1)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    if len(data) > MAX_KEY_BYTES:
+        return f"is larger than {MAX_KEY_BYTES} bytes: not a PEM public key"
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError):  # cryptography's reason is a FAQ link, not the file's problem
+        return "is a private key: give its public half" if b"PRIVATE KEY-----" in data else "is not a PEM public key"
+    if not isinstance(key, ec.EllipticCurvePublicKey):
+        kind = type(key).__name__.removeprefix("_").removesuffix("PublicKey")
+        return f"is a public key of type {kind}, not an elliptic-curve (EC) one"
+    if key.curve.name not in EC_CURVES:
+        return f"uses curve {key.curve.name}; model signing verifies {', '.join(EC_CURVES)}"
+    return None
 
 
 def _attempt(model: Path, signature: Path, configure: str, **kwargs: object) -> str | None:

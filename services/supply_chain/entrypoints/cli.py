@@ -13,10 +13,12 @@ from typing import Annotated, Any
 import orjson
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from shared.files import output_problem, printable
 
+from ..adapters.signatures import public_key_problem
 from ..config import SupplyChainSettings
 from ..domain.model import ModelVersionPublished, SupplyChainVerdict
 from ..service_layer.validate import validate_model_version
@@ -31,7 +33,7 @@ def register(app: typer.Typer) -> None:
 
 
 def _fail(console: Console, message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {printable(message)}")
+    console.print(f"[red]error:[/red] {escape(printable(message))}", soft_wrap=True)
     return typer.Exit(EXIT_USAGE)
 
 
@@ -93,6 +95,9 @@ def verify(
     for extra in [signature, *(public_key or []), *(certificate or [])]:
         if extra is not None and not extra.is_file():
             raise _fail(console, f"{extra} is not a readable file")
+    for key in public_key or []:
+        if problem := public_key_problem(key):
+            raise _fail(console, f"--public-key {key} {problem}")
     settings = SupplyChainSettings()
     updates: dict[str, Any] = {"allow_pickle": allow_pickle or settings.allow_pickle}
     if public_key:
