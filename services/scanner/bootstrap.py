@@ -41,7 +41,7 @@ def onnx_scanner(settings: ScannerSettings) -> Scanner:
         began = time.perf_counter()
         params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
         config = ScanConfig(detectors=settings.detectors, seed=settings.seed, params=params,
-                            budget_scale=settings.budget_scale)
+                            budget_scale=settings.budget_scale, max_array_bytes=settings.max_array_bytes)
         verdict = scan_model_file(model_path, clean_path, config)
         report = report_dict(verdict, {"model_path": str(model_path), "clean_data": str(clean_path),
                                        "baseline_report": None if baseline is None else str(baseline)})

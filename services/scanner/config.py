@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import ByteSize, Field
 from pydantic_settings import SettingsConfigDict
 
+from services.scanner.adapters.datasets import DEFAULT_MAX_ARRAY_BYTES
 from shared.settings import ServiceSettings
 
 
@@ -19,5 +20,9 @@ class ScannerSettings(ServiceSettings):
     use_previous_version_baseline: bool = Field(
         default=True, description="compare trigger sizes with the latest clean version's scan report")
     reports_dir: Path = Field(default=Path(".bdguard/reports"))
+    max_array_bytes: ByteSize = Field(
+        default=ByteSize(DEFAULT_MAX_ARRAY_BYTES), gt=0,
+        description="largest x or y array a scan loads from an .npz, read off its .npy header before numpy "
+                    "allocates it (bytes, or e.g. '8GiB')")
     budget_scale: float = Field(default=1.0, gt=0, description="times the trigger searches' default work budget "
                                 "(large models: 2-4 searches them better, and longer)")

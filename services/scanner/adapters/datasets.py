@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,6 +20,7 @@ class DataError(ValueError):
 
 
 MAX_RATIO, RATIO_FLOOR = 200.0, 64 << 20  # a member inflating 200x to over 64 MiB is a zip bomb, not data
+DEFAULT_MAX_ARRAY_BYTES = 4 << 30  # numpy allocates what an .npy header declares before it reads a byte
 _ZIP, _NPY = (b"PK\x03\x04", b"PK\x05\x06"), b"\x93NUMPY"
 
 
@@ -54,6 +56,36 @@ def open_npz(path: Path, what: str = "data file") -> Iterator[NpzFile]:
         yield npz
 
 
+def _declared_bytes(npz: NpzFile, name: str) -> tuple[int, str] | None:
+    """Bytes the ``name`` array's .npy header declares, and its shape and dtype in words, read from the header
+    alone; ``None`` when the header cannot be read that way (``np.load`` then says what is wrong)."""
+    fmt = np.lib.format
+    if npz.zip is None:  # closed
+        return None
+    try:
+        with npz.zip.open(f"{name}.npy") as member:
+            version = fmt.read_magic(member)
+            if version not in ((1, 0), (2, 0)):
+                return None
+            read_header = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            shape, _, dtype = read_header(member)
+    except (KeyError, ValueError, OSError, zipfile.BadZipFile, EOFError):
+        return None
+    return math.prod(shape) * dtype.itemsize, f"{tuple(shape)} {dtype}"
+
+
+def _check_declared_size(npz: NpzFile, path: Path, name: str, max_bytes: int) -> None:
+    declared = _declared_bytes(npz, name)
+    if declared is not None and declared[0] > max_bytes:
+        raise DataError(f"{name} in {path} declares {declared[1]}: {_size(declared[0])}, over the cap of "
+                        f"{_size(max_bytes)} on a loaded array (BDGUARD_SCANNER_MAX_ARRAY_BYTES raises it); "
+                        f"or pass a subset")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n} bytes"
+
+
 def _read(npz: NpzFile, path: Path, name: str) -> np.ndarray[Any, Any]:
     try:
         return np.asarray(npz[name])
@@ -64,15 +96,19 @@ def _read(npz: NpzFile, path: Path, name: str) -> np.ndarray[Any, Any]:
         raise DataError(f"{name} in {path} is unreadable: {exc}") from exc
 
 
-def load_npz(path: Path, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None) -> Dataset:
+def load_npz(path: Path, input_shape: tuple[int, ...] | None = None, num_classes: int | None = None, *,
+             max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> Dataset:
     """Read ``x`` (float, [N, *input_shape]) and ``y`` (int labels [N]) from ``path``.
 
-    Pickled object arrays are refused (``allow_pickle=False``).
+    Pickled object arrays are refused (``allow_pickle=False``), and so is an array whose .npy header declares
+    more than ``max_array_bytes`` (checked from the header, before numpy allocates it).
     """
     with open_npz(path) as npz:
         missing = {"x", "y"} - set(npz.files)
         if missing:
             raise DataError(f"{path} lacks array(s) {sorted(missing)}; need x (inputs) and y (labels)")
+        for name in ("x", "y"):
+            _check_declared_size(npz, path, name, max_array_bytes)
         x, y = _read(npz, path, "x"), _read(npz, path, "y")
     if not np.issubdtype(x.dtype, np.floating):
         raise DataError(f"x in {path} has dtype {x.dtype}; need float32")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -25,6 +26,7 @@ from services.scanner.adapters.reports import (
     write_sarif,
     write_triggers,
 )
+from services.scanner.config import ScannerSettings
 from services.scanner.domain.detectors.base import Level
 from services.scanner.domain.policy import Verdict
 from services.scanner.domain.progress import listening
@@ -82,7 +84,17 @@ def _config(detectors: str | None, seed: int, baseline: Path | None = None, layo
     names = _detector_names(detectors, level)
     params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
     return ScanConfig(detectors=names, seed=seed, params=params, input_layout=layout.replace("-", "_"),
-                      budget_scale=budget)
+                      budget_scale=budget, max_array_bytes=_max_array_bytes())
+
+
+def _max_array_bytes() -> int:
+    """The scanner's cap on an array loaded from an .npz (``BDGUARD_SCANNER_MAX_ARRAY_BYTES``); a setting that
+    does not parse is one line naming it, not pydantic's multi-line report."""
+    try:
+        return int(ScannerSettings().max_array_bytes)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ValueError(f"BDGUARD_SCANNER_{'_'.join(map(str, first['loc'])).upper()}: {first['msg']}") from exc
 
 
 _LAYOUT_HELP = ("layout of an image input: auto (channels-last when its last axis has 1, 3 or 4 values and "

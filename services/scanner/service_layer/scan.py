@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from services.scanner.adapters.datasets import DataError, check_fits, load_npz
+from services.scanner.adapters.datasets import DEFAULT_MAX_ARRAY_BYTES, DataError, check_fits, load_npz
 from services.scanner.adapters.onnx_model import OnnxModel, ShapeMismatch, open_model
 from services.scanner.domain.all_to_all import DEFAULT_THRESHOLD as A2A_THRESHOLD
 from services.scanner.domain.all_to_all import KEY as ALL_TO_ALL
@@ -47,6 +47,7 @@ class ScanConfig:
     max_clean_samples: int = 300  # at least CALIBRATED_PER_CLASS x classes are kept (many-class models)
     input_layout: str = "auto"  # of a 3-D input: "auto", "channels_first" or "channels_last"
     budget_scale: float = 1.0  # times the default work budgets of the trigger searches (large models)
+    max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES  # largest x or y an .npz may declare (read before loading)
     policy: VerdictPolicy = field(default_factory=VerdictPolicy)
 
 
@@ -211,10 +212,11 @@ def scan_training_data(model: ModelHandle, data: Dataset, config: ScanConfig | N
     return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
 
 
-def open_model_and_data(model_path: Path, data_path: Path, output: str | None = None) -> tuple[OnnxModel, Dataset]:
+def open_model_and_data(model_path: Path, data_path: Path, output: str | None = None, *,
+                        max_array_bytes: int = DEFAULT_MAX_ARRAY_BYTES) -> tuple[OnnxModel, Dataset]:
     """The model and data of a scan, checked against each other; the data's sample shape fills input dims
     the graph leaves symbolic (an export with dynamic height and width)."""
-    data = load_npz(data_path)
+    data = load_npz(data_path, max_array_bytes=max_array_bytes)
     try:
         model = open_model(model_path, output, sample_shape=tuple(data.x.shape[1:]))
     except ShapeMismatch as exc:
@@ -229,7 +231,8 @@ def open_model_and_data(model_path: Path, data_path: Path, output: str | None = 
 
 def scan_model_file(model_path: Path, clean_path: Path, config: ScanConfig | None = None, output: str | None = None,
                     progress: Progress | None = None) -> Verdict:
-    model, clean = open_model_and_data(model_path, clean_path, output)
+    config = config or ScanConfig()
+    model, clean = open_model_and_data(model_path, clean_path, output, max_array_bytes=config.max_array_bytes)
     try:
         return scan_model(model, clean, config, progress)
     except UnscannableModel as exc:
@@ -238,7 +241,8 @@ def scan_model_file(model_path: Path, clean_path: Path, config: ScanConfig | Non
 
 def scan_data_file(model_path: Path, data_path: Path, config: ScanConfig | None = None, output: str | None = None,
                    progress: Progress | None = None) -> Verdict:
-    model, data = open_model_and_data(model_path, data_path, output)
+    config = config or ScanConfig()
+    model, data = open_model_and_data(model_path, data_path, output, max_array_bytes=config.max_array_bytes)
     try:
         return scan_training_data(model, data, config, progress)
     except UnscannableModel as exc:

@@ -86,7 +86,18 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         m.write(header.getvalue())
         for _ in range(16):
             m.write(bytes(1 << 24))
+    f["huge"] = d / "huge.npz"  # x.npy declares 5 GiB of float32 in a few bytes: refused before numpy allocates it
+    _declared_only(f["huge"], {"x": (5 << 28, 4), "y": (5 << 28,)}, "<f4")
     return f
+
+
+def _declared_only(path: Path, shapes: dict[str, tuple[int, ...]], descr: str) -> None:
+    """An uncompressed .npz whose members carry only their .npy headers (the shapes they declare)."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
+        for name, shape in shapes.items():
+            header = io.BytesIO()
+            np.lib.format.write_array_header_1_0(header, {"descr": descr, "fortran_order": False, "shape": shape})
+            z.writestr(f"{name}.npy", header.getvalue() + bytes(64))
 
 
 @pytest.fixture(scope="module")
@@ -115,6 +126,8 @@ def _run(app: typer.Typer, files: dict[str, Path], argv: list[str]) -> Any:
     (["scan", "{int_input}", "--clean-data", "{clean}"], ["int.onnx", "one float input"]),
     (["scan", "{model}", "--clean-data", "{clean}", "--output", "nope"], ["m.onnx", "'nope'"]),
     (["scan", "{model}", "--clean-data", "{bomb}"], ["bomb.npz", "compression ratio"]),
+    (["scan", "{model}", "--clean-data", "{huge}"], ["huge.npz", "x ", "20.0 GiB", "BDGUARD_SCANNER_MAX_ARRAY_BYTES"]),
+    (["scan-data", "{model}", "--data", "{huge}"], ["huge.npz", "20.0 GiB", "BDGUARD_SCANNER_MAX_ARRAY_BYTES"]),
     (["scan", "{one_softmax}", "--clean-data", "{binary}", FAST], ["one.onnx", "same output"]),
     (["scan", "{model}", "--clean-data", "{clean}", "--baseline", "{bad_baseline}"],
      ["base.json", "not a scan report"]),
@@ -160,6 +173,19 @@ def test_detectors_naming_no_detector_are_refused_with_the_valid_keys(app: typer
     [error] = [line for line in res.stderr.splitlines() if line.startswith("error:")]
     own, other = ("neural_cleanse.v2", "strip.v1") if command == "scan" else ("strip.v1", "neural_cleanse.v2")
     assert "--detectors" in error and own in error and other not in error, error
+
+
+def test_the_cap_on_a_loaded_array_is_a_scanner_setting(app: typer.Typer, files: dict[str, Path]) -> None:
+    res = CliRunner().invoke(app, ["scan", str(files["model"]), "--clean-data", str(files["clean"]), FAST],
+                             env={"CI": "true", "BDGUARD_SCANNER_MAX_ARRAY_BYTES": "512"})  # x is 960 bytes
+    assert res.exit_code == 2, res.output
+    [error] = [line for line in res.stderr.splitlines() if line.startswith("error:")]
+    assert "clean.npz" in error and "960 bytes" in error and "512 bytes" in error, error
+    res = CliRunner().invoke(app, ["scan", str(files["model"]), "--clean-data", str(files["clean"]), FAST],
+                             env={"CI": "true", "BDGUARD_SCANNER_MAX_ARRAY_BYTES": "lots"})
+    assert res.exit_code == 2 and "internal error" not in res.stderr, res.output
+    [error] = [line for line in res.stderr.splitlines() if line.strip()]
+    assert error.startswith("error: BDGUARD_SCANNER_MAX_ARRAY_BYTES"), error
 
 
 def test_a_baseline_of_another_class_count_is_refused_before_the_detectors_run(
