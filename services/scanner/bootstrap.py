@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +36,20 @@ def onnx_scanner(settings: ScannerSettings) -> Scanner:
             write_json,
             write_triggers,
         )
-        from services.scanner.service_layer.scan import ScanConfig, scan_model_file
+        from services.scanner.service_layer.scan import BaselineMismatch, ScanConfig, scan_model_file
 
         began = time.perf_counter()
         params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
         config = ScanConfig(detectors=settings.detectors, seed=settings.seed, params=params,
                             budget_scale=settings.budget_scale, max_array_bytes=settings.max_array_bytes)
-        verdict = scan_model_file(model_path, clean_path, config)
+        try:
+            verdict = scan_model_file(model_path, clean_path, config)
+        except BaselineMismatch as exc:  # the new version changed its classes: no earlier version compares
+            config = replace(config, params={})
+            verdict = scan_model_file(model_path, clean_path, config)
+            verdict = replace(verdict, notes=[*verdict.notes, f"earlier version's report {baseline} not used as "
+                                              f"the baseline: {exc}"])
+            baseline = None
         report = report_dict(verdict, {"model_path": str(model_path), "clean_data": str(clean_path),
                                        "baseline_report": None if baseline is None else str(baseline)})
         report_base.parent.mkdir(parents=True, exist_ok=True)

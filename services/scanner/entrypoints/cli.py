@@ -27,13 +27,12 @@ from services.scanner.adapters.reports import (
     write_triggers,
 )
 from services.scanner.config import ScannerSettings
-from services.scanner.domain.detectors.base import Level
+from services.scanner.domain.detectors.base import Level, factory_for
 from services.scanner.domain.policy import Verdict
 from services.scanner.domain.progress import listening
 from services.scanner.service_layer.scan import (
     BaselineMismatch,
     ScanConfig,
-    detector_keys,
     scan_data_file,
     scan_model_file,
 )
@@ -75,7 +74,7 @@ def _detector_names(option: str | None, level: Level) -> list[str]:
         return []
     names = [d.strip() for d in option.split(",") if d.strip()]
     if not names:
-        raise ValueError(f"--detectors {option!r} names no detector; valid keys: {', '.join(detector_keys(level))}")
+        raise ValueError(f"--detectors {option!r} names no detector; valid keys: {', '.join(factory_for(level))}")
     return names
 
 

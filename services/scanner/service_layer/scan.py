@@ -51,11 +51,6 @@ class ScanConfig:
     policy: VerdictPolicy = field(default_factory=VerdictPolicy)
 
 
-def detector_keys(level: Level) -> list[str]:
-    """The registered detector keys that work on ``level`` ("model" or "data"), sorted."""
-    return sorted(k for k, detector in REGISTRY.items() if detector.level == level)
-
-
 def resolve(names: Sequence[str], level: Level) -> list[str]:
     """Full keys for requested detector names; unknown or wrong-level names raise ``ValueError``."""
     keys = []
