@@ -114,6 +114,9 @@ def data_level_samples(results: Sequence[DetectionResult], probs: dict[str, floa
 
     and there only samples flagged by at least ``sample_agreement`` of the detectors that named the
     class (and by ``min_votes``) are kept: each detector's split of a class errs on different samples.
+
+    A flagging detector whose finding spans every class (``evidence["all_classes"]``: all-to-all poison names
+    no class) keeps its samples whatever the class votes say.
     """
     flagged = [r for r in results if r.flagged]
     sample_votes = Counter(i for r in flagged for i in r.suspicious_indices)
@@ -125,8 +128,9 @@ def data_level_samples(results: Sequence[DetectionResult], probs: dict[str, floa
     top = max(votes.values())
     keep = {c for c, v in votes.items() if v >= policy.class_vote_share * top and (need == 0 or tops[c] >= need)}
     confidence = {c: 1.0 - math.prod(1.0 - probs[r.key] for r in flagged if c in r.target_classes) for c in keep}
+    every_class = {i for r in flagged if r.evidence.get("all_classes") for i in r.suspicious_indices}
     if max(confidence.values(), default=0.0) < policy.quarantine_confidence:
-        return []
+        return sorted(every_class)
     naming = Counter(c for r in flagged for c in set(r.target_classes))
     # Split opinions of detectors that did not name the class (``evidence["suspect_sides"]``) join its vote.
     for r in results:
@@ -136,4 +140,5 @@ def data_level_samples(results: Sequence[DetectionResult], probs: dict[str, floa
                 naming[c] += 1
                 sample_votes.update(sides[str(c)])
     need_votes = {c: max(policy.min_votes, policy.sample_agreement * naming[c]) for c in keep}
-    return sorted(i for i, v in sample_votes.items() if int(labels[i]) in keep and v >= need_votes[int(labels[i])])
+    return sorted(every_class | {i for i, v in sample_votes.items()
+                                 if int(labels[i]) in keep and v >= need_votes[int(labels[i])]})

@@ -2,6 +2,7 @@
 
 from services.scanner.domain.detectors import (
     activation_clustering,
+    all_to_all_poison,
     joint_split,
     label_consistency,
     mmbd,
@@ -12,6 +13,7 @@ from services.scanner.domain.detectors import (
 )
 from services.scanner.domain.detectors.base import REGISTRY, DetectionResult, Detector, NotFittedError, create
 
-__all__ = ["REGISTRY", "DetectionResult", "Detector", "NotFittedError", "activation_clustering", "create",
+__all__ = ["REGISTRY", "DetectionResult", "Detector", "NotFittedError", "activation_clustering", "all_to_all_poison",
+           "create",
            "joint_split", "label_consistency", "mmbd", "neural_cleanse", "spectral", "strip",
            "trigger_response"]
