@@ -30,7 +30,11 @@ class KafkaPublisher:
                                           acks="all", enable_idempotence=True, linger_ms=linger_ms)
 
     async def start(self) -> None:
-        await self._producer.start()
+        try:
+            await self._producer.start()
+        except BaseException:  # an unreachable broker: close what start() opened, or it leaks a warning
+            await self._producer.stop()
+            raise
 
     async def stop(self) -> None:
         await self._producer.stop()

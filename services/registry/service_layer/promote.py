@@ -41,10 +41,10 @@ def promote(model: str, version: str, who: str, uow: SqlUnitOfWork, *, force: bo
     with uow:
         target = uow.ledger.get(model, version)
         if target is None:
-            raise LookupError(f"{model}/{version} is not in the ledger")
+            _refuse(uow, f"{model}/{version}", who, LookupError(f"{model}/{version} is not in the ledger"))
         if target.status not in DEPLOYABLE:
-            raise InvalidTransition(f"{model}/{version} is {target.status.value}; only scanned-clean versions "
-                                    f"may serve production")
+            _refuse(uow, target.key, who, InvalidTransition(
+                f"{model}/{version} is {target.status.value}; only scanned-clean versions may serve production"))
         incident_id = target.open_incident
         if incident_id is not None and not force:
             _refuse_under_incident(uow, target, who, incident_id)
@@ -57,11 +57,15 @@ def promote(model: str, version: str, who: str, uow: SqlUnitOfWork, *, force: bo
 
 
 def _refuse_under_incident(uow: SqlUnitOfWork, target: ModelVersion, who: str, incident_id: str) -> NoReturn:
+    _refuse(uow, target.key, who, UnderOpenIncident(target.key, incident_id), incident_id=incident_id)
+
+
+def _refuse(uow: SqlUnitOfWork, subject: str, who: str, refusal: Exception, **details: str) -> NoReturn:
     """Audit the refusal (every decision is on the trail), then raise it."""
-    audit(uow, actor=f"release:{who}", action="registry.promotion-refused", subject=target.key,
-          details={"incident_id": incident_id, "reason": f"under open backdoor incident {incident_id}"})
+    audit(uow, actor=f"release:{who}", action="registry.promotion-refused", subject=subject,
+          details={**details, "reason": str(refusal)})
     uow.commit()
-    raise UnderOpenIncident(target.key, incident_id)
+    raise refusal
 
 
 def _move_production(uow: SqlUnitOfWork, target: ModelVersion, who: str) -> str | None:

@@ -33,6 +33,7 @@ from services.scanner.domain.progress import listening
 from services.scanner.service_layer.scan import (
     BaselineMismatch,
     ScanConfig,
+    resolve,
     scan_data_file,
     scan_model_file,
 )
@@ -81,6 +82,9 @@ def _detector_names(option: str | None, level: Level) -> list[str]:
 def _config(detectors: str | None, seed: int, baseline: Path | None = None, layout: str = "auto",
             budget: float = 1.0, level: Level = "model") -> ScanConfig:
     names = _detector_names(detectors, level)
+    if baseline is not None and names and "neural_cleanse.v2" not in resolve(names, level):
+        raise ValueError(f"--baseline {printable(baseline)} is read by neural_cleanse only, which --detectors "
+                         f"{detectors!r} leaves out; add it or drop --baseline")
     params = {"neural_cleanse.v2": {"baseline_l1": baseline_l1(baseline)}} if baseline else {}
     return ScanConfig(detectors=names, seed=seed, params=params, input_layout=layout.replace("-", "_"),
                       budget_scale=budget, max_array_bytes=_max_array_bytes())

@@ -8,7 +8,7 @@ import pytest
 from services.incident.service_layer.handlers import respond
 from services.registry.service_layer.promote import UnderOpenIncident, promote
 from services.registry.service_layer.views import registry_view
-from shared.ledger.model import Status
+from shared.ledger.model import InvalidTransition, Status
 from tests.unit.response_world import World
 
 
@@ -80,3 +80,15 @@ def test_a_version_without_an_incident_is_promoted_as_before_and_its_record_name
     assert promote("digits", "2", "bob", world.uow(), force=True, reason="not needed").forced_over_incident is None
     [entry] = [e for e in world.audit() if e.action == "registry.promoted"]
     assert entry.details == {"replaced": "1"}
+
+
+@pytest.mark.parametrize(("version", "refusal"), [("9", LookupError), ("3", InvalidTransition)])
+def test_every_refused_promotion_is_on_the_audit_trail_with_its_reason(world: World, version: str,
+                                                                        refusal: type[Exception]) -> None:
+    world.seed("digits", {"3": Status.QUARANTINED})
+    with pytest.raises(refusal) as refused:
+        promote("digits", version, "carol", world.uow())
+    [entry] = [e for e in world.audit() if e.action == "registry.promotion-refused"]
+    assert (entry.actor, entry.subject) == ("release:carol", f"digits/{version}")
+    assert entry.details["reason"] == str(refused.value)
+    assert world.production("digits") == "1"

@@ -133,6 +133,8 @@ def _run(app: typer.Typer, files: dict[str, Path], argv: list[str]) -> Any:
      ["base.json", "not a scan report"]),
     (["scan", "{model}", "--clean-data", "{clean}", "--baseline", "{five_classes}", FAST],
      ["--baseline", "five.json", "5 classes", "m.onnx has 3"]),
+    (["scan", "{model}", "--clean-data", "{clean}", "--baseline", "{five_classes}", "--detectors=mmbd"],
+     ["--baseline", "five.json", "neural_cleanse", "--detectors"]),
     (["scan-data", "{model}", "--data", "{text}"], ["text.npz", "not an .npz archive"]),
     (["scan-data", "{model}", "--data", "{npy}"], ["x.npy", "a single .npy array"]),
     (["scan-data", "{model}", "--data", "{wide}"], ["wide.npz", "m.onnx"]),
