@@ -222,6 +222,12 @@ def scan_data(
         _internal(exc)
     n = len(out["suspicious_indices"])
     typer.echo(f"{n} suspicious sample(s); target_classes={out['target_classes']}")
+    flagging = [d for d in out["detectors"] if d["verdict"] == "suspicious"]
+    for d in flagging:
+        typer.echo(f"  {d['key']}: {len(d['suspicious_indices'])} sample(s)"
+                   + (f", class(es) {d['target_classes'][:3]}" if d["target_classes"] else ", every class"))
+    for note in [*out["notes"], *sorted({d["evidence"]["note"] for d in flagging if d["evidence"].get("note")})]:
+        typer.echo(f"  note: {note}")
     raise typer.Exit(EXIT_FOUND if n else EXIT_CLEAN)
 
 

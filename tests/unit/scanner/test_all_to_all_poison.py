@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
+from typer.testing import CliRunner
 
 from benchmarks.zoo.attacks import Attack, poison
 from services.scanner.adapters.datasets import load_npz
@@ -16,6 +18,7 @@ from services.scanner.domain.detectors.all_to_all_poison import matched_pairs
 from services.scanner.domain.detectors.base import DetectionResult
 from services.scanner.domain.model import Dataset
 from services.scanner.domain.policy import combine
+from services.scanner.entrypoints.cli import register
 from services.scanner.service_layer.scan import DEFAULT_DATA_DETECTORS, scan_training_data
 from tests.unit.conftest import ALL_TO_ALL, AllToAll, held_out_digits
 from tests.unit.scanner.conftest import Zoo
@@ -28,6 +31,12 @@ def _poisoned(attack: Attack, seed: int) -> tuple[Dataset, set[int]]:
     x, y, _te, tr = held_out_digits()
     xp, yp, idx = poison(x[tr], y[tr], attack, seed=seed)
     return Dataset(xp.astype(np.float32), yp.astype(np.int64)), set(idx.tolist())
+
+
+def _app() -> typer.Typer:
+    app = typer.Typer()
+    register(app)
+    return app
 
 
 def _precision_recall(found: list[int], truth: set[int]) -> tuple[float, float]:
@@ -79,6 +88,17 @@ def test_the_default_data_scan_quarantines_all_to_all_poison(all_to_all_model: A
     verdict = scan_training_data(open_model(all_to_all_model.model), data)
     precision, recall = _precision_recall(verdict.suspicious_indices, truth)
     assert verdict.backdoor_detected and precision >= 0.85 and recall >= 0.8, (precision, recall)
+
+
+def test_scan_data_on_the_command_line_says_the_poison_spans_every_class(all_to_all_model: AllToAll,
+                                                                         tmp_path: Path) -> None:
+    data, _truth = _poisoned(ALL_TO_ALL, seed=3)
+    np.savez(tmp_path / "train.npz", x=data.x, y=data.y)
+    res = CliRunner().invoke(_app(), ["scan-data", str(all_to_all_model.model), "--data",
+                                           str(tmp_path / "train.npz"), "--detectors", "all_to_all_poison"])
+    assert res.exit_code == 1, res.output
+    assert "all_to_all_poison.v1: " in res.output and "every class" in res.output
+    assert "permutation of the classes" in res.output
 
 
 def test_samples_of_a_finding_over_every_class_survive_the_class_filter_of_the_policy() -> None:
