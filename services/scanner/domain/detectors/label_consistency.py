@@ -14,6 +14,7 @@ processed in chunks of rows.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -25,16 +26,22 @@ from services.scanner.domain.stats import robust_z
 Arr = np.ndarray[Any, Any]
 
 
-def foreign_share(feats: Arr, y: Arr, k: int, chunk: int = 2048) -> Arr:
-    """Per sample, the share of its ``k`` nearest neighbours (self excluded) with a different label."""
+def nearest_neighbours(feats: Arr, k: int, chunk: int = 2048) -> Iterator[tuple[slice, Arr]]:
+    """The indices of every sample's ``k`` nearest other samples (Euclidean), ``chunk`` rows at a time:
+    (the rows' slice, their neighbour indices [rows, k])."""
     f = feats.astype(np.float32)
     sq = (f**2).sum(axis=1)
-    out = np.empty(len(f))
     for s in range(0, len(f), chunk):
         d = sq[s:s + chunk, None] + sq[None] - 2 * f[s:s + chunk] @ f.T
         d[np.arange(len(d)), np.arange(s, s + len(d))] = np.inf
-        nn = np.argpartition(d, k, axis=1)[:, :k]
-        out[s:s + chunk] = (y[nn] != y[s:s + chunk, None]).mean(axis=1)
+        yield slice(s, s + len(d)), np.argpartition(d, k, axis=1)[:, :k]
+
+
+def foreign_share(feats: Arr, y: Arr, k: int, chunk: int = 2048) -> Arr:
+    """Per sample, the share of its ``k`` nearest neighbours (self excluded) with a different label."""
+    out = np.empty(len(feats))
+    for rows, nn in nearest_neighbours(feats, k, chunk):
+        out[rows] = (y[nn] != y[rows, None]).mean(axis=1)
     return out
 
 
