@@ -18,7 +18,7 @@ def window_config(settings: TelemetrySettings) -> WindowConfig:
                         baseline_size=settings.baseline_size, early_eval_s=settings.early_eval_s,
                         baseline_refresh_s=settings.baseline_refresh_s, min_judged=settings.min_judged,
                         pattern_capacity=settings.pattern_capacity, max_open_windows=settings.max_open_windows,
-                        campaign_s=settings.campaign_s)
+                        campaign_s=settings.campaign_s, inherit_baseline=settings.inherit_baseline)
 
 
 def bootstrap(settings: TelemetrySettings, publisher: Publisher, states: StateStore | None = None,

@@ -22,6 +22,9 @@ class TelemetrySettings(ServiceSettings):
     min_judged: int = Field(default=200, ge=1, description="smaller windows are judged with the ones before them")
     campaign_s: float = Field(default=600.0, ge=0, description="backdoor findings are also judged over the closed "
                               "windows of this span summed (thin campaigns); 0 = off; tumbling windows only")
+    inherit_baseline: bool = Field(default=True, description="a new model version is judged against its model's "
+                                   "latest learnt baseline until its own is learnt from traffic that raises no "
+                                   "backdoor alert (a campaign starting with a release is not learnt as normal)")
     pattern_capacity: int = Field(default=256, ge=16)
     max_open_windows: int = Field(default=64, ge=1, description="bounds memory when event times jump around")
     group_max_batches: int = Field(default=64, ge=1, description="batches handled per window update under load")

@@ -66,6 +66,9 @@ class KafkaStateStore:
     def get(self, key: str) -> object | None:
         return self.data.get(key)
 
+    def stored_keys(self) -> list[str]:
+        return list(self.data)
+
     def keys_on(self, partitions: Collection[int]) -> dict[str, int]:
         """Keys last written on one of ``partitions`` (input partitions, folded onto this topic's like
         ``put`` folds them: the topics are co-partitioned), with that partition."""

@@ -24,5 +24,8 @@ class InMemoryStore:
     async def put(self, key: str, value: object, partition: int) -> None:
         self.data[key], self.partition_of[key] = value, partition
 
+    def stored_keys(self) -> list[str]:
+        return list(self.data)
+
     def keys_on(self, partitions: Collection[int]) -> dict[str, int]:
         return {key: p for key, p in self.partition_of.items() if p in partitions}

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +44,7 @@ class WindowConfig:
     min_judged: int = 200  # a window with fewer predictions is judged together with the ones before it
     max_carry_s: float = 600.0  # ... over at most this much event time
     campaign_s: float = 600.0  # backdoor findings are also judged over the closed windows of this span; 0 = off
+    inherit_baseline: bool = True  # a new version is judged against its model's latest learnt baseline at once
 
     @property
     def kind(self) -> str:
@@ -95,6 +97,8 @@ class MonitorState:
     emitted: list[str] = field(default_factory=list)
     batch_ids: list[str] = field(default_factory=list)
     late_dropped: int = 0  # dropped as too late, not yet reported by a closed window
+    inherited_from: str | None = None  # the earlier version whose baseline this one is judged against for now
+    raised_backdoor: bool = False  # a backdoor alert was raised: its baseline is no reference for later versions
 
     def to_dict(self) -> dict[str, Any]:
         return {"model": self.model, "version": self.version,
@@ -110,7 +114,8 @@ class MonitorState:
                 "last_eval": {repr(s): t for s, t in self.last_eval.items()},
                 "watermark": None if self.watermark == -math.inf else self.watermark,
                 "offsets": {str(p): o for p, o in self.offsets.items()}, "emitted": self.emitted,
-                "batch_ids": self.batch_ids, "late_dropped": self.late_dropped}
+                "batch_ids": self.batch_ids, "late_dropped": self.late_dropped,
+                "inherited_from": self.inherited_from, "raised_backdoor": self.raised_backdoor}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> MonitorState:
@@ -130,7 +135,8 @@ class MonitorState:
                    last_eval={float(s): float(t) for s, t in d["last_eval"].items()},
                    watermark=time_or_never("watermark"),
                    offsets={int(p): int(o) for p, o in d["offsets"].items()}, emitted=list(d["emitted"]),
-                   batch_ids=list(d.get("batch_ids", [])), late_dropped=int(d.get("late_dropped", 0)))
+                   batch_ids=list(d.get("batch_ids", [])), late_dropped=int(d.get("late_dropped", 0)),
+                   inherited_from=d.get("inherited_from"), raised_backdoor=bool(d.get("raised_backdoor", False)))
 
 
 def subset(batch: PredictionBatch, mask: np.ndarray) -> PredictionBatch:
@@ -253,7 +259,10 @@ def _refresh_baseline(state: MonitorState, batch: PredictionBatch, out: Outputs,
     The old baseline stays in force until the new one is complete, and batches that coincide with a
     backdoor finding are left out, so a trigger campaign cannot teach itself into the baseline.
     """
-    if cfg.baseline_refresh_s <= 0 or state.watermark - state.baseline_at < cfg.baseline_refresh_s:
+    # a version judged against an earlier one's baseline learns its own at once
+    due = state.inherited_from is not None or (
+        cfg.baseline_refresh_s > 0 and state.watermark - state.baseline_at >= cfg.baseline_refresh_s)
+    if not due:
         return
     if any(a.is_backdoor for a in out.alerts):
         # the campaign may have started before it was detected: drop what was learnt so far, too
@@ -265,7 +274,7 @@ def _refresh_baseline(state: MonitorState, batch: PredictionBatch, out: Outputs,
     state.refresh.add(batch)
     if state.refresh.ready:
         state.baseline, state.refresh = state.refresh.build(), None
-        state.baseline_at, out.baseline_changed = state.watermark, True
+        state.baseline_at, out.baseline_changed, state.inherited_from = state.watermark, True, None
 
 
 def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConfig) -> tuple[int, int]:
@@ -306,9 +315,31 @@ def _left_out(ts: np.ndarray, cutoff: float, first_kept: float, cfg: WindowConfi
 def _evaluate(state: MonitorState, start: float, stats: WindowStats, now: float, cfg: WindowConfig,
               end: float | None = None, thresholds: Thresholds | None = None) -> WindowReport:
     assert state.baseline is not None
-    return evaluate_window(stats, state.baseline, model=state.model, version=state.version, window_start=start,
-                           window_end=start + cfg.window_s if end is None else end, thresholds=thresholds,
-                           now=now)
+    report = evaluate_window(stats, state.baseline, model=state.model, version=state.version, window_start=start,
+                             window_end=start + cfg.window_s if end is None else end, thresholds=thresholds,
+                             now=now)
+    if state.inherited_from is None:
+        return report
+    return dataclasses.replace(report, alerts=[dataclasses.replace(a, evidence={
+        **a.evidence, "baseline_of_version": state.inherited_from}) for a in report.alerts])
+
+
+def inherit_baseline(state: MonitorState, earlier: Iterable[tuple[MonitorState, Baseline]], n_classes: int) -> bool:
+    """Judge a version that has no baseline yet against its model's latest learnt one at once, while its own is
+    learnt from traffic that raises no backdoor alert (``_refresh_baseline``). Otherwise a campaign that starts
+    with a new version's release is learnt as its normal traffic. ``earlier``: (state, baseline) of the model's
+    other versions; only an own (not itself inherited) baseline over as many classes, of a version that never
+    raised a backdoor alert (the version a rollback just left is no reference), is taken, the latest learnt."""
+    if state.baseline is not None or state.builder is not None or state.watermark != -math.inf:
+        return False
+    own = [(s.baseline_at, s.version, b) for s, b in earlier
+           if s.inherited_from is None and not s.raised_backdoor and s.version != state.version
+           and b.n_classes == n_classes]
+    if not own:
+        return False
+    _, version, baseline = max(own, key=lambda t: (t[0], t[1]))
+    state.baseline, state.inherited_from = baseline, version
+    return True
 
 
 def _early(state: MonitorState, now: float, cfg: WindowConfig) -> list[Alert]:
@@ -391,4 +422,5 @@ def close_due(state: MonitorState, watermark: float, now: float, cfg: WindowConf
 def _fresh(state: MonitorState, alerts: list[Alert]) -> list[Alert]:
     new = [a for a in alerts if a.alert_id not in state.emitted]
     state.emitted = (state.emitted + [a.alert_id for a in new])[-MAX_REMEMBERED_ALERTS:]
+    state.raised_backdoor = state.raised_backdoor or any(a.is_backdoor for a in new)
     return new

@@ -14,7 +14,7 @@ from typing import Protocol, TypeVar
 from services.telemetry.domain.baseline import Baseline
 from services.telemetry.domain.batch import PredictionBatch
 from services.telemetry.service_layer.idle import IdleTracker, close_idle, idle_watermark
-from services.telemetry.service_layer.monitor import MonitorState, Outputs, WindowConfig, ingest_many
+from services.telemetry.service_layer.monitor import MonitorState, Outputs, WindowConfig, ingest_many, inherit_baseline
 from services.telemetry.service_layer.rekey import Rekey
 from services.telemetry.service_layer.wire import DecodedBatch, outgoing
 from shared.logging import get_logger
@@ -40,6 +40,8 @@ class StateStore(Protocol):
     async def put(self, key: str, value: object, partition: int) -> None: ...
 
     def keys_on(self, partitions: Collection[int]) -> dict[str, int]: ...
+
+    def stored_keys(self) -> list[str]: ...
 
 
 @dataclass
@@ -177,12 +179,30 @@ class TelemetryService:
         state = _revive(self.states.get(key), MonitorState)
         if state is None and first is not None:
             state = MonitorState(first.model, first.version)
+            if self.cfg.inherit_baseline and inherit_baseline(state, self._earlier_versions(key, first.model),
+                                                              first.n_classes):
+                log.info("baseline inherited", model=state.model, version=state.version,
+                         from_version=state.inherited_from)
         if state is not None and state.baseline is None and state.builder is None:
             # after a restart the state comes back without it (a state still building its baseline keeps
             # building: the baseline topic may be ahead of a state read back from an older record, and
             # mixing the two would count twice)
             state.baseline = _revive(self.baselines.get(key), Baseline)
         return state
+
+    def _earlier_versions(self, key: str, model: str) -> list[tuple[MonitorState, Baseline]]:
+        """(state, learnt baseline) of the model's other versions this worker holds (all of them when batches
+        are re-keyed to their model's home partition)."""
+        prefix = _state_key_prefix(model)
+        found = []
+        for other in self.states.stored_keys():
+            if other == key or not other.startswith(prefix):
+                continue
+            state = _revive(self.states.get(other), MonitorState)
+            baseline = _revive(self.baselines.get(other), Baseline)
+            if state is not None and baseline is not None and state.model == model:
+                found.append((state, baseline))
+        return found
 
     def _ingest(self, key: str, group: list[Delivery], now: float) -> _Update | None:
         batches = [d.record.batch for d in group if isinstance(d.record, DecodedBatch)]
@@ -202,7 +222,8 @@ class TelemetryService:
         return arrived_on if self.rekey is None else self.rekey.home(model)
 
     async def _save(self, u: _Update) -> None:
-        if u.out.baseline_changed and u.state.baseline is not None:
+        inherited_unsaved = u.state.inherited_from is not None and self.baselines.get(u.key) is None
+        if (u.out.baseline_changed or inherited_unsaved) and u.state.baseline is not None:
             # written when learnt (and on each refresh), not per batch
             await self.baselines.put(u.key, u.state.baseline, u.partition)
         await self.states.put(u.key, u.state, u.partition)  # one write per group: state and offsets together
@@ -239,13 +260,19 @@ def _by_state_key(deliveries: list[Delivery]) -> dict[str, list[Delivery]]:
     return groups
 
 
+def _escaped(name: str) -> str:
+    return name.replace("\\", "\\\\").replace("|", "\\|")
+
+
 def _state_key(batch: PredictionBatch) -> str:
     """``model|version`` with ``|`` and ``\\`` escaped inside the names, so ``a|b``/``c`` and ``a``/``b|c``
     do not share one state (names without either character keep the key they always had)."""
-    def escaped(name: str) -> str:
-        return name.replace("\\", "\\\\").replace("|", "\\|")
+    return f"{_escaped(batch.model)}|{_escaped(batch.version)}"
 
-    return f"{escaped(batch.model)}|{escaped(batch.version)}"
+
+def _state_key_prefix(model: str) -> str:
+    """What every state key of ``model``'s versions starts with (and no other model's: ``|`` is escaped)."""
+    return f"{_escaped(model)}|"
 
 
 def _revive(value: object, cls: type[T]) -> T | None:

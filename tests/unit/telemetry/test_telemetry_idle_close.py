@@ -97,6 +97,9 @@ class DurableStore:
         self.data[key] = value
         self.durable[key] = (partition, orjson.dumps(self.encode(value), option=orjson.OPT_SERIALIZE_NUMPY))
 
+    def stored_keys(self) -> list[str]:
+        return list(self.data)
+
     def keys_on(self, partitions: Any) -> dict[str, int]:
         return {key: p for key, (p, _) in self.durable.items() if p in partitions}
 
