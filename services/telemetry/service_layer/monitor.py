@@ -264,8 +264,10 @@ def _refresh_baseline(state: MonitorState, batch: PredictionBatch, out: Outputs,
         cfg.baseline_refresh_s > 0 and state.watermark - state.baseline_at >= cfg.baseline_refresh_s)
     if not due:
         return
-    if any(a.is_backdoor for a in out.alerts):
-        # the campaign may have started before it was detected: drop what was learnt so far, too
+    if any(a.is_backdoor and not (state.inherited_from and _class_share_only(a)) for a in out.alerts):
+        # the campaign may have started before it was detected: drop what was learnt so far, too (a release's
+        # class shares alone, against another version's baseline, do not hold its own back: a retrained model
+        # may shift them for good, and would be reported for ever)
         state.refresh, state.quiet_since = None, state.watermark + cfg.window_s
         return
     if state.watermark < state.quiet_since + cfg.window_s:
@@ -275,6 +277,11 @@ def _refresh_baseline(state: MonitorState, batch: PredictionBatch, out: Outputs,
     if state.refresh.ready:
         state.baseline, state.refresh = state.refresh.build(), None
         state.baseline_at, out.baseline_changed, state.inherited_from = state.watermark, True, None
+
+
+def _class_share_only(alert: Alert) -> bool:
+    """A targeted finding that only the class shares support (nothing in the inputs corroborates it)."""
+    return alert.kind == "targeted_misclassification" and not alert.evidence.get("corroborated", False)
 
 
 def _add_to_windows(state: MonitorState, batch: PredictionBatch, cfg: WindowConfig) -> tuple[int, int]:

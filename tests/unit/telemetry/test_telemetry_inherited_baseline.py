@@ -119,3 +119,18 @@ async def test_a_version_that_raised_a_backdoor_alert_is_no_reference_for_the_ne
     assert run.backdoor("4") and run.state("4").raised_backdoor  # ... and its campaign is caught
     await run.send(Traffic(10, 5, model="m", version="1", start=T0 + 200), 2)  # the version rolled back to
     assert run.state("1").inherited_from is None and run.state("1").builder is not None
+
+
+async def test_a_release_that_shifts_class_shares_for_good_is_reported_then_learnt_not_reported_for_ever() -> None:
+    run = Run()
+    await _version_one_learnt(run)
+    shifted = Traffic(10, 5, model="m", version="2", start=T0 + 200)
+    await run.send(shifted, 16, trigger_rate=0.06, target=3, trigger_kind="blend")  # class 3 up, nothing in the inputs
+    reported = run.backdoor("2")
+    assert reported and all(a["kind"] == "targeted_misclassification" for a in reported)
+    assert all(a["evidence"]["corroborated"] is False for a in reported)
+    await run.send(shifted, 32, trigger_rate=0.06, target=3, trigger_kind="blend")
+    assert run.state("2").inherited_from is None  # its own baseline, with the new shares in it
+    before = len(run.backdoor("2"))
+    await run.send(shifted, 16, trigger_rate=0.06, target=3, trigger_kind="blend")
+    assert len(run.backdoor("2")) == before
