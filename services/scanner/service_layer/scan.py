@@ -227,19 +227,20 @@ def open_model_and_data(model_path: Path, data_path: Path, output: str | None = 
 
 def scan_model_file(model_path: Path, clean_path: Path, config: ScanConfig | None = None, output: str | None = None,
                     progress: Progress | None = None) -> Verdict:
-    config = config or ScanConfig()
-    model, clean = open_model_and_data(model_path, clean_path, output, max_array_bytes=config.max_array_bytes)
-    try:
-        return scan_model(model, clean, config, progress)
-    except UnscannableModel as exc:
-        raise UnscannableModel(f"{model_path}: {exc}") from exc
+    return _scan_files(scan_model, model_path, clean_path, config, output, progress)
 
 
 def scan_data_file(model_path: Path, data_path: Path, config: ScanConfig | None = None, output: str | None = None,
                    progress: Progress | None = None) -> Verdict:
+    return _scan_files(scan_training_data, model_path, data_path, config, output, progress)
+
+
+def _scan_files(scan: Callable[[ModelHandle, Dataset, ScanConfig, Progress | None], Verdict], model_path: Path,
+                data_path: Path, config: ScanConfig | None, output: str | None, progress: Progress | None) -> Verdict:
+    """``scan`` on the model and data files, checked against each other; an unscannable model is named."""
     config = config or ScanConfig()
     model, data = open_model_and_data(model_path, data_path, output, max_array_bytes=config.max_array_bytes)
     try:
-        return scan_training_data(model, data, config, progress)
+        return scan(model, data, config, progress)
     except UnscannableModel as exc:
         raise UnscannableModel(f"{model_path}: {exc}") from exc
