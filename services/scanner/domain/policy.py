@@ -116,7 +116,8 @@ def data_level_samples(results: Sequence[DetectionResult], probs: dict[str, floa
     class (and by ``min_votes``) are kept: each detector's split of a class errs on different samples.
 
     A flagging detector whose finding spans every class (``evidence["all_classes"]``: all-to-all poison names
-    no class) keeps its samples whatever the class votes say.
+    no class) or whose samples carry their own evidence (``evidence["stands_alone"]``: a stamp they share,
+    labels against their content) keeps its samples whatever the class votes say.
     """
     flagged = [r for r in results if r.flagged]
     sample_votes = Counter(i for r in flagged for i in r.suspicious_indices)
@@ -128,7 +129,8 @@ def data_level_samples(results: Sequence[DetectionResult], probs: dict[str, floa
     top = max(votes.values())
     keep = {c for c, v in votes.items() if v >= policy.class_vote_share * top and (need == 0 or tops[c] >= need)}
     confidence = {c: 1.0 - math.prod(1.0 - probs[r.key] for r in flagged if c in r.target_classes) for c in keep}
-    every_class = {i for r in flagged if r.evidence.get("all_classes") for i in r.suspicious_indices}
+    every_class = {i for r in flagged if r.evidence.get("all_classes") or r.evidence.get("stands_alone")
+                   for i in r.suspicious_indices}
     if max(confidence.values(), default=0.0) < policy.quarantine_confidence:
         return sorted(every_class)
     naming = Counter(c for r in flagged for c in set(r.target_classes))

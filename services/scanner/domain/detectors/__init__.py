@@ -8,6 +8,7 @@ from services.scanner.domain.detectors import (
     mmbd,
     neural_cleanse,
     spectral,
+    stamped_trigger,
     strip,
     trigger_response,
 )
@@ -15,5 +16,5 @@ from services.scanner.domain.detectors.base import REGISTRY, DetectionResult, De
 
 __all__ = ["REGISTRY", "DetectionResult", "Detector", "NotFittedError", "activation_clustering", "all_to_all_poison",
            "create",
-           "joint_split", "label_consistency", "mmbd", "neural_cleanse", "spectral", "strip",
+           "joint_split", "label_consistency", "mmbd", "neural_cleanse", "spectral", "stamped_trigger", "strip",
            "trigger_response"]

@@ -1,0 +1,251 @@
+"""Stamped trigger: samples that share the same values on the same features, whatever they show. Pure.
+
+Overwrite triggers (BadNets patches, thin frames, scattered pixels, and any trigger on an input's constant
+background, a blend over a digit's blank margin say) put the *same values* on the *same features* of every
+poisoned sample, whatever the sample's content. Nothing natural does that across contents: where many
+samples share values on several features, they share them because they show the same thing.
+
+* **Stamps.** Every feature's values are binned (``tol`` of its range); a (feature, value) item held by
+  between ``min_share`` and ``max_share`` of the samples is a candidate. Items of different features
+  whose sample sets nearly coincide (Jaccard >= ``min_jaccard``) are joined; a group over at least
+  ``min_features`` distinct features is a stamp. Features that are copies of each other (equal on most
+  samples: an upsampled image, grey channels) count once. A sample carries the stamp when it holds most
+  of its items.
+* **Content.** The stamped samples are given a class by their nearest *unstamped* samples on the other
+  features. Leaving the stamped ones out matters: at a high poison rate the poisoned samples are each
+  other's nearest neighbours (the reason the k-NN label check misses them).
+* **Poison.** Stamped samples whose label is not their content's class, when there are clearly more of
+  them than the k-NN's own error rate on unstamped samples gives, and when their labels follow one mapping
+  (every content to one target, or one permutation): an all-to-one, source-specific (whose "cover"
+  samples carry the stamp under their own label and are left alone) or all-to-all poisoning.
+
+Score: the smallest of (mismatch share / max(``min_mismatch``, 3 x the k-NN's error rate)), (mapping
+consistency / ``min_consistency``) and (mismatches beyond the error rate / the smallest count); flagged
+above 1. The finding's samples carry their own evidence (``evidence["stands_alone"]``): the verdict keeps
+them without other detectors voting for their class.
+
+Measured (never tuned on the tabular sets; the zoo figures are what the bars were set on): alone, precision
+0.999 and recall 0.64 over the poisoned training sets of ten digit zoos (patch, blend, sine, frame, scattered,
+warp; all-to-one, source-specific, all-to-all, two-class; MLPs, CNNs, transformers, residual nets on colour
+digits), no clean set of the 44 distinct ones flagged. It finds 7 of the 10 source-specific sets, which the
+class-by-class detectors miss. With it, pooled five-zoo ``scan-data`` reaches precision 0.965 and recall 0.957
+(was 0.944 / 0.828), 3 / 84 clean sets with any flag, as before. On 27 tabular sets never tuned on: 0 clean sets
+flagged, all-to-all poison (three features set to the maximum) found in 7 / 26 at precision 1.00. 0.1-4 s per
+set; 3 s for 21,564 inputs of 24 x 24.
+
+Known limits: blended, warped or signal triggers on inputs without a constant background leave no shared
+values and are left to the other detectors; a patch whose values are common in the data (pure black and
+white cells on digits' ink) is diluted by natural coincidences; lossy re-encoding (JPEG) beyond ``tol``
+breaks exact sharing; a clean-label attack (labels true to content) is not poison to this test.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from services.scanner.domain.detectors.base import Detector, Finding, register
+from services.scanner.domain.model import Dataset, ModelHandle
+
+Arr = np.ndarray[Any, Any]
+DUPLICATE_SHARE = 0.5  # features equal on half the rows where they vary are copies (upsampled images, grey RGB)
+ITEMS_PER_FEATURE = 4
+CHUNK_BYTES = 64 * 2**20  # distance rows evaluated at once in the content vote
+
+
+def _bins(f: Arr, lo: Arr, width: Arr) -> Arr:
+    return np.round((f - lo) / width).astype(np.int64)
+
+
+def _candidate_items(q: Arr, lo_count: int, hi_count: int, max_items: int) -> list[tuple[int, int]]:
+    """(feature, bin) items held by between ``lo_count`` and ``hi_count`` rows of ``q``, most held first; with
+    many features, only each feature's most held ones."""
+    items_per_feature = max(ITEMS_PER_FEATURE, max_items // max(q.shape[1], 1))
+    scored: list[tuple[int, int, int]] = []
+    for j in range(q.shape[1]):
+        vals, counts = np.unique(q[:, j], return_counts=True)
+        ok = (counts >= lo_count) & (counts <= hi_count)
+        for c in np.argsort(-counts[ok], kind="stable")[:items_per_feature]:
+            scored.append((int(counts[ok][c]), j, int(vals[ok][c])))
+    scored.sort(key=lambda t: -t[0])
+    return [(j, v) for _, j, v in scored[:max_items]]
+
+
+def _groups(q: Arr, items: list[tuple[int, int]], min_jaccard: float) -> list[list[int]]:
+    """Item indices joined by near-identical sample sets (connected components over items of different
+    features)."""
+    held = np.stack([q[:, j] == v for j, v in items], axis=1).astype(np.float32)
+    inter = held.T @ held
+    counts = np.diag(inter)
+    jac = inter / np.maximum(counts[:, None] + counts[None] - inter, 1.0)
+    parent = list(range(len(items)))
+
+    def root(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+
+    for a, b in zip(*np.nonzero(np.triu(jac >= min_jaccard, 1)), strict=True):
+        if items[a][0] != items[b][0]:
+            parent[root(int(a))] = root(int(b))
+    out: dict[int, list[int]] = {}
+    for a in range(len(items)):
+        out.setdefault(root(a), []).append(a)
+    return [g for g in out.values() if len(g) > 1]
+
+
+def distinct_features(q: Arr, features: list[int], outside: Arr, min_rows: int) -> list[int]:
+    """``features`` less those that copy an earlier kept one: equal (same bin) on ``DUPLICATE_SHARE`` of the
+    ``outside`` rows (not carrying the stamp) where either leaves its most common bin. Features that rarely
+    leave it outside the stamp (a blank margin a frame is drawn on) are never copies: there is nothing to
+    compare."""
+    modes = {j: np.bincount(q[outside, j] - q[outside, j].min()).argmax() + q[outside, j].min() for j in features}
+    kept: list[int] = []
+    for j in features:
+        copy = False
+        for i in kept:
+            moved = outside & ((q[:, i] != modes[i]) | (q[:, j] != modes[j]))
+            if moved.sum() >= min_rows and np.mean(q[moved, i] == q[moved, j]) >= DUPLICATE_SHARE:
+                copy = True
+                break
+        if not copy:
+            kept.append(j)
+    return kept
+
+
+def project(rows: Arr, fit_rows: Arr, dims: int) -> Arr:
+    """``rows`` on the top ``dims`` principal axes of ``fit_rows`` (centred on their mean)."""
+    mean = fit_rows.mean(axis=0)
+    _u, _s, vt = np.linalg.svd(fit_rows - mean, full_matrices=False)
+    out: Arr = (rows - mean) @ vt[:dims].T
+    return out
+
+
+def content_vote(query: Arr, ref: Arr, labels: Arr, k: int, n_classes: int, skip_self: bool = False) -> Arr:
+    """The most common label among each query row's ``k`` nearest ``ref`` rows (``skip_self``: query is ref's
+    head, a row is not its own neighbour)."""
+    out = np.empty(len(query), dtype=np.int64)
+    sq = (ref**2).sum(axis=1)
+    chunk = max(1, CHUNK_BYTES // (8 * len(ref)))
+    for s in range(0, len(query), chunk):
+        a = query[s:s + chunk]
+        d = (a**2).sum(axis=1)[:, None] + sq[None] - 2 * a @ ref.T
+        if skip_self:
+            d[np.arange(len(a)), np.arange(s, s + len(a))] = np.inf
+        nn = np.argpartition(d, k, axis=1)[:, :k]
+        votes = np.zeros((len(a), n_classes))
+        np.add.at(votes, (np.repeat(np.arange(len(a)), k), labels[nn].ravel()), 1.0)
+        out[s:s + chunk] = votes.argmax(axis=1)
+    return out
+
+
+@register
+class StampedTrigger(Detector):
+    """Samples sharing the same values on the same features across contents, labelled against their content."""
+
+    key = "stamped_trigger.v1"
+    level = "data"
+    default_threshold = 1.0
+
+    def __init__(self, *, tol: float = 0.01, min_share: float = 0.005, max_share: float = 0.3,
+                 min_jaccard: float = 0.8, min_features: int = 3, carry: float = 0.8, neighbours: int = 10,
+                 min_mismatch: float = 0.2, min_consistency: float = 0.7, min_count: int = 10,
+                 max_class_share: float = 0.75,
+                 max_rows: int = 4000, max_items: int = 3000, max_groups: int = 20, dims: int = 64,
+                 threshold: float | None = None, seed: int = 0) -> None:
+        super().__init__(threshold=threshold, seed=seed)
+        self._require("tol", tol, 0 < tol < 0.5)
+        self._require("min_share", min_share, 0 < min_share < max_share)
+        self._require("max_share", max_share, 0 < max_share < 1)
+        self._require("min_jaccard", min_jaccard, 0 < min_jaccard <= 1)
+        self._require("min_features", min_features, isinstance(min_features, int) and min_features >= 2)
+        self._require("carry", carry, 0 < carry <= 1)
+        self._require("neighbours", neighbours, isinstance(neighbours, int) and neighbours >= 1)
+        self._require("min_mismatch", min_mismatch, 0 < min_mismatch <= 1)
+        self._require("min_consistency", min_consistency, 0 < min_consistency <= 1)
+        self._require("min_count", min_count, isinstance(min_count, int) and min_count >= 1)
+        self._require("max_class_share", max_class_share, 0 < max_class_share <= 1)
+        self.max_class_share = max_class_share
+        for name, v in (("max_rows", max_rows), ("max_items", max_items), ("max_groups", max_groups), ("dims", dims)):
+            self._require(name, v, isinstance(v, int) and v >= 2)
+        self.tol, self.min_share, self.max_share, self.min_jaccard = tol, min_share, max_share, min_jaccard
+        self.min_features, self.carry, self.neighbours = min_features, carry, neighbours
+        self.min_mismatch, self.min_consistency, self.min_count = min_mismatch, min_consistency, min_count
+        self.max_rows, self.max_items, self.max_groups, self.dims = max_rows, max_items, max_groups, dims
+
+    def _score(self, model: ModelHandle, data: Dataset, rng: np.random.Generator) -> Finding:
+        n, y = len(data), data.y
+        flat = data.x.reshape(n, -1).astype(np.float64)
+        lo, span = flat.min(axis=0), flat.max(axis=0) - flat.min(axis=0)
+        live = np.flatnonzero(span > 0)
+        width = np.where(span > 0, self.tol * span, 1.0)
+        sample = rng.choice(n, size=min(n, self.max_rows), replace=False)
+        q = _bins(flat[sample], lo, width)
+        m = len(sample)
+        items = _candidate_items(q[:, live], max(self.min_count // 2, int(self.min_share * m)),
+                                 int(self.max_share * m), self.max_items)
+        items = [(int(live[j]), v) for j, v in items]
+        stamps = []
+        for group in _groups(q, items, self.min_jaccard) if items else []:
+            held = np.stack([q[:, items[a][0]] == items[a][1] for a in group], axis=1).mean(axis=1)
+            feats = distinct_features(q, sorted({items[a][0] for a in group}), held < self.carry, self.min_count)
+            if len(feats) >= self.min_features:
+                stamps.append([items[a] for a in group])
+        stamps.sort(key=len, reverse=True)
+        best: tuple[float, dict[str, Any], Arr] = (0.0, {"stamps": len(stamps)}, np.zeros(0, dtype=np.int64))
+        for stamp in stamps[: self.max_groups]:
+            found = self._judge(flat, y, lo, width, stamp, model.num_classes, rng)
+            if found is not None and found[0] > best[0]:
+                best = (found[0], {"stamps": len(stamps), **found[1]}, found[2])
+        score, evidence, flagged = best
+        if score <= self.effective_threshold() or not len(flagged):
+            return Finding(score=score, evidence=evidence)
+        counts = np.bincount(y[flagged], minlength=model.num_classes)
+        one = counts.max() >= 0.8 * len(flagged)
+        evidence.update(stands_alone=True, note=(
+            "samples share the same values on the same features (a stamped trigger) across contents, and "
+            "their labels follow one mapping away from what their unstamped neighbours show"))
+        return Finding(score=score, target_classes=[int(counts.argmax())] if one else [],
+                       evidence={**evidence, "all_classes": not one},
+                       suspicious_indices=[int(i) for i in flagged])
+
+    def _judge(self, flat: Arr, y: Arr, lo: Arr, width: Arr, stamp: list[tuple[int, int]], k: int,
+               rng: np.random.Generator) -> tuple[float, dict[str, Any], Arr] | None:
+        """Score, evidence and poisoned rows of one stamp; None when too few or too many rows carry it."""
+        n = len(y)
+        cols = np.array([j for j, _ in stamp])
+        vals = np.array([v for _, v in stamp])
+        carried_rows = (_bins(flat[:, cols], lo[cols], width[cols]) == vals).mean(axis=1) >= self.carry
+        stamped, rest = np.flatnonzero(carried_rows), np.flatnonzero(~carried_rows)
+        if len(stamped) < self.min_count or len(stamped) > self.max_share * n or len(rest) <= self.neighbours:
+            return None
+        other = np.setdiff1d(np.arange(flat.shape[1]), cols)
+        ref_rows = rng.permutation(rest)[: 20 * self.max_rows]  # the unstamped rows the content is read from
+        proj = project(flat[:, other], flat[ref_rows[: self.max_rows]][:, other], self.dims)
+        content = content_vote(proj[stamped], proj[ref_rows], y[ref_rows], self.neighbours, k)
+        probe = ref_rows[: min(len(ref_rows), 1000)]
+        base_err = float(np.mean(content_vote(proj[probe], proj[ref_rows], y[ref_rows], self.neighbours + 1, k,
+                                              skip_self=True) != y[probe]))
+        mismatch = content != y[stamped]
+        if not mismatch.any():
+            return None
+        table = np.zeros((k, k))
+        np.add.at(table, (content[mismatch], y[stamped][mismatch]), 1.0)
+        follows = y[stamped] == table.argmax(axis=1)[content]
+        poison = mismatch & follows
+        # leaving the stamped rows out of the reference must leave their labels' classes there: a "stamp" that
+        # is most of one class (a natural stroke, a style) leaves that class's other styles, which read as
+        # another class
+        targets = np.unique(y[stamped][poison])
+        carried = max((float(np.mean(carried_rows[y == t])) for t in targets), default=1.0)
+        share = float(mismatch.mean())
+        consistency = float(poison.sum() / mismatch.sum())
+        excess = float(mismatch.sum() - base_err * len(stamped))
+        score = min(share / max(self.min_mismatch, 3 * base_err), consistency / self.min_consistency,
+                    excess / self.min_count, self.max_class_share / max(carried, 1e-9))
+        evidence = {"stamp_features": [int(j) for j in cols], "stamped": len(stamped),
+                    "mismatch_share": round(share, 3), "neighbour_error": round(base_err, 3),
+                    "mapping_consistency": round(consistency, 3), "class_share_stamped": round(carried, 3)}
+        return score, evidence, stamped[poison]
