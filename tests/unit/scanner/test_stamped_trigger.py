@@ -166,3 +166,11 @@ def test_the_default_data_scan_quarantines_a_thin_frame(zoo: Zoo) -> None:
     verdict = scan_training_data(open_model(zoo.clean_model), data)
     precision, recall = _precision_recall(verdict.suspicious_indices, truth)
     assert verdict.backdoor_detected and precision >= 0.9 and recall >= 0.9, (precision, recall)
+
+
+def test_a_stamp_on_more_rows_than_are_read_is_judged_on_a_sample_and_flagged_on_all_its_rows() -> None:
+    data, truth = _poisoned(replace(FRAME, rate=0.1), 13)  # 140 stamped rows, 100 read to judge the stamp
+    result = create(KEY, max_rows=100).fit(_Shape(data), data).result()  # type: ignore[arg-type]
+    precision, recall = _precision_recall(result.suspicious_indices, truth)
+    assert result.flagged and result.evidence["stamped"] == len(truth)
+    assert precision >= 0.95 and recall >= 0.9, (precision, recall, result.evidence)

@@ -195,10 +195,15 @@ class StampedTrigger(Detector):
                 stamps.append([items[a] for a in group])
         stamps.sort(key=len, reverse=True)
         best: tuple[float, dict[str, Any], Arr] = (0.0, {"stamps": len(stamps)}, np.zeros(0, dtype=np.int64))
-        for stamp in stamps[: self.max_groups]:
-            found = self._judge(flat, y, lo, width, stamp, model.num_classes, rng)
+        chosen = None
+        for stamp in stamps[: self.max_groups]:  # judged on at most max_rows of each stamp's rows
+            found = self._judge(flat, y, lo, width, stamp, model.num_classes, rng, self.max_rows)
             if found is not None and found[0] > best[0]:
-                best = (found[0], {"stamps": len(stamps), **found[1]}, found[2])
+                best, chosen = (found[0], {"stamps": len(stamps), **found[1]}, found[2]), stamp
+        if chosen is not None and best[0] > self.effective_threshold():  # the winner on all its rows
+            found = self._judge(flat, y, lo, width, chosen, model.num_classes, rng, None)
+            best = (0.0, best[1], best[2]) if found is None else (found[0], {"stamps": len(stamps), **found[1]},
+                                                                     found[2])
         score, evidence, flagged = best
         if score <= self.effective_threshold() or not len(flagged):
             return Finding(score=score, evidence=evidence)
@@ -212,8 +217,9 @@ class StampedTrigger(Detector):
                        suspicious_indices=[int(i) for i in flagged])
 
     def _judge(self, flat: Arr, y: Arr, lo: Arr, width: Arr, stamp: list[tuple[int, int]], k: int,
-               rng: np.random.Generator) -> tuple[float, dict[str, Any], Arr] | None:
-        """Score, evidence and poisoned rows of one stamp; None when too few or too many rows carry it."""
+               rng: np.random.Generator, at_most: int | None) -> tuple[float, dict[str, Any], Arr] | None:
+        """Score, evidence and poisoned rows of one stamp, read from ``at_most`` of its rows (None: all); None
+        when too few or too many rows carry it."""
         n = len(y)
         cols = np.array([j for j, _ in stamp])
         vals = np.array([v for _, v in stamp])
@@ -221,31 +227,33 @@ class StampedTrigger(Detector):
         stamped, rest = np.flatnonzero(carried_rows), np.flatnonzero(~carried_rows)
         if len(stamped) < self.min_count or len(stamped) > self.max_share * n or len(rest) <= self.neighbours:
             return None
+        counted = stamped if at_most is None or len(stamped) <= at_most else np.sort(
+            rng.choice(stamped, size=at_most, replace=False))
         other = np.setdiff1d(np.arange(flat.shape[1]), cols)
         ref_rows = rng.permutation(rest)[: 20 * self.max_rows]  # the unstamped rows the content is read from
         proj = project(flat[:, other], flat[ref_rows[: self.max_rows]][:, other], self.dims)
-        content = content_vote(proj[stamped], proj[ref_rows], y[ref_rows], self.neighbours, k)
+        content = content_vote(proj[counted], proj[ref_rows], y[ref_rows], self.neighbours, k)
         probe = ref_rows[: min(len(ref_rows), 1000)]
-        base_err = float(np.mean(content_vote(proj[probe], proj[ref_rows], y[ref_rows], self.neighbours + 1, k,
+        base_err = float(np.mean(content_vote(proj[probe], proj[ref_rows], y[ref_rows], self.neighbours, k,
                                               skip_self=True) != y[probe]))
-        mismatch = content != y[stamped]
+        mismatch = content != y[counted]
         if not mismatch.any():
             return None
         table = np.zeros((k, k))
-        np.add.at(table, (content[mismatch], y[stamped][mismatch]), 1.0)
-        follows = y[stamped] == table.argmax(axis=1)[content]
+        np.add.at(table, (content[mismatch], y[counted][mismatch]), 1.0)
+        follows = y[counted] == table.argmax(axis=1)[content]
         poison = mismatch & follows
         # leaving the stamped rows out of the reference must leave their labels' classes there: a "stamp" that
         # is most of one class (a natural stroke, a style) leaves that class's other styles, which read as
         # another class
-        targets = np.unique(y[stamped][poison])
+        targets = np.unique(y[counted][poison])
         carried = max((float(np.mean(carried_rows[y == t])) for t in targets), default=1.0)
         share = float(mismatch.mean())
         consistency = float(poison.sum() / mismatch.sum())
-        excess = float(mismatch.sum() - base_err * len(stamped))
+        excess = float(mismatch.sum() - base_err * len(counted)) * len(stamped) / len(counted)
         score = min(share / max(self.min_mismatch, 3 * base_err), consistency / self.min_consistency,
                     excess / self.min_count, self.max_class_share / max(carried, 1e-9))
         evidence = {"stamp_features": [int(j) for j in cols], "stamped": len(stamped),
                     "mismatch_share": round(share, 3), "neighbour_error": round(base_err, 3),
                     "mapping_consistency": round(consistency, 3), "class_share_stamped": round(carried, 3)}
-        return score, evidence, stamped[poison]
+        return score, evidence, counted[poison]
