@@ -174,3 +174,16 @@ def test_a_stamp_on_more_rows_than_are_read_is_judged_on_a_sample_and_flagged_on
     precision, recall = _precision_recall(result.suspicious_indices, truth)
     assert result.flagged and result.evidence["stamped"] == len(truth)
     assert precision >= 0.95 and recall >= 0.9, (precision, recall, result.evidence)
+
+
+def test_a_patch_whose_values_the_other_classes_hold_often_is_found_within_its_target_class() -> None:
+    """A source-specific patch on the digits' ink: across the whole set its cells' values are common, so its
+    samples share them with many others; within the target class they stand out."""
+    attack = Attack("patch", target=4, source=5, rate=0.06, size=3, row=1, col=2, pattern_seed=24423)
+    data, truth = _poisoned(attack, 14)
+    whole_set_only = create(KEY, per_class=False).fit(_Shape(data), data).result()  # type: ignore[arg-type]
+    result = _run(data)
+    precision, recall = _precision_recall(result.suspicious_indices, truth)
+    assert not whole_set_only.flagged
+    assert result.flagged and result.target_classes == [4] and precision >= 0.85 and recall >= 0.9, (
+        precision, recall, result.evidence)
