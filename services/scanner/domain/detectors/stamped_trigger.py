@@ -37,8 +37,8 @@ never tuned on: 0 clean sets flagged, all-to-all poison (three features set to t
 precision 1.00. 0.1-8 s per set (3 x 32 x 32 inputs the slowest); 3 s for 21,564 inputs of 24 x 24.
 
 Known limits: blended, warped or signal triggers on inputs without a constant background leave no shared
-values and are left to the other detectors; a patch whose values are common in the data (pure black and
-white cells on digits' ink) is diluted by natural coincidences; lossy re-encoding (JPEG) beyond ``tol``
+values and are left to the other detectors; a patch whose values are common in its target class too (pure
+black and white cells on that class's ink) is diluted by natural coincidences; lossy re-encoding (JPEG) beyond ``tol``
 breaks exact sharing; a clean-label attack (labels true to content) is not poison to this test.
 """
 
