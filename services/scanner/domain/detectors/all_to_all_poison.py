@@ -44,12 +44,11 @@ import numpy as np
 
 from services.scanner.domain.cluster import pca
 from services.scanner.domain.detectors.base import Detector, Finding, register
-from services.scanner.domain.detectors.label_consistency import nearest_neighbours
+from services.scanner.domain.detectors.stamped_trigger import content_vote
 from services.scanner.domain.model import Dataset, ModelHandle, softmax
 from services.scanner.domain.stats import Adam
 
 Arr = np.ndarray[Any, Any]
-CHUNK_BYTES = 64 * 2**20  # distance rows evaluated at once in the neighbour vote
 
 
 def out_of_fold_linear(feats: Arr, y: Arr, k: int, folds: int, rng: np.random.Generator, steps: int = 200,
@@ -72,12 +71,8 @@ def out_of_fold_linear(feats: Arr, y: Arr, k: int, folds: int, rng: np.random.Ge
 
 def neighbour_vote(feats: Arr, y: Arr, k: int, neighbours: int) -> Arr:
     """Per sample, the label most common among its ``neighbours`` nearest other samples."""
-    out = np.empty(len(feats), dtype=np.int64)
-    for rows, nn in nearest_neighbours(feats, neighbours, max(1, CHUNK_BYTES // (4 * len(feats)))):
-        counts = np.zeros((len(nn), k))
-        np.add.at(counts, (np.repeat(np.arange(len(nn)), neighbours), y[nn].ravel()), 1.0)
-        out[rows] = counts.argmax(axis=1)
-    return out
+    f = feats.astype(np.float32)
+    return content_vote(f, f, y, neighbours, k, skip_self=True)
 
 
 def matched_pairs(confusion: Arr) -> list[tuple[int, int]]:
