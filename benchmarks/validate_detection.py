@@ -257,8 +257,8 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
         rows[k] = _metrics(models, {i: (d[k].flagged, d[k].target_classes) for i, d in per.items()})
     combos = (("combined (nc+mmbd)", [NC, "mmbd.v2"]), ("nc+mmbd+agreement", [NC, "mmbd.v2", AGREEMENT]),
               ("nc+mmbd+agreement+all-to-all", [NC, "mmbd.v2", AGREEMENT, A2A]),
-              ("SHIPPED (+isolation)", [NC, "mmbd.v2", AGREEMENT, A2A, ISO]),
-              ("SHIPPED, clean earlier version", [NC, "mmbd.v2", AGREEMENT + "+baseline", A2A, ISO]))
+              ("SHIPPED (+isolation)", [*DEFAULT_MODEL_DETECTORS, AGREEMENT, A2A, ISO]),
+              ("SHIPPED, clean earlier version", [*DEFAULT_MODEL_DETECTORS, AGREEMENT + "+baseline", A2A, ISO]))
     for name, ks in combos:
         verdicts = {}
         fold = _folds(models)

@@ -3,6 +3,7 @@
 from services.scanner.domain.detectors import (
     activation_clustering,
     all_to_all_poison,
+    dormant_features,
     joint_split,
     label_consistency,
     mmbd,
@@ -15,6 +16,6 @@ from services.scanner.domain.detectors import (
 from services.scanner.domain.detectors.base import REGISTRY, DetectionResult, Detector, NotFittedError, create
 
 __all__ = ["REGISTRY", "DetectionResult", "Detector", "NotFittedError", "activation_clustering", "all_to_all_poison",
-           "create",
+           "create", "dormant_features",
            "joint_split", "label_consistency", "mmbd", "neural_cleanse", "spectral", "stamped_trigger", "strip",
            "trigger_response"]
