@@ -61,3 +61,19 @@ def few_inputs_note(y: Arr) -> str | None:
     return (f"only {inputs_per_class(y):g} clean inputs per class (median); the bars of the detectors that read "
             f"them were raised x{factor:.2f}, as false alarms rise with few inputs: give at least "
             f"{CALIBRATED_PER_CLASS} per class for the calibrated verdict")
+
+
+def missing_classes_note(y: Arr, num_classes: int) -> str | None:
+    """A line for the report when the clean set holds no input of some of the model's classes, else ``None``.
+
+    The scan still runs: each class's trigger is reversed from the other classes' inputs, and MM-BD needs
+    none. What cannot be measured for an absent class is how its trigger compares with its own inputs
+    (trigger likeness), so the agreement has one signal fewer there."""
+    present = set(np.unique(np.asarray(y, dtype=np.int64)).tolist())
+    missing = [c for c in range(num_classes) if c not in present]
+    if not missing:
+        return None
+    shown = ", ".join(map(str, missing[:20])) + (f" and {len(missing) - 20} more" if len(missing) > 20 else "")
+    return (f"the clean data holds no input of {len(missing)} of the model's {num_classes} classes ({shown}): their "
+            f"triggers are reversed from the other classes' inputs, but not compared with inputs of their own; "
+            f"give clean inputs of every class for the full verdict")

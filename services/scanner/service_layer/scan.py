@@ -18,7 +18,7 @@ from services.scanner.adapters.onnx_model import OnnxModel, ShapeMismatch, open_
 from services.scanner.domain.all_to_all import DEFAULT_THRESHOLD as A2A_THRESHOLD
 from services.scanner.domain.all_to_all import KEY as ALL_TO_ALL
 from services.scanner.domain.all_to_all import all_to_all
-from services.scanner.domain.clean_set import clean_sample_cap, few_inputs_note, threshold_factor
+from services.scanner.domain.clean_set import clean_sample_cap, few_inputs_note, missing_classes_note, threshold_factor
 from services.scanner.domain.detectors import REGISTRY, create
 from services.scanner.domain.detectors.base import DetectionResult, Level
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
@@ -109,7 +109,7 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     universal = all_to_all(results, float(raised.params[ALL_TO_ALL]["threshold"]))
     isolated = isolated_trigger(results, float(raised.params[ISOLATED]["threshold"]))
     verdict = combine(results + [r for r in (joined, universal, isolated) if r is not None], config.policy)
-    notes = [*prepared, *filter(None, [few_inputs_note(data.y)])]
+    notes = [*prepared, *filter(None, [few_inputs_note(data.y), missing_classes_note(data.y, model.num_classes)])]
     return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
 
 

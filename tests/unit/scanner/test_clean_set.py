@@ -11,7 +11,13 @@ from onnx import TensorProto, helper, numpy_helper
 
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
-from services.scanner.domain.clean_set import clean_sample_cap, few_inputs_note, inputs_per_class, threshold_factor
+from services.scanner.domain.clean_set import (
+    clean_sample_cap,
+    few_inputs_note,
+    inputs_per_class,
+    missing_classes_note,
+    threshold_factor,
+)
 from services.scanner.domain.detectors.neural_cleanse import DEFAULT_THRESHOLD as NC_BAR
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_BAR
 from services.scanner.domain.model import Dataset
@@ -109,3 +115,14 @@ def test_a_forty_class_model_given_thirty_clean_inputs_per_class_keeps_the_shipp
     verdict = scan_model(model, Dataset(x[keep], y[keep]), quick)
     assert not any("clean inputs per class" in n for n in verdict.notes), verdict.notes
     assert {r.key: r.threshold for r in verdict.results}["neural_cleanse.v2"] == NC_BAR
+
+
+def test_classes_missing_from_the_clean_data_are_named_and_the_scan_still_finds_the_target(zoo: Zoo) -> None:
+    data = load_npz(zoo.clean_npz)
+    keep = np.isin(data.y, [c for c in range(10) if c not in (ATTACK.target, 2)])
+    verdict = scan_model(open_model(zoo.backdoored_model), Dataset(data.x[keep], data.y[keep]))
+    notes = [n for n in verdict.notes if "holds no input" in n]
+    assert len(notes) == 1 and f"2 of the model's 10 classes (2, {ATTACK.target})" in notes[0]
+    assert verdict.backdoor_detected and verdict.target_classes[0] == ATTACK.target
+    assert missing_classes_note(data.y, 10) is None
+    assert "and 5 more" in str(missing_classes_note(np.arange(5), 30))
