@@ -110,3 +110,13 @@ def test_the_dormant_signal_supports_an_agreement_as_an_independent_source() -> 
     assert joined.score == pytest.approx(7.0 / math.sqrt(3))
     elsewhere = _r(KEY, "dormant_class_scores", [3.0 if c == 5 else 0.0 for c in range(10)])
     assert agreement([nc, mm, elsewhere]).score == pytest.approx(4.0 / math.sqrt(2))  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(("macs", "inputs", "groups"), [(None, 256, 11), (1e8, 18, 11), (1e9, 16, 8)])
+def test_a_costly_model_is_measured_on_fewer_inputs_then_coarser_groups(
+        tmp_path: Path, macs: float | None, inputs: int, groups: int) -> None:
+    model = _frame_model(tmp_path, "mlp", seed=4)
+    model.macs_per_sample = macs  # what the graph would say of a costly model; 2e10 MACs of budget
+    result = create(KEY).fit(model, _clean_digits()).result()
+    assert (result.evidence["inputs"], result.evidence["groups"]) == (inputs, groups)
+    assert result.evidence["dormant_features"] == 11  # coarser groups still cover every dormant feature

@@ -17,7 +17,11 @@ stays at most 2.5; on a three-layer MLP with a one-pixel border frame (``holdout
 before) it is 6.8 at the target, and the agreement catches it. It adds no false alarm there.
 
 Cost: forward passes only, ``inputs`` x the dormant features (at most ``max_groups``: more dormant
-features are stamped in that many contiguous groups), chunked to bounded memory.
+features are stamped in that many contiguous groups), chunked to bounded memory. Like the trigger searches
+it keeps to a work budget (``budget_macs`` multiply-accumulates, read off the graph): a costly model gets
+fewer inputs (not below ``MIN_INPUTS``), then coarser groups (not below ``MIN_GROUPS``). The digit models
+stay far inside it (256 inputs x 11-44 features, under 0.3 s); a 3 M-MAC residual net with 256 dormant
+pixels would get 26 inputs.
 
 Known limits: needs dormant features (natural images, tabular data with no constant column: the index
 is 0 and says so); a trigger that sits on features the clean data uses (a patch over the ink) is not
@@ -36,6 +40,8 @@ from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.progress import report
 from services.scanner.domain.stats import MIN_CLASSES, robust_z
 
+MIN_INPUTS = 16  # with ``budget_macs``: a costly model is measured on fewer clean inputs, never fewer than this
+MIN_GROUPS = 8  # ... and then on coarser groups of dormant features, never fewer than this
 TOLERANCE = 0.01  # of the data's value range: a feature within it of its median is at rest
 CHUNK_ROWS = 4096  # stamped inputs per forward call
 PUSH_FLOOR = 0.1  # log push: the smallest spread between classes that the z-score counts
@@ -50,21 +56,29 @@ class DormantFeatures(Detector):
     default_threshold = 6.0  # alone (clean digit models: at most 2.5); as a supporting signal in the agreement
 
     def __init__(self, *, inputs: int = 256, max_active: float = 0.01, max_groups: int = 256,
-                 threshold: float | None = None, seed: int = 0) -> None:
+                 budget_macs: float | None = 2e10, threshold: float | None = None, seed: int = 0) -> None:
         super().__init__(threshold=threshold, seed=seed)
         self._require("inputs", inputs, isinstance(inputs, int) and inputs >= 1)
         self._require("max_active", max_active, 0 < max_active < 1)
         self._require("max_groups", max_groups, isinstance(max_groups, int) and max_groups >= 1)
-        self.inputs, self.max_active, self.max_groups = inputs, max_active, max_groups
+        self._require("budget_macs", budget_macs, budget_macs is None or budget_macs > 0)
+        self.inputs, self.max_active, self.max_groups, self.budget_macs = inputs, max_active, max_groups, budget_macs
 
     def _score(self, model: ModelHandle, data: Dataset, rng: np.random.Generator) -> Finding:
-        groups, stamp = dormant_groups(data.x, self.max_active, self.max_groups)
+        inputs, max_groups = self.inputs, self.max_groups
+        groups, stamp = dormant_groups(data.x, self.max_active, max_groups)
+        rows = self._affordable_rows(model)
+        if rows is not None and groups and min(inputs, len(data)) * len(groups) > rows:
+            inputs = max(MIN_INPUTS, min(inputs, rows // len(groups)))
+            if inputs * len(groups) > rows:
+                max_groups = max(MIN_GROUPS, rows // inputs)
+                groups, stamp = dormant_groups(data.x, self.max_active, max_groups)
         if model.num_classes < MIN_CLASSES or not groups:
             why = (f"fewer than {MIN_CLASSES} classes: no class can stand out" if model.num_classes < MIN_CLASSES
                    else "no dormant features: every input feature varies over the clean data, nothing to measure")
             return Finding(score=0.0, target_classes=[], evidence={
                 "dormant_features": sum(len(g) for g in groups), "dormant_class_scores": None, "note": why})
-        pick = rng.choice(len(data), size=min(self.inputs, len(data)), replace=False)
+        pick = rng.choice(len(data), size=min(inputs, len(data)), replace=False)
         push = class_push(model, data.x[np.sort(pick)], groups, stamp)
         logs = np.log(push + 1e-6 * max(float(push.mean()), 1e-12))
         z = robust_z(logs, floor=PUSH_FLOOR)
@@ -74,6 +88,13 @@ class DormantFeatures(Detector):
                        evidence={"dormant_features": int(sum(len(g) for g in groups)), "groups": len(groups),
                                  "inputs": len(pick), "push": [round(float(v), 4) for v in push],
                                  "dormant_class_scores": [round(float(v), 3) for v in z], "ranking": ranking})
+
+    def _affordable_rows(self, model: ModelHandle) -> int | None:
+        """Forward rows ``budget_macs`` pays for on ``model`` (``None``: no budget, or the cost is unknown)."""
+        macs = getattr(model, "macs_per_sample", None)
+        if not macs or self.budget_macs is None:
+            return None
+        return int(self.budget_macs // float(macs))
 
 
 def dormant_groups(x: FloatArray, max_active: float, max_groups: int) -> tuple[list[FloatArray], FloatArray]:
