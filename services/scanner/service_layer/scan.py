@@ -113,7 +113,7 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
 
 
-BUDGETED = ("neural_cleanse.v2", "mmbd.v2")  # detectors whose search is sized by ``budget_macs``
+BUDGETED = ("neural_cleanse.v2", "mmbd.v2", "dormant_features.v1")  # detectors whose work is sized by ``budget_macs``
 
 
 def _with_budget(config: ScanConfig, keys: Sequence[str]) -> ScanConfig:

@@ -131,8 +131,11 @@ def test_a_search_cut_short_by_the_budget_says_so_and_a_larger_budget_lifts_the_
     starved = scan_model(model, data, ScanConfig(params=quick, budget_scale=1e-5))
     nc = next(r for r in starved.results if r.key == "neural_cleanse.v2")
     assert nc.evidence["search"]["batch_size"] < 32
+    dormant = next(r for r in starved.results if r.key == "dormant_features.v1")
+    assert dormant.evidence["inputs"] == 16  # the dormant-feature check's budget is scaled too
     assert any("cut the trigger search" in n and "--budget" in n for n in starved.notes)
     full = scan_model(model, data, ScanConfig(params=quick))
     assert not any("cut the trigger search" in n for n in full.notes)
+    assert next(r for r in full.results if r.key == "dormant_features.v1").evidence["inputs"] == 256
     with pytest.raises(ValueError, match="budget_scale"):
         scan_model(model, data, ScanConfig(params=quick, budget_scale=0.0))
