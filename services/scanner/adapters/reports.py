@@ -91,8 +91,11 @@ def write_html(report: dict[str, Any], path: Path) -> None:
     for d in report["detectors"]:
         parts.append(f"<h3>{esc(d['key'])}</h3><table>")
         for k, v in d["evidence"].items():
-            parts.append(f"<tr><th>{esc(str(k))}</th><td><code>{esc(orjson.dumps(v).decode())}</code></td></tr>")
+            if k not in PICTURED:
+                parts.append(f"<tr><th>{esc(str(k))}</th><td><code>{esc(orjson.dumps(v).decode())}</code></td></tr>")
         parts.append("</table>")
+        if pictured := d["evidence"].get("push_map"):
+            parts.append(_push_map_figure(pictured))
         for c, png in d.get("triggers_png_base64", {}).items():
             name = "universal (any class)" if c == "-1" else f"class {c}"  # the untargeted trigger
             parts.append(f"<figure style='display:inline-block'><img alt='reversed trigger {esc(name)}' "
@@ -102,6 +105,19 @@ def write_html(report: dict[str, Any], path: Path) -> None:
                      f"<p><code>{esc(str(report['suspicious_indices'][:500]))}</code></p>")
     parts.append("</body></html>")
     path.write_text("".join(parts), encoding="utf-8")
+
+
+PICTURED = ("push_map",)  # evidence shown as an image on the HTML page rather than as numbers (the JSON keeps them)
+
+
+def _push_map_figure(pictured: dict[str, Any]) -> str:
+    """The dormant-feature detector's map: which of the features the clean data never uses push the model
+    toward its top class, and how hard (brighter: harder)."""
+    values = np.asarray(pictured["values"], dtype=np.float64).reshape(pictured["shape"])
+    png = base64.b64encode(trigger_png(np.ones_like(values), values)).decode()
+    caption = f"dormant features pushing toward class {int(pictured['class'])}"
+    return (f"<figure style='display:inline-block'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
+            f"{png}'><figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def write_sarif(report: dict[str, Any], path: Path, artifact: str) -> None:

@@ -14,6 +14,7 @@ from benchmarks.zoo.attacks import Attack, poison
 from benchmarks.zoo.nets import NetSpec, build, train
 from services.scanner.adapters.datasets import load_npz
 from services.scanner.adapters.onnx_model import open_model
+from services.scanner.adapters.reports import write_html
 from services.scanner.domain.detectors import create
 from services.scanner.domain.detectors.base import DetectionResult
 from services.scanner.domain.detectors.dormant_features import dormant_groups
@@ -120,3 +121,18 @@ def test_a_costly_model_is_measured_on_fewer_inputs_then_coarser_groups(
     result = create(KEY).fit(model, _clean_digits()).result()
     assert (result.evidence["inputs"], result.evidence["groups"]) == (inputs, groups)
     assert result.evidence["dormant_features"] == 11  # coarser groups still cover every dormant feature
+
+
+def test_the_push_map_lights_the_frames_blank_column_and_the_html_page_shows_it(tmp_path: Path) -> None:
+    model = _frame_model(tmp_path, "mlp", seed=4)
+    result = create(KEY).fit(model, _clean_digits()).result()
+    pictured = result.evidence["push_map"]
+    assert pictured["class"] == FRAME.target and pictured["shape"] == [64]
+    values = np.asarray(pictured["values"]).reshape(8, 8)
+    assert values[:, 0].sum() > 0.9 * values.sum() > 0  # the frame's blank column 0, not the rest of the border
+    page = tmp_path / "r.html"
+    write_html({"model": "m.onnx", "backdoor_detected": True, "confidence": 1.0, "target_classes": [3],
+                "block_deployment": True, "detectors": [result.to_dict()]}, page)
+    text = page.read_text()
+    assert f"dormant features pushing toward class {FRAME.target}" in text and "data:image/png;base64," in text
+    assert "<th>push_map</th>" not in text  # pictured, not listed as numbers

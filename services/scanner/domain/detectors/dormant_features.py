@@ -79,7 +79,8 @@ class DormantFeatures(Detector):
             return Finding(score=0.0, target_classes=[], evidence={
                 "dormant_features": sum(len(g) for g in groups), "dormant_class_scores": None, "note": why})
         pick = rng.choice(len(data), size=min(inputs, len(data)), replace=False)
-        push = class_push(model, data.x[np.sort(pick)], groups, stamp)
+        rises = group_rises(model, data.x[np.sort(pick)], groups, stamp)
+        push = np.maximum(rises, 0.0).sum(axis=0)  # a class's push: its rises summed over the dormant features
         logs = np.log(push + 1e-6 * max(float(push.mean()), 1e-12))
         z = robust_z(logs, floor=PUSH_FLOOR)
         ranking = [int(c) for c in np.argsort(-z, kind="stable")]
@@ -87,7 +88,8 @@ class DormantFeatures(Detector):
         return Finding(score=float(z.max()), target_classes=[c for c in ranking if z[c] > thr] or ranking[:1],
                        evidence={"dormant_features": int(sum(len(g) for g in groups)), "groups": len(groups),
                                  "inputs": len(pick), "push": [round(float(v), 4) for v in push],
-                                 "dormant_class_scores": [round(float(v), 3) for v in z], "ranking": ranking})
+                                 "dormant_class_scores": [round(float(v), 3) for v in z], "ranking": ranking,
+                                 "push_map": push_map(rises, groups, ranking[0], tuple(data.x.shape[1:]))})
 
     def _affordable_rows(self, model: ModelHandle) -> int | None:
         """Forward rows ``budget_macs`` pays for on ``model`` (``None``: no budget, or the cost is unknown)."""
@@ -123,14 +125,14 @@ def dormant_groups(x: FloatArray, max_active: float, max_groups: int) -> tuple[l
     return [(r[None, :] + plane * np.arange(channels)[:, None]).ravel() for r in runs], stamp
 
 
-def class_push(model: ModelHandle, x: FloatArray, groups: list[FloatArray], stamp: FloatArray
-               ) -> np.ndarray[Any, np.dtype[np.float64]]:
-    """Per class: the summed rise of its log-probability, against the mean class, over ``groups`` each
-    stamped on its own on every input of ``x``."""
+def group_rises(model: ModelHandle, x: FloatArray, groups: list[FloatArray], stamp: FloatArray
+                ) -> np.ndarray[Any, np.dtype[np.float64]]:
+    """[groups, classes]: the mean rise of every class's log-probability over the inputs ``x``, against the
+    mean class, when one group of ``groups`` is stamped on them (each group on its own)."""
     n = len(x)
     flat = x.reshape(n, -1)
     base = np.log(model.predict(x).astype(np.float64) + 1e-12)
-    push = np.zeros(base.shape[1])
+    rises = np.zeros((len(groups), base.shape[1]))
     per_call = max(1, CHUNK_ROWS // n)
     for start in range(0, len(groups), per_call):
         part = groups[start:start + per_call]
@@ -139,6 +141,17 @@ def class_push(model: ModelHandle, x: FloatArray, groups: list[FloatArray], stam
             stamped[i][:, g] = stamp[g]
         logp = np.log(model.predict(stamped.reshape(-1, *x.shape[1:])).astype(np.float64) + 1e-12)
         rise = (logp.reshape(len(part), n, -1) - base[None]).mean(axis=1)
-        push += np.maximum(rise - rise.mean(axis=1, keepdims=True), 0.0).sum(axis=0)
+        rises[start:start + len(part)] = rise - rise.mean(axis=1, keepdims=True)
         report("dormant features", min(start + per_call, len(groups)), len(groups))
-    return push
+    return rises
+
+
+def push_map(rises: np.ndarray[Any, Any], groups: list[FloatArray], cls: int, shape: tuple[int, ...]
+             ) -> dict[str, Any]:
+    """Where the push toward ``cls`` comes from: each dormant pixel's rise (0 elsewhere and where it pulls
+    away), over the input's plane (``shape`` [C, H, W] gives H x W), for the report's image."""
+    plane = (shape[-2], shape[-1]) if len(shape) == 3 else tuple(shape)
+    values = np.zeros(int(np.prod(plane)))
+    for g, rise in zip(groups, np.maximum(rises[:, cls], 0.0), strict=True):
+        values[np.asarray(g) % len(values)] = rise
+    return {"class": cls, "shape": list(plane), "values": [round(float(v), 4) for v in values]}
