@@ -7,6 +7,8 @@ scans it with the shipped defaults and prints what was found against the truth:
   (a 3 x 3 patch, a blend, a 2 x 2 corner patch);
 * ``corner-cnn`` / ``corner-mlp``: BadNets' classic, a patch in a corner of the blank background;
 * ``frame-mlp``: a one-pixel frame on the blank border (what the dormant-feature signal is for);
+* ``a2a-corner-mlp`` / ``a2a-corner-cnn``: BadNets' all-to-all attack (every class c to c + 1) with a corner
+  patch; no target to name, so only the flag counts;
 * ``clean-mlp`` / ``clean-cnn``: the same recipes without poison (false alarms).
 
     python -m benchmarks.unseen_recipes [--seeds 1 2 3]
@@ -19,12 +21,13 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
 from threadpoolctl import threadpool_limits
 
-from benchmarks.zoo.attacks import Attack, digits, poison
+from benchmarks.zoo.attacks import Attack, attack_labels, digits, poison
 from benchmarks.zoo.nets import NetSpec, build, train
 from services.scanner.adapters.onnx_model import open_model
 from services.scanner.domain.model import Dataset
@@ -51,6 +54,10 @@ CASES = (
          epochs=15),
     Case("corner-mlp", "flat", "mlp", (Attack("patch", target=4, rate=0.05, size=2, row=6, col=0, pattern_seed=9),)),
     Case("frame-mlp", "flat", "mlp3", (Attack("frame", target=6, rate=0.1, size=1, row=7, col=0, pattern_seed=1),)),
+    Case("a2a-corner-mlp", "flat", "mlp", (Attack("patch", 0, rate=0.15, size=2, row=6, col=0, pattern_seed=9,
+                                                 all_to_all=True),)),
+    Case("a2a-corner-cnn", "img", "cnn", (Attack("patch", 0, rate=0.15, size=3, row=13, col=0, pattern_seed=9,
+                                                all_to_all=True),), epochs=15),
     Case("clean-mlp", "flat", "mlp", ()),
     Case("clean-cnn", "img", "cnn", (), epochs=15),
 )
@@ -67,16 +74,24 @@ def run_case(case: Case, seed: int, work: Path) -> str:
     path = work / f"{case.name}-{seed}.onnx"
     onnx.save(build(spec, xs.shape[1:], 10, train(spec, xs, ys, 10, epochs=case.epochs, seed=seed)), path)
     model = open_model(path)
-    asr = [float((model.predict(a.apply(x[held][y[held] != a.target])).argmax(1) == a.target).mean())
-           for a in case.attacks]
+    asr = [_attack_success(model, a, x[held], y[held]) for a in case.attacks]
     start = time.perf_counter()
     verdict = scan_model(model, Dataset(x[held], y[held]))
     seconds = time.perf_counter() - start
-    truth = sorted({a.target for a in case.attacks})
+    everywhere = any(a.all_to_all for a in case.attacks)
+    truth = sorted({a.target for a in case.attacks if not a.all_to_all})
     named = [c for c in verdict.target_classes if c in truth]
-    return (f"{case.name:<14}{seed:>5}  {'/'.join(f'{a:.2f}' for a in asr) or '-':<15}{truth!s:<11}"
+    return (f"{case.name:<16}{seed:>5}  {'/'.join(f'{a:.2f}' for a in asr) or '-':<15}"
+            f"{'c -> c+1' if everywhere else str(truth):<11}"
             f"{'yes' if verdict.backdoor_detected else 'no':<9}{verdict.target_classes!s:<14}"
-            f"{len(named)}/{len(truth):<6}{seconds:>6.1f}")
+            f"{'-' if everywhere else f'{len(named)}/{len(truth)}':<8}{seconds:>6.1f}")
+
+
+def _attack_success(model: Any, attack: Attack, x: np.ndarray, y: np.ndarray) -> float:
+    """Share of stamped held-out inputs (of the classes the attack moves) the model gives the attack's label."""
+    keep = np.ones(len(y), bool) if attack.all_to_all else y != attack.target
+    wanted = attack_labels(attack, y[keep], 10)
+    return float((model.predict(attack.apply(x[keep])).argmax(1) == wanted).mean())
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,7 +100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="run the cases whose name starts with this")
     args = parser.parse_args(argv)
     threadpool_limits(1)
-    print(f"{'case':<14}{'seed':>5}  {'attack success':<15}{'targets':<11}{'flagged':<9}{'named':<14}"
+    print(f"{'case':<16}{'seed':>5}  {'attack success':<15}{'targets':<11}{'flagged':<9}{'named':<14}"
           f"{'right':<8}{'scan s':>6}")
     with tempfile.TemporaryDirectory(prefix="bdguard-unseen-") as tmp:
         for case in (c for c in CASES if c.name.startswith(args.only)):
