@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from services.scanner.domain.detectors.base import Detector, Finding, register
+from services.scanner.domain.detectors.reversal import rows_per_chunk
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.progress import report
 from services.scanner.domain.stats import MIN_CLASSES, robust_z
@@ -43,7 +44,6 @@ from services.scanner.domain.stats import MIN_CLASSES, robust_z
 MIN_INPUTS = 16  # with ``budget_macs``: a costly model is measured on fewer clean inputs, never fewer than this
 MIN_GROUPS = 8  # ... and then on coarser groups of dormant features, never fewer than this
 TOLERANCE = 0.01  # of the data's value range: a feature within it of its median is at rest
-CHUNK_ROWS = 4096  # stamped inputs per forward call
 PUSH_FLOOR = 0.1  # log push: the smallest spread between classes that the z-score counts
 
 
@@ -108,7 +108,7 @@ def dormant_groups(x: FloatArray, max_active: float, max_groups: int) -> tuple[l
     is stamped on all of them, as triggers are. More dormant pixels than ``max_groups`` are stamped in
     that many runs of neighbours in reading order."""
     n = len(x)
-    flat = x.reshape(n, -1).astype(np.float64)
+    flat = x.reshape(n, -1)  # float32: a clean set of large images is hundreds of MB in float64
     lo, hi = float(flat.min()), float(flat.max())
     rest = np.median(flat, axis=0)
     stamp = np.where(np.abs(hi - rest) >= np.abs(lo - rest), hi, lo).astype(np.float32)
@@ -133,7 +133,7 @@ def group_rises(model: ModelHandle, x: FloatArray, groups: list[FloatArray], sta
     flat = x.reshape(n, -1)
     base = np.log(model.predict(x).astype(np.float64) + 1e-12)
     rises = np.zeros((len(groups), base.shape[1]))
-    per_call = max(1, CHUNK_ROWS // n)
+    per_call = max(1, rows_per_chunk(model) // n)  # stamped copies held at once: bounded memory on large inputs
     for start in range(0, len(groups), per_call):
         part = groups[start:start + per_call]
         stamped = np.repeat(flat[None], len(part), axis=0)
