@@ -87,14 +87,21 @@ def test_a_pixel_is_dormant_only_when_all_its_channels_are_and_is_stamped_on_all
     assert len(coarse) == 4 and sorted(int(f) for g in coarse for f in g) == sorted(int(f) for g in groups for f in g)
 
 
-def test_two_classes_give_no_signal(tmp_path: Path) -> None:
+def test_two_classes_are_scored_against_each_other_on_the_two_class_scale(tmp_path: Path) -> None:
     x, y, _, _ = held_out_digits()
-    keep = np.isin(y, [0, 1])
-    xs, ys = x[keep], y[keep]
-    spec = NetSpec("mlp", 16, "Relu")
-    onnx.save(build(spec, xs.shape[1:], 2, train(spec, xs, ys, 2, epochs=5, seed=0)), tmp_path / "b.onnx")
-    result = create(KEY).fit(open_model(tmp_path / "b.onnx"), Dataset(xs[:100], ys[:100])).result()
-    assert result.score == 0.0 and "classes" in result.evidence["note"]
+    keep = np.isin(y, [4, 7])
+    xs, ys = x[keep], (y[keep] == 7).astype(np.int64)
+    frame = Attack("frame", target=1, rate=0.1, size=1, row=7, col=0, pattern_seed=1)
+    xp, yp, _ = poison(xs[100:], ys[100:], frame, seed=1)
+    spec, clean = NetSpec("mlp", 16, "Relu"), Dataset(xs[:100], ys[:100])
+    scores = {}
+    for name, (xt, yt) in {"backdoored": (xp, yp), "clean": (xs[100:], ys[100:])}.items():
+        onnx.save(build(spec, xs.shape[1:], 2, train(spec, xt, yt, 2, epochs=30, seed=1)), tmp_path / f"{name}.onnx")
+        result = create(KEY).fit(open_model(tmp_path / f"{name}.onnx"), clean).result()
+        scores[name] = result.evidence["dormant_class_scores"]
+        assert scores[name][1] == pytest.approx(-scores[name][0], abs=1e-3)
+        assert result.evidence["note"].startswith("two classes")
+    assert scores["backdoored"][frame.target] > 2.0 > 1.0 + max(abs(v) for v in scores["clean"])
 
 
 def _r(key: str, name: str, scores: list[float]) -> DetectionResult:

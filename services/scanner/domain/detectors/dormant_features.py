@@ -10,6 +10,11 @@ feature is set to the far end of the data's value range on a sample of clean inp
 every class's log-probability (against the mean class) is recorded; a class's *push* is the sum of its
 rises over the dormant features. The per-class index is the robust z-score of the log push.
 
+Two classes leave no population for a median: there each class's index is the log ratio of its push to the
+other's over ``TWO_CLASS_SCALE`` (that ratio's spread on clean two-class digit models), as Neural Cleanse and
+MM-BD do. On the two two-class zoos (16 clean and 16 backdoored models each) this took the shipped verdict
+from 15 to 17 of 32 backdoors caught, still with no clean model flagged.
+
 It publishes that index as ``evidence["dormant_class_scores"]``, a supporting signal of the per-class
 agreement (:mod:`..fusion`): it joins Neural Cleanse's and MM-BD's indices on a class, it does not make a
 finding of its own below its high standalone bar. Over the 84 clean models of five digit zoos the index
@@ -39,12 +44,15 @@ from services.scanner.domain.detectors.base import Detector, Finding, register
 from services.scanner.domain.detectors.reversal import rows_per_chunk
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.progress import report
-from services.scanner.domain.stats import MIN_CLASSES, robust_z
+from services.scanner.domain.stats import class_outlier_note, robust_z, two_class_z
 
 MIN_INPUTS = 16  # with ``budget_macs``: a costly model is measured on fewer clean inputs, never fewer than this
 MIN_GROUPS = 8  # ... and then on coarser groups of dormant features, never fewer than this
 TOLERANCE = 0.01  # of the data's value range: a feature within it of its median is at rest
 PUSH_FLOOR = 0.1  # log push: the smallest spread between classes that the z-score counts
+# Two classes: the log ratio of the two pushes on the 32 clean two-class digit models of ``binary`` and
+# ``binary2`` (MLPs and CNNs) has an RMS of 1.27 (1.26 and 1.29 on each) and a largest value of 2.62
+TWO_CLASS_SCALE = 1.3
 
 
 @register
@@ -73,8 +81,8 @@ class DormantFeatures(Detector):
             if inputs * len(groups) > rows:
                 max_groups = max(MIN_GROUPS, rows // inputs)
                 groups, stamp = dormant_groups(data.x, self.max_active, max_groups)
-        if model.num_classes < MIN_CLASSES or not groups:
-            why = (f"fewer than {MIN_CLASSES} classes: no class can stand out" if model.num_classes < MIN_CLASSES
+        if model.num_classes < 2 or not groups:
+            why = ("one class: there is no other class to push toward" if model.num_classes < 2
                    else "no dormant features: every input feature varies over the clean data, nothing to measure")
             return Finding(score=0.0, target_classes=[], evidence={
                 "dormant_features": sum(len(g) for g in groups), "dormant_class_scores": None, "note": why})
@@ -82,14 +90,15 @@ class DormantFeatures(Detector):
         rises = group_rises(model, data.x[np.sort(pick)], groups, stamp)
         push = np.maximum(rises, 0.0).sum(axis=0)  # a class's push: its rises summed over the dormant features
         logs = np.log(push + 1e-6 * max(float(push.mean()), 1e-12))
-        z = robust_z(logs, floor=PUSH_FLOOR)
+        z = two_class_z(logs, TWO_CLASS_SCALE) if len(logs) == 2 else robust_z(logs, floor=PUSH_FLOOR)
         ranking = [int(c) for c in np.argsort(-z, kind="stable")]
         thr = self.effective_threshold()
         return Finding(score=float(z.max()), target_classes=[c for c in ranking if z[c] > thr] or ranking[:1],
                        evidence={"dormant_features": int(sum(len(g) for g in groups)), "groups": len(groups),
                                  "inputs": len(pick), "push": [round(float(v), 4) for v in push],
                                  "dormant_class_scores": [round(float(v), 3) for v in z], "ranking": ranking,
-                                 "push_map": push_map(rises, groups, ranking[0], tuple(data.x.shape[1:]))})
+                                 "push_map": push_map(rises, groups, ranking[0], tuple(data.x.shape[1:])),
+                                 **class_outlier_note(model.num_classes)})
 
     def _affordable_rows(self, model: ModelHandle) -> int | None:
         """Forward rows ``budget_macs`` pays for on ``model`` (``None``: no budget, or the cost is unknown)."""
