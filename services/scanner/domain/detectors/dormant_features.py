@@ -18,8 +18,9 @@ from 15 to 17 of 32 backdoors caught, still with no clean model flagged.
 It publishes that index as ``evidence["dormant_class_scores"]``, a supporting signal of the per-class
 agreement (:mod:`..fusion`): it joins Neural Cleanse's and MM-BD's indices on a class, it does not make a
 finding of its own below its high standalone bar. Over the 84 clean models of five digit zoos the index
-stays at most 2.5; on a three-layer MLP with a one-pixel border frame (``holdout/mlp3_bd_03``, missed
-before) it is 6.8 at the target, and the agreement catches it. It adds no false alarm there.
+stays at most 2.85; on a three-layer MLP with a one-pixel border frame (``holdout/mlp3_bd_03``, missed
+before) it is 9.5 at the target, over the standalone bar too. Pooled over those five zoos the verdict
+catches 56 of 60 all-to-one backdoors instead of 55, with the same 4 of 84 false alarms.
 
 Cost: forward passes only, ``inputs`` x the dormant features (at most ``max_groups``: more dormant
 features are stamped in that many contiguous groups), chunked to bounded memory. Like the trigger searches
@@ -61,7 +62,7 @@ class DormantFeatures(Detector):
 
     key = "dormant_features.v1"
     level = "model"
-    default_threshold = 6.0  # alone (clean digit models: at most 2.5); as a supporting signal in the agreement
+    default_threshold = 6.0  # alone (clean digit models: at most 2.85); as a supporting signal in the agreement
 
     def __init__(self, *, inputs: int = 256, max_active: float = 0.01, max_groups: int = 256,
                  budget_macs: float | None = 2e10, threshold: float | None = None, seed: int = 0) -> None:
