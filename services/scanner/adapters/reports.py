@@ -1,4 +1,5 @@
-"""Report writers: JSON, a self-contained HTML page (triggers inline as PNG) and SARIF 2.1.0."""
+"""Report writers: JSON, a self-contained HTML page (triggers, per-class bar charts and the dormant-feature map
+inline as PNG) and SARIF 2.1.0."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import orjson
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from services.scanner.domain.all_to_all import KEY as ALL_TO_ALL_KEY
 from services.scanner.domain.detectors.base import UNIVERSAL, DetectionResult
@@ -96,6 +97,8 @@ def write_html(report: dict[str, Any], path: Path) -> None:
         parts.append("</table>")
         if pictured := d["evidence"].get("push_map"):
             parts.append(_push_map_figure(pictured))
+        if charted := _class_chart(d):
+            parts.append(charted)
         for c, png in d.get("triggers_png_base64", {}).items():
             name = "universal (any class)" if c == "-1" else f"class {c}"  # the untargeted trigger
             parts.append(f"<figure style='display:inline-block'><img alt='reversed trigger {esc(name)}' "
@@ -116,6 +119,45 @@ def _push_map_figure(pictured: dict[str, Any]) -> str:
     values = np.asarray(pictured["values"], dtype=np.float64).reshape(pictured["shape"])
     png = base64.b64encode(trigger_png(np.ones_like(values), values)).decode()
     caption = f"dormant features pushing toward class {int(pictured['class'])}"
+    return (f"<figure style='display:inline-block'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
+            f"{png}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+CHARTED = ("class_scores", "dormant_class_scores")  # per-class indices drawn as bars against the detector's bar
+
+
+def class_scores_png(scores: list[float], threshold: float, bar: int = 24, height: int = 120) -> bytes:
+    """A bar per class (class 0 on the left), up for positive indices and down for negative ones, red when
+    over ``threshold`` (drawn as a line), grey otherwise."""
+    values = np.nan_to_num(np.asarray(scores, dtype=np.float64))
+    top = max(float(values.max(initial=0.0)), threshold, 1e-9)
+    bottom = min(float(values.min(initial=0.0)), 0.0)
+    scale = (height - 8) / (top - bottom)
+    zero = 4 + top * scale
+    img = Image.new("RGB", (bar * len(values) + 8, height), "white")
+    draw = ImageDraw.Draw(img)
+    for c, v in enumerate(values):
+        x0, y = 4 + c * bar + 3, zero - v * scale
+        draw.rectangle([x0, min(y, zero), x0 + bar - 6, max(y, zero)], fill=(200, 30, 30) if v > threshold
+                       else (150, 150, 150))
+    draw.line([0, zero, img.width, zero], fill=(0, 0, 0))
+    line = zero - threshold * scale
+    for x in range(0, img.width, 8):  # dashed: the detector's bar
+        draw.line([x, line, x + 4, line], fill=(200, 30, 30))
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def _class_chart(detector: dict[str, Any]) -> str:
+    """The detector's per-class index as a bar chart (nothing when it published none)."""
+    name = next((n for n in CHARTED if detector["evidence"].get(n)), None)
+    if name is None:
+        return ""
+    scores = detector["evidence"][name]
+    png = base64.b64encode(class_scores_png(scores, float(detector["threshold"]))).decode()
+    caption = (f"per-class index, classes 0-{len(scores) - 1} left to right; dashed: the bar "
+               f"({detector['threshold']:.2f})")
     return (f"<figure style='display:inline-block'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
             f"{png}'><figcaption>{html.escape(caption)}</figcaption></figure>")
 
