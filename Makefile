@@ -12,6 +12,7 @@ demo: setup
 
 test: setup
 	BDGUARD_TEST_POSTGRES_URL=$${BDGUARD_TEST_POSTGRES_URL:-$$(bash .ci/postgres.sh | tail -n1)} \
+	BDGUARD_TEST_CHROMIUM=$${BDGUARD_TEST_CHROMIUM:-$$(bash .ci/chromium.sh | tail -n1)} \
 	  $(VENV)/pytest -p no:cacheprovider
 	$(MAKE) lint
 
