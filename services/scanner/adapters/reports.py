@@ -101,8 +101,7 @@ def write_html(report: dict[str, Any], path: Path) -> None:
             parts.append(charted)
         for c, png in d.get("triggers_png_base64", {}).items():
             name = "universal (any class)" if c == "-1" else f"class {c}"  # the untargeted trigger
-            parts.append(f"<figure style='display:inline-block'><img alt='reversed trigger {esc(name)}' "
-                         f"src='data:image/png;base64,{png}'><figcaption>{esc(name)}</figcaption></figure>")
+            parts.append(_figure(png, name, alt=f"reversed trigger {name}"))
     if report.get("suspicious_indices"):
         parts.append(f"<h3>Suspicious samples ({len(report['suspicious_indices'])})</h3>"
                      f"<p><code>{esc(str(report['suspicious_indices'][:500]))}</code></p>")
@@ -118,9 +117,7 @@ def _push_map_figure(pictured: dict[str, Any]) -> str:
     toward its top class, and how hard (brighter: harder)."""
     values = np.asarray(pictured["values"], dtype=np.float64).reshape(pictured["shape"])
     png = base64.b64encode(trigger_png(np.ones_like(values), values)).decode()
-    caption = f"dormant features pushing toward class {int(pictured['class'])}"
-    return (f"<figure style='display:inline-block'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
-            f"{png}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+    return _figure(png, f"dormant features pushing toward class {int(pictured['class'])}")
 
 
 CHARTED = ("class_scores", "dormant_class_scores")  # per-class indices drawn as bars against the detector's bar
@@ -156,10 +153,14 @@ def _class_chart(detector: dict[str, Any]) -> str:
         return ""
     scores = detector["evidence"][name]
     png = base64.b64encode(class_scores_png(scores, float(detector["threshold"]))).decode()
-    caption = (f"per-class index, classes 0-{len(scores) - 1} left to right; dashed: the bar "
-               f"({detector['threshold']:.2f})")
-    return (f"<figure style='display:inline-block'><img alt='{html.escape(caption)}' src='data:image/png;base64,"
-            f"{png}'><figcaption>{html.escape(caption)}</figcaption></figure>")
+    return _figure(png, f"per-class index, classes 0-{len(scores) - 1} left to right; dashed: the bar "
+                        f"({detector['threshold']:.2f})")
+
+
+def _figure(png_base64: str, caption: str, alt: str | None = None) -> str:
+    """An inline PNG with its caption (and ``alt`` text, the caption by default)."""
+    return (f"<figure style='display:inline-block'><img alt='{html.escape(alt or caption)}' "
+            f"src='data:image/png;base64,{png_base64}'><figcaption>{html.escape(caption)}</figcaption></figure>")
 
 
 def write_sarif(report: dict[str, Any], path: Path, artifact: str) -> None:
