@@ -21,14 +21,15 @@ the clean models of three digit zoos; class 1 is both naturally small and unlike
 general the index divides the sum by the square root of the sum of all pairwise null correlations.
 Results without per-class signals, or whose class count differs, are left out.
 
-The dormant-feature detector (:mod:`.detectors.dormant_features`) publishes
-``evidence["dormant_class_scores"]``: which class the model pushes toward from the input features its clean
-data never uses (an image's blank margin). It is another detector's measurement, so it counts as
-independent of the others (no null correlation), and it is supporting, like the baseline: on the pooled
-five digit zoos it catches one more backdoor (a one-pixel border frame on a three-layer MLP, 55 -> 56 of
-60) and adds no false alarm (4 of 84).
+The dormant-feature detector (:mod:`.detectors.dormant_features`) publishes its per-class index as
+``evidence["dormant_class_scores"]``, deliberately not a signal of the agreement. Joined as an independent
+supporting signal it caught one more backdoor on the pooled digit zoos and two more two-class ones, with
+no more false alarms there; but on clean MLPs of 28 x 28 digits (upsampled, with a blank border, as MNIST
+has) its index rose on the very class that is naturally easy to reach (the push of a blank pixel runs
+through the same trained layers as a natural trigger), and it took 2 of 6 over the bar. It is not
+independent of Neural Cleanse under the null, so it flags on its own bar only.
 
-Baseline, foreign and dormant signals are *supporting* evidence: each class keeps the largest index over the
+Baseline and foreign signals are *supporting* evidence: each class keeps the largest index over the
 detectors' own signals alone or joined with one supporting signal, so a target whose class was already
 easy in the earlier version, or whose trigger happens to look like its class, is not diluted by them.
 One at a time: on the holdout zoo (with the foreign signal then taken as independent), joining both as
@@ -58,7 +59,7 @@ from services.scanner.domain.model import FloatArray
 
 KEY = "agreement.v1"
 DEFAULT_THRESHOLD = 3.3  # pooled clean population of five digit zoos (84 models): see the module docstring
-SUPPORTING = ("baseline_class_scores", "foreign_class_scores", "dormant_class_scores")
+SUPPORTING = ("baseline_class_scores", "foreign_class_scores")
 SIGNALS = ("class_scores", *SUPPORTING)
 SEPARATE_SOURCES = ("foreign_class_scores",)
 SEPARATE_CORRELATION = 0.4  # per-class, NC's own index vs its foreign signal, clean zoo models: 0.38-0.42

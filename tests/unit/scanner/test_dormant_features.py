@@ -108,16 +108,14 @@ def _r(key: str, name: str, scores: list[float]) -> DetectionResult:
     return DetectionResult(key, max(scores), 3.5, "clean", [], {name: scores}, [], 0.1)
 
 
-def test_the_dormant_signal_supports_an_agreement_as_an_independent_source() -> None:
+def test_the_dormant_signal_stays_out_of_the_agreement() -> None:
+    # not independent of Neural Cleanse on clean models (see fusion.py): it flags on its own bar only
     peak = [2.0 if c == 3 else 0.0 for c in range(10)]
     nc, mm = _r("nc", "class_scores", peak), _r("mm", "class_scores", peak)
-    assert not agreement([nc, mm]).flagged  # type: ignore[union-attr]  # 4 / sqrt(2) = 2.83
-    push = _r(KEY, "dormant_class_scores", [3.0 if c == 3 else 0.0 for c in range(10)])
+    push = _r(KEY, "dormant_class_scores", [5.0 if c == 3 else 0.0 for c in range(10)])
     joined = agreement([nc, mm, push])
-    assert joined is not None and joined.flagged and joined.target_classes == [3]
-    assert joined.score == pytest.approx(7.0 / math.sqrt(3))
-    elsewhere = _r(KEY, "dormant_class_scores", [3.0 if c == 5 else 0.0 for c in range(10)])
-    assert agreement([nc, mm, elsewhere]).score == pytest.approx(4.0 / math.sqrt(2))  # type: ignore[union-attr]
+    assert joined is not None and not joined.flagged and joined.score == pytest.approx(4.0 / math.sqrt(2))
+    assert joined.evidence["signals"] == ["nc/class_scores", "mm/class_scores"]
 
 
 @pytest.mark.parametrize(("macs", "inputs", "groups"), [(None, 256, 11), (1e8, 18, 11), (1e9, 16, 8)])

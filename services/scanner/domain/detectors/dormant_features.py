@@ -12,15 +12,14 @@ rises over the dormant features. The per-class index is the robust z-score of th
 
 Two classes leave no population for a median: there each class's index is the log ratio of its push to the
 other's over ``TWO_CLASS_SCALE`` (that ratio's spread on clean two-class digit models), as Neural Cleanse and
-MM-BD do. On the two two-class zoos (16 clean and 16 backdoored models each) this took the shipped verdict
-from 15 to 17 of 32 backdoors caught, still with no clean model flagged.
+MM-BD do.
 
-It publishes that index as ``evidence["dormant_class_scores"]``, a supporting signal of the per-class
-agreement (:mod:`..fusion`): it joins Neural Cleanse's and MM-BD's indices on a class, it does not make a
-finding of its own below its high standalone bar. Over the 84 clean models of five digit zoos the index
-stays at most 2.85; on a three-layer MLP with a one-pixel border frame (``holdout/mlp3_bd_03``, missed
-before) it is 9.5 at the target, over the standalone bar too. Pooled over those five zoos the verdict
-catches 56 of 60 all-to-one backdoors instead of 55, with the same 4 of 84 false alarms.
+It flags on its own bar (6.0) only. Over the 84 clean models of five digit zoos the index stays at most 2.85,
+and at most 3.2 on clean MLPs and CNNs of 28 x 28 digits; on a three-layer MLP with a one-pixel border frame
+(``holdout/mlp3_bd_03``, missed before) it is 9.5 at the target. Pooled over those five zoos the verdict
+catches 56 of 60 all-to-one backdoors instead of 55, with the same 4 of 84 false alarms. The index is
+published as ``evidence["dormant_class_scores"]`` but is not a signal of the per-class agreement
+(:mod:`..fusion` says why: on clean 28 x 28 MLPs it rises with Neural Cleanse's naturally easy class).
 
 Cost: forward passes only, ``inputs`` x the dormant features (at most ``max_groups``: more dormant
 features are stamped in that many contiguous groups), chunked to bounded memory. Like the trigger searches
@@ -62,7 +61,7 @@ class DormantFeatures(Detector):
 
     key = "dormant_features.v1"
     level = "model"
-    default_threshold = 6.0  # alone (clean digit models: at most 2.85); as a supporting signal in the agreement
+    default_threshold = 6.0  # clean digit models: at most 2.85 (8 x 8, 16 x 16), 3.2 (28 x 28)
 
     def __init__(self, *, inputs: int = 256, max_active: float = 0.01, max_groups: int = 256,
                  budget_macs: float | None = 2e10, threshold: float | None = None, seed: int = 0) -> None:
