@@ -9,7 +9,9 @@ scans it with the shipped defaults and prints what was found against the truth:
 * ``frame-mlp``: a one-pixel frame on the blank border (what the dormant-feature signal is for);
 * ``a2a-corner-mlp`` / ``a2a-corner-cnn``: BadNets' all-to-all attack (every class c to c + 1) with a corner
   patch; no target to name, so only the flag counts;
-* ``clean-mlp`` / ``clean-cnn``: the same recipes without poison (false alarms).
+* ``clean-mlp`` / ``clean-cnn``: the same recipes without poison (false alarms);
+* ``m28-…``: MNIST's geometry, 28 x 28 (the digits upsampled 3 x 3 inside a blank 2-pixel border): a corner
+  patch on a CNN, and clean CNNs and MLPs (false alarms on a geometry no zoo holds).
 
     python -m benchmarks.unseen_recipes [--seeds 1 2 3]
 """
@@ -60,11 +62,24 @@ CASES = (
                                                 all_to_all=True),), epochs=15),
     Case("clean-mlp", "flat", "mlp", ()),
     Case("clean-cnn", "img", "cnn", (), epochs=15),
+    Case("m28-corner-cnn", "img28", "cnn", (Attack("patch", target=5, rate=0.05, size=3, row=25, col=25,
+                                                   pattern_seed=9),), epochs=10),
+    Case("m28-clean-cnn", "img28", "cnn", (), epochs=10),
+    Case("m28-clean-mlp", "flat28", "mlp", ()),
 )
 
 
+def _digits(kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """The zoo's digits, or (``img28`` / ``flat28``) upsampled 3 x 3 and padded to MNIST's 28 x 28."""
+    if not kind.endswith("28"):
+        return digits(kind)
+    flat, y = digits("flat")
+    big = np.pad(np.kron(flat.reshape(-1, 8, 8), np.ones((3, 3), np.float32)), ((0, 0), (2, 2), (2, 2)))
+    return (big[:, None] if kind == "img28" else big.reshape(len(big), -1)).astype(np.float32), y
+
+
 def run_case(case: Case, seed: int, work: Path) -> str:
-    x, y = digits(case.kind)
+    x, y = _digits(case.kind)
     order = np.random.default_rng(0).permutation(len(x))
     held, rest = order[:400], order[400:]
     xs, ys = x[rest], y[rest]
