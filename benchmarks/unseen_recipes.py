@@ -10,6 +10,8 @@ scans it with the shipped defaults and prints what was found against the truth:
 * ``a2a-corner-mlp`` / ``a2a-corner-cnn``: BadNets' all-to-all attack (every class c to c + 1) with a corner
   patch; no target to name, so only the flag counts;
 * ``clean-mlp`` / ``clean-cnn``: the same recipes without poison (false alarms);
+* ``bin-…``: two-class models, a pair of digits drawn per seed (labels 0 and 1): a corner patch on an MLP and
+  a CNN, a blend on an MLP, and clean twins (two-class models are judged on a lower agreement bar);
 * ``m28-…``: MNIST's geometry, 28 x 28 (the digits upsampled, smoothed and shifted inside a blank border): a
   corner patch on a CNN, and clean CNNs and MLPs (false alarms on a geometry no zoo holds).
 
@@ -32,6 +34,7 @@ from threadpoolctl import threadpool_limits
 from benchmarks.zoo.attacks import Attack, attack_labels, digits, poison
 from benchmarks.zoo.nets import NetSpec, build, train
 from services.scanner.adapters.onnx_model import open_model
+from services.scanner.domain.fusion import KEY as AGREEMENT
 from services.scanner.domain.model import Dataset
 from services.scanner.service_layer.scan import scan_model
 
@@ -47,6 +50,7 @@ class Case:
     arch: str
     attacks: tuple[Attack, ...]
     epochs: int = 30
+    pair: bool = False  # two classes: a pair of digits drawn per seed, labelled 0 and 1
 
 
 CASES = (
@@ -62,6 +66,14 @@ CASES = (
                                                 all_to_all=True),), epochs=15),
     Case("clean-mlp", "flat", "mlp", ()),
     Case("clean-cnn", "img", "cnn", (), epochs=15),
+    Case("bin-corner-mlp", "flat", "mlp", (Attack("patch", target=1, rate=0.08, size=2, row=0, col=6, pattern_seed=4),),
+         pair=True),
+    Case("bin-corner-cnn", "img", "cnn", (Attack("patch", target=0, rate=0.08, size=3, row=13, col=13,
+                                                 pattern_seed=4),), epochs=15, pair=True),
+    Case("bin-blend-mlp", "flat", "mlp", (Attack("blend", target=1, rate=0.08, alpha=0.15, pattern_seed=8),),
+         pair=True),
+    Case("bin-clean-mlp", "flat", "mlp", (), pair=True),
+    Case("bin-clean-cnn", "img", "cnn", (), epochs=15, pair=True),
     Case("m28-corner-cnn", "img28", "cnn", (Attack("patch", target=5, rate=0.05, size=3, row=25, col=25,
                                                    pattern_seed=9),), epochs=10),
     Case("m28-clean-cnn", "img28", "cnn", (), epochs=10),
@@ -90,32 +102,39 @@ def _digits(kind: str) -> tuple[np.ndarray, np.ndarray]:
 
 def run_case(case: Case, seed: int, work: Path) -> str:
     x, y = _digits(case.kind)
+    k = 10
+    if case.pair:
+        pair = np.random.default_rng(seed + 500).choice(10, size=2, replace=False)
+        keep = np.isin(y, pair)
+        x, y, k = x[keep], (y[keep] == pair[1]).astype(np.int64), 2
     order = np.random.default_rng(0).permutation(len(x))
-    held, rest = order[:400], order[400:]
+    held, rest = order[:400 if k > 2 else 120], order[400 if k > 2 else 120:]
     xs, ys = x[rest], y[rest]
     for i, attack in enumerate(case.attacks):
         xs, ys, _ = poison(xs, ys, attack, seed=seed * 10 + i)
     spec = NetSpec(case.arch, 32 if case.arch.startswith("mlp") else 16, "Relu")
     path = work / f"{case.name}-{seed}.onnx"
-    onnx.save(build(spec, xs.shape[1:], 10, train(spec, xs, ys, 10, epochs=case.epochs, seed=seed)), path)
+    onnx.save(build(spec, xs.shape[1:], k, train(spec, xs, ys, k, epochs=case.epochs, seed=seed)), path)
     model = open_model(path)
-    asr = [_attack_success(model, a, x[held], y[held]) for a in case.attacks]
+    asr = [_attack_success(model, a, x[held], y[held], k) for a in case.attacks]
     start = time.perf_counter()
     verdict = scan_model(model, Dataset(x[held], y[held]))
     seconds = time.perf_counter() - start
     everywhere = any(a.all_to_all for a in case.attacks)
     truth = sorted({a.target for a in case.attacks if not a.all_to_all})
     named = [c for c in verdict.target_classes if c in truth]
+    joined = next((r for r in verdict.results if r.key == AGREEMENT), None)
+    agree = "-" if joined is None else f"{joined.score:.2f}/{joined.threshold:.2f}"
     return (f"{case.name:<16}{seed:>5}  {'/'.join(f'{a:.2f}' for a in asr) or '-':<15}"
             f"{'c -> c+1' if everywhere else str(truth):<11}"
             f"{'yes' if verdict.backdoor_detected else 'no':<9}{verdict.target_classes!s:<14}"
-            f"{'-' if everywhere else f'{len(named)}/{len(truth)}':<8}{seconds:>6.1f}")
+            f"{'-' if everywhere else f'{len(named)}/{len(truth)}':<8}{seconds:>6.1f}  {agree}")
 
 
-def _attack_success(model: Any, attack: Attack, x: np.ndarray, y: np.ndarray) -> float:
+def _attack_success(model: Any, attack: Attack, x: np.ndarray, y: np.ndarray, k: int) -> float:
     """Share of stamped held-out inputs (of the classes the attack moves) the model gives the attack's label."""
     keep = np.ones(len(y), bool) if attack.all_to_all else y != attack.target
-    wanted = attack_labels(attack, y[keep], 10)
+    wanted = attack_labels(attack, y[keep], k)
     return float((model.predict(attack.apply(x[keep])).argmax(1) == wanted).mean())
 
 
@@ -126,7 +145,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     threadpool_limits(1)
     print(f"{'case':<16}{'seed':>5}  {'attack success':<15}{'targets':<11}{'flagged':<9}{'named':<14}"
-          f"{'right':<8}{'scan s':>6}")
+          f"{'right':<8}{'scan s':>6}  agreement/bar")
     with tempfile.TemporaryDirectory(prefix="bdguard-unseen-") as tmp:
         for case in (c for c in CASES if c.name.startswith(args.only)):
             for seed in args.seeds:

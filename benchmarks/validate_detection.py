@@ -36,6 +36,7 @@ from services.scanner.domain.detectors.strip import StripGuard
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
 from services.scanner.domain.fusion import KEY as AGREEMENT
 from services.scanner.domain.fusion import agreement
+from services.scanner.domain.fusion import bar as agreement_bar
 from services.scanner.domain.isolation import DEFAULT_THRESHOLD as ISO_THRESHOLD
 from services.scanner.domain.isolation import KEY as ISO
 from services.scanner.domain.isolation import isolated_trigger
@@ -187,7 +188,7 @@ def _ledger_pairs(models: list[dict[str, Any]], raw: dict[str, list[dict[str, An
             with_base = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, m["id"])["evidence"]["l1_norms"])
             joined = _joined(with_base, AGREEMENT)
             verdict = combine([_result(r, REGISTRY[r["key"]].default_threshold) for r in rows]
-                              + ([_result(joined, AGREEMENT_THRESHOLD)] if joined else [])
+                              + ([_result(joined, _default(AGREEMENT, joined))] if joined else [])
                               + [_result(c, _default(c["key"])) for c in _nc_checks(rows)])
             flags[bool(e["backdoored"])].append(verdict.backdoor_detected)
     print(f"\n== shipped verdict with a clean earlier version, over all {len(flags[True]) + len(flags[False])} "
@@ -227,7 +228,7 @@ def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]
         for k in keys:
             base = k.split("+")[0]
             if not calibrated:
-                out[e["id"]][k] = _default(base)
+                out[e["id"]][k] = _default(base, next(r for r in raw[e["id"]] if r["key"] == k))
                 continue
             other = [next(r for r in raw[m["id"]] if r["key"] == k)["score"]
                      for m in models if not m["backdoored"] and fold[m["id"]] != fold[e["id"]]]
@@ -235,15 +236,18 @@ def _thresholds(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]
     return out
 
 
-def _default(key: str) -> float:
+def _default(key: str, row: dict[str, Any] | None = None) -> float:
+    """The shipped threshold of ``key``; the agreement's depends on the class count of its ``row``."""
     base = key.split("+")[0]
+    if base == AGREEMENT and row is not None:
+        return agreement_bar(AGREEMENT_THRESHOLD, len(row["evidence"]["class_scores"]))
     derived = {AGREEMENT: AGREEMENT_THRESHOLD, A2A: A2A_THRESHOLD, ISO: ISO_THRESHOLD}
     return derived.get(base) or REGISTRY[base].default_threshold
 
 
 def _ratio(rows: list[dict[str, Any]], keys: list[str]) -> float:
     """How far the most suspicious of ``keys`` is past its shipped threshold (1.0 = at it)."""
-    return max(r["score"] / _default(r["key"]) for r in rows if r["key"] in keys)
+    return max(r["score"] / _default(r["key"], r) for r in rows if r["key"] in keys)
 
 
 def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], calibrated: bool) -> None:
@@ -268,7 +272,7 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
                 bar = float(np.quantile([_ratio(raw[m["id"]], ks) for m in models
                                          if not m["backdoored"] and fold[m["id"]] != fold[e["id"]]], 0.95,
                                         method="higher"))
-                ranked = sorted(raw[e["id"]], key=lambda r: -r["score"] / _default(r["key"]))
+                ranked = sorted(raw[e["id"]], key=lambda r: -r["score"] / _default(r["key"], r))
                 hit = _ratio(raw[e["id"]], ks) > bar
                 verdicts[e["id"]] = (hit, next(r["full_targets"] for r in ranked if r["key"] in ks) if hit else [])
                 continue
@@ -288,12 +292,24 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
     if shipped:
         zoos = dict.fromkeys(e["dir"] for e in models)
         print("SHIPPED per zoo: " + "  ".join(_per_zoo(models, shipped, zoo) for zoo in zoos))
+        print("SHIPPED per attack kind: " + _per_kind(models, shipped))
 
 
 def _per_zoo(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[int]]], zoo: Path) -> str:
     bd = [verdicts[e["id"]][0] for e in models if e["dir"] == zoo and e["backdoored"]]
     clean = [verdicts[e["id"]][0] for e in models if e["dir"] == zoo and not e["backdoored"]]
     return f"{zoo.name} TPR {sum(bd)}/{len(bd)} FPR {sum(clean)}/{len(clean)}"
+
+
+def _per_kind(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[int]]]) -> str:
+    """Backdoors caught per attack kind (patch, blend, frame, ...; source-specific ones apart)."""
+    caught: dict[str, list[bool]] = {}
+    for e in models:
+        if e["backdoored"]:
+            attack = e.get("attack") or {}
+            kind = str(attack.get("kind", "?")) + ("/source-specific" if attack.get("source") is not None else "")
+            caught.setdefault(kind, []).append(verdicts[e["id"]][0])
+    return "  ".join(f"{k} {sum(v)}/{len(v)}" for k, v in sorted(caught.items()))
 
 
 def _scan_data(models: list[dict[str, Any]], seed: int = 0) -> None:

@@ -11,7 +11,8 @@ have, other seeds. Do not tune on it; report it. The ``tact`` flavor holds sourc
 The ``clean`` flavor holds only clean models of the main architectures, fresh seeds, to measure false
 alarms on more models than the other zoos hold. The ``binary`` flavor holds two-class models (a random
 pair of digits per model, each with its own ``<id>_clean.npz``), clean and backdoored; ``binary2`` the same
-with fresh seeds, to check the two-class scale measured on ``binary``. The ``alltoall`` flavor holds only
+with fresh seeds, to check the two-class scale measured on ``binary``; ``binary3`` to ``binary5`` fresh seeds
+again, to check the two-class agreement bar set on the first two. The ``alltoall`` flavor holds only
 all-to-all backdoors (a trigger takes every class c to c + 1) with the holdout kinds on the four digit
 architectures; its clean counterparts are the other zoos' clean models. The ``vit`` flavor holds small
 vision transformers (4 x 4 patches, one self-attention block with LayerNormalization and a GELU MLP) on
@@ -73,7 +74,8 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
 
 
 SEED_BASE = {"holdout": 5000, "holdout2": 9000,  # holdout2: the same recipe, fresh models, for a last check
-             "tact": 13000, "clean": 17000, "binary": 21000, "binary2": 21100, "large": 25000, "alltoall": 29000,
+             "tact": 13000, "clean": 17000, "binary": 21000, "binary2": 21100, "binary3": 21200, "binary4": 21300,
+             "binary5": 21400, "large": 25000, "alltoall": 29000,
              "vit": 33000}
 HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
 

@@ -36,6 +36,16 @@ One at a time: on the holdout zoo (with the foreign signal then taken as indepen
 well raised the false alarms over model x earlier-version pairs from 0.15 to 0.18 and caught no more
 backdoors.
 
+Two classes: every two-class index is antisymmetric (class 0's is minus class 1's), so the agreement's
+largest class score is the absolute value of one statistic, where with K classes it is the largest of K
+noisy ones. The many-class bar therefore holds a two-class model to a far lower false-alarm rate (3.3 is
+passed by 0.5% of the per-class values of 84 clean ten-class models, so by 4 of the 84 models; by none of
+the 64 per-class values of 32 clean two-class models, whose RMS is 1.03), and it caught 15 of their 32
+backdoored twins. The two-class bar is ``TWO_CLASS_FACTOR`` x 3.3 = 2.64, chosen on those two zoos (clean:
+largest 2.86, next 2.06; 22 of 32 backdoors caught) and checked on three fresh ones: of 48 clean models
+none is over it but one that Neural Cleanse flags on its own anyway, and 28 of 48 backdoors are caught
+(22 at 3.3); on two-class recipes outside every zoo, 15 of 18 caught and 0 of 12 clean flagged.
+
 Threshold: 3.3, with Neural Cleanse alone at 4.3 and MM-BD alone at 4.0, keeps the false alarms of the
 shipped verdict at 4 of 84 clean models (4.8%) over five digit zoos of different training recipes,
 catching 55 of 60 all-to-one backdoors. It was 3.2 while the search of the costlier digit CNNs was cut
@@ -59,11 +69,18 @@ from services.scanner.domain.model import FloatArray
 
 KEY = "agreement.v1"
 DEFAULT_THRESHOLD = 3.3  # pooled clean population of five digit zoos (84 models): see the module docstring
+TWO_CLASS_FACTOR = 0.8  # two classes: one statistic, not the largest of K (see the module docstring)
 SUPPORTING = ("baseline_class_scores", "foreign_class_scores")
 SIGNALS = ("class_scores", *SUPPORTING)
 SEPARATE_SOURCES = ("foreign_class_scores",)
 SEPARATE_CORRELATION = 0.4  # per-class, NC's own index vs its foreign signal, clean zoo models: 0.38-0.42
 Signal = tuple[str, str, list[float]]  # (detector key, evidence name, per-class index)
+
+
+def bar(threshold: float, num_classes: int) -> float:
+    """The agreement's bar for a model of ``num_classes`` classes: ``threshold`` (the many-class bar) times
+    ``TWO_CLASS_FACTOR`` for two classes."""
+    return threshold * TWO_CLASS_FACTOR if num_classes == 2 else threshold
 
 
 def signals(results: Sequence[DetectionResult]) -> list[Signal]:
@@ -102,7 +119,8 @@ def agreement(results: Sequence[DetectionResult], threshold: float = DEFAULT_THR
     """The per-class agreement of ``results`` as one more result, or ``None`` when fewer than two
     per-class signals that can agree (detectors' own indices and baselines) over the same classes
     are published. Each class keeps its largest index over the detectors' own signals, alone or
-    joined with one supporting signal."""
+    joined with one supporting signal. ``threshold`` is the many-class bar; a two-class model's is
+    lower (:func:`bar`), and the result carries the bar it was judged on."""
     rows = signals(results)
     if len({len(s) for _, _, s in rows}) != 1:
         return None
@@ -114,6 +132,7 @@ def agreement(results: Sequence[DetectionResult], threshold: float = DEFAULT_THR
     joined = np.max([_stouffer(group) for group in valid], axis=0)
     ranking = [int(c) for c in np.argsort(-joined, kind="stable")]
     score = float(joined.max())
+    threshold = bar(threshold, len(joined))
     flagged = score > threshold
     targets = [c for c in ranking if joined[c] > threshold] if flagged else []
     return DetectionResult(

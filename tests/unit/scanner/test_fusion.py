@@ -7,7 +7,7 @@ import math
 import pytest
 
 from services.scanner.domain.detectors.base import DetectionResult
-from services.scanner.domain.fusion import agreement
+from services.scanner.domain.fusion import DEFAULT_THRESHOLD, TWO_CLASS_FACTOR, agreement
 
 pytestmark = pytest.mark.unit
 
@@ -31,6 +31,21 @@ def test_the_same_evidence_on_different_classes_does_not() -> None:
     joined = agreement([_r("nc", _peak(10, 4, 2.5)), _r("mm", _peak(10, 7, 2.5))])
     assert joined is not None and not joined.flagged and joined.target_classes == []
     assert joined.evidence["ranking"][:2] == [4, 7]
+
+
+def test_a_two_class_model_is_judged_on_the_lower_two_class_bar() -> None:
+    # a two-class index is antisymmetric: one statistic, not the largest of ten, so the same joined value
+    # that stays under the many-class bar is over the two-class one (and the result says which bar it used)
+    value = (DEFAULT_THRESHOLD + DEFAULT_THRESHOLD * TWO_CLASS_FACTOR) / 2 * math.sqrt(2) / 2
+    two = agreement([_r("nc", [value, -value]), _r("mm", [value, -value])])
+    many = agreement([_r("nc", _peak(10, 0, value)), _r("mm", _peak(10, 0, value))])
+    assert two is not None and many is not None
+    assert two.score == pytest.approx(many.score)
+    assert two.flagged and two.target_classes == [0]
+    assert two.threshold == pytest.approx(DEFAULT_THRESHOLD * TWO_CLASS_FACTOR)
+    assert not many.flagged and many.threshold == DEFAULT_THRESHOLD
+    below = agreement([_r("nc", [-value, value]), _r("mm", [value, -value])])  # disagreeing: nothing to flag
+    assert below is not None and not below.flagged
 
 
 def test_a_detectors_baseline_signal_counts_as_correlated_with_its_own_index() -> None:
