@@ -60,13 +60,14 @@ def evaluate_window(
     findings: list[Finding] = trigger_matches(stats, thr)
     judged = stats.count >= thr.min_window
     if judged:
-        target = targeted(stats, baseline, thr)
+        rare = rare_patterns(stats, baseline, thr)
+        trojaned = strip_trojaned(stats, baseline, thr)
+        signals = rare + ([] if trojaned is None else [trojaned])
+        target = _unless_label_shift(targeted(stats, baseline, thr), signals + findings, thr)
         # a targeted finding explains the class shift it causes; only confidence findings stay
         findings += [f for f in drift(stats, baseline, thr)
                      if target is None or f.kind != "class_distribution_drift"]
-        rare = rare_patterns(stats, baseline, thr)
-        trojaned = strip_trojaned(stats, baseline, thr)
-        findings += _corroborate(target, rare + ([] if trojaned is None else [trojaned]), findings)
+        findings += _corroborate(target, signals, findings)
     counts, probs = class_view(stats, baseline)
     metrics = {**stats.summary(), "judged": judged,
                "kl_divergence": kl_divergence(counts, probs) if stats.count else None,
@@ -95,6 +96,15 @@ def _alerts(findings: list[Finding], stats: WindowStats, model: str, version: st
 
 
 _RANK = {"low": 0, "medium": 1, "high": 2, "critical": 3}
+
+
+def _unless_label_shift(target: Finding | None, signals: list[Finding], thr: Thresholds) -> Finding | None:
+    """``target``, or ``None`` when the model has fewer than ``thr.min_targeted_classes`` classes and no other
+    signal names its class: with two classes a one-class rise is all a label shift is (a daily cycle of the
+    class mix raised one in most windows), so the drift check reports it instead."""
+    if target is None or int(target.evidence["classes"]) >= thr.min_targeted_classes:
+        return target
+    return target if target.target_class in {f.target_class for f in signals} else None
 
 
 def _corroborate(target: Finding | None, rare: list[Finding], others: list[Finding]) -> list[Finding]:

@@ -23,6 +23,10 @@ class Thresholds:
         proportional_alpha: the non-target classes must NOT differ from their baseline proportions
             at this level (targeted attacks take share from all classes alike).
         conf_tolerance: target-class mean confidence may sit at most this far below baseline.
+        min_targeted_classes: classes a model needs for a one-class rise to be reported as targeted
+            misclassification on its own. With two, the other classes' proportions (the evidence that tells
+            an attack from a label shift) are one class and say nothing, so there a rise is reported as
+            class drift unless a rare pattern, trigger match or STRIP signal names the same class.
         pattern_min_count: occurrences before a signature component is judged.
         pattern_consistency: share of a component's predictions that fall in its majority class.
         pattern_max_reference_freq: a rare pattern is below this share of baseline traffic.
@@ -43,6 +47,7 @@ class Thresholds:
     min_share_lift: float = 0.01
     proportional_alpha: float = 1e-3
     conf_tolerance: float = 0.05
+    min_targeted_classes: int = 3
     pattern_min_count: int = 8
     pattern_consistency: float = 0.8
     pattern_max_reference_freq: float = 0.01

@@ -219,21 +219,16 @@ def _slow_drift(seed: int, k: int, seconds: float = 3000) -> Monitor:
     return mon
 
 
-_LABEL_SHIFT = ("a class-mix change that raises one class while the others keep (or, in a 1,000-prediction "
-                "window, seem to keep) their proportions is what an all-to-one campaign looks like in counts; "
-                "against a static baseline learnt in the first 100 s, measured {}")
-
-
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize(("shape", "run"), [
-    pytest.param("diurnal_two_classes", lambda s: _diurnal(s, 2), marks=pytest.mark.xfail(strict=True, reason=(
-        _LABEL_SHIFT.format("every seed; 205-311 of 350 windows of a 3,600 s cycle before early looks "
-                            "shared alpha (2 classes: the proportionality test has no degrees of freedom)")))),
-])
+@pytest.mark.parametrize(("shape", "run"), [("diurnal_two_classes", lambda s: _diurnal(s, 2))])
 def test_natural_class_mix_changes_raise_no_backdoor_alert(shape: str, run: Callable[[int], Monitor],
                                                            seed: int) -> None:
+    # with two classes a one-class rise is all a label shift is (the proportionality test has no degrees of
+    # freedom; before it was reported as targeted, 205-311 of 350 windows of the cycle were): it is reported
+    # as class drift, so the responder still sees the mix move, at drift severity
     mon = run(seed)
     assert [(a.kind, a.target_class) for _, a in mon.backdoor()] == []
+    assert any(a.kind == "class_distribution_drift" for _, a in mon.alerts)
 
 
 # ---------------------------------------------------------------- attacks: caught within N windows
@@ -279,6 +274,7 @@ ATTACKS: list[tuple[str, Callable[[int], Monitor], set[int], float]] = [
      lambda s: _campaign(s, rate=0.05, start=T0 + 21000, seconds=24000, traffic=0.5, batch_s=4.0), {3}, 60),
     ("patch_1pct_toward_a_95pct_class",
      lambda s: _campaign(s, rate=0.01, target=0, priors=one_hot_heavy(10, 0.95), seconds=800), {0}, 40),
+    ("two_classes_patch_5pct", lambda s: _campaign(s, k=2, rate=0.05, target=1), {1}, 2),
     ("varied_signatures_2pct_big_baseline",
      lambda s: _campaign(s, rate=0.02, trigger="blend", start=T0 + 600, seconds=1200, cfg=BIG_BASELINE), {3}, 40),
     ("varied_signatures_5pct_toward_a_30pct_class_big_baseline",
@@ -300,6 +296,9 @@ def test_a_campaign_is_caught_within_the_stated_windows(shape: str, run: Callabl
 
 
 LIMITS: list[tuple[str, Callable[[int], Monitor], set[int], str]] = [
+    ("two_classes_varied_signatures_5pct",
+     lambda s: _campaign(s, k=2, rate=0.05, target=1, trigger="blend"), {1},
+     "two classes, no signature: a one-class rise alone cannot be told from a label shift, so it is class drift"),
     ("varied_signatures_5pct_toward_a_95pct_class",
      lambda s: _campaign(s, rate=0.05, target=0, trigger="blend", priors=one_hot_heavy(10, 0.95)), {0},
      "the share of a 95% class rises by 0.25 points, a quarter of min_share_lift; no signature to see"),
