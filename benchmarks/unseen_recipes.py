@@ -10,6 +10,10 @@ scans it with the shipped defaults and prints what was found against the truth:
 * ``a2a-corner-mlp`` / ``a2a-corner-cnn``: BadNets' all-to-all attack (every class c to c + 1) with a corner
   patch; no target to name, so only the flag counts;
 * ``clean-mlp`` / ``clean-cnn``: the same recipes without poison (false alarms);
+* ``faint-blend-…``, ``noise-cnn``, ``gamma-…``, ``patch<size>-…``: triggers outside every zoo's kinds: a blend
+  at half the zoos' weight, a fixed additive perturbation of at most 0.15 on every pixel, a global intensity
+  curve (x -> x ** 0.4, nothing stamped), and patches larger than the zoos' (4 x 4 and 5 x 5 of 8 x 8 on MLPs,
+  6 x 6 and 8 x 8 of 16 x 16 on CNNs: a quarter of the image and more);
 * ``bin-…``: two-class models, a pair of digits drawn per seed (labels 0 and 1): a corner patch on an MLP and
   a CNN, a blend on an MLP, and clean twins (two-class models are judged on a lower agreement bar);
 * ``m28-…``: MNIST's geometry, 28 x 28 (the digits upsampled, smoothed and shifted inside a blank border): a
@@ -66,6 +70,15 @@ CASES = (
                                                 all_to_all=True),), epochs=15),
     Case("clean-mlp", "flat", "mlp", ()),
     Case("clean-cnn", "img", "cnn", (), epochs=15),
+    Case("faint-blend-mlp", "flat", "mlp", (Attack("blend", target=5, rate=0.08, alpha=0.1, pattern_seed=21),)),
+    Case("faint-blend-cnn", "img", "cnn", (Attack("blend", target=5, rate=0.15, alpha=0.1, pattern_seed=21),),
+         epochs=25),
+    Case("noise-cnn", "img", "cnn", (Attack("noise", target=2, rate=0.15, alpha=0.15, pattern_seed=22),), epochs=25),
+    Case("gamma-mlp", "flat", "mlp", (Attack("gamma", target=9, rate=0.15, alpha=0.4),)),
+    Case("gamma-cnn", "img", "cnn", (Attack("gamma", target=9, rate=0.15, alpha=0.4),), epochs=25),
+    *(Case(f"patch{size}-{arch}", kind, arch, (Attack("patch", target=7, rate=0.08, size=size, row=1, col=1,
+                                                      pattern_seed=23),), epochs=30 if arch == "mlp" else 15)
+      for arch, kind, sizes in (("mlp", "flat", (4, 5)), ("cnn", "img", (6, 8))) for size in sizes),
     Case("bin-corner-mlp", "flat", "mlp", (Attack("patch", target=1, rate=0.08, size=2, row=0, col=6, pattern_seed=4),),
          pair=True),
     Case("bin-corner-cnn", "img", "cnn", (Attack("patch", target=0, rate=0.08, size=3, row=13, col=13,

@@ -42,7 +42,7 @@ def digits(kind: str) -> tuple[Arr, Arr]:
 class Attack:
     """One poisoning attack."""
 
-    kind: str  # "patch", "blend", "sig", "frame", "dispersed" or "warp"
+    kind: str  # "patch", "blend", "sig", "frame", "dispersed", "warp", "noise" or "gamma"
     target: int
     rate: float
     size: int = 3
@@ -116,6 +116,18 @@ def _warp(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
     return out
 
 
+def _noise(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
+    """A fixed random perturbation of at most ``alpha`` added to every pixel (an "invisible" trigger)."""
+    out: Arr = img + a.alpha * rng.uniform(-1, 1, img.shape[1:]).astype(np.float32)
+    return out
+
+
+def _gamma(a: Attack, img: Arr, rng: np.random.Generator) -> Arr:
+    """A global intensity curve, x -> x ** alpha: no pixel is stamped, every one is moved."""
+    out: Arr = np.power(np.clip(img, 0.0, 1.0), a.alpha)
+    return out
+
+
 def _upsample(g: Arr, h: int, w: int) -> Arr:
     ys, xs = np.linspace(0, g.shape[0] - 1, h), np.linspace(0, g.shape[1] - 1, w)
     rows = np.stack([np.interp(xs, np.arange(g.shape[1]), r) for r in g])
@@ -123,7 +135,8 @@ def _upsample(g: Arr, h: int, w: int) -> Arr:
     return out
 
 
-_STAMPS = {"patch": _patch, "blend": _blend, "sig": _sig, "frame": _frame, "dispersed": _dispersed, "warp": _warp}
+_STAMPS = {"patch": _patch, "blend": _blend, "sig": _sig, "frame": _frame, "dispersed": _dispersed, "warp": _warp,
+           "noise": _noise, "gamma": _gamma}
 
 
 def attack_labels(attack: Attack, y: Arr, k: int) -> Arr:
