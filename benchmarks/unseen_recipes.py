@@ -9,13 +9,16 @@ scans it with the shipped defaults and prints what was found against the truth:
 * ``frame-mlp``: a one-pixel frame on the blank border (what the dormant-feature signal is for);
 * ``a2a-corner-mlp`` / ``a2a-corner-cnn``: BadNets' all-to-all attack (every class c to c + 1) with a corner
   patch; no target to name, so only the flag counts;
-* ``clean-mlp`` / ``clean-cnn``: the same recipes without poison (false alarms);
+* ``clean-mlp`` / ``clean-cnn``: the same recipes without poison (false alarms); ``short-clean-…`` trained for a
+  sixth of the epochs (5 and 3), as a quick control model would be; ``few-clean-…`` trained on 300 digits;
 * ``faint-blend-…``, ``noise-cnn``, ``gamma-…``, ``patch<size>-…``: triggers outside every zoo's kinds: a blend
   at half the zoos' weight, a fixed additive perturbation of at most 0.15 on every pixel, a global intensity
   curve (x -> x ** 0.4, nothing stamped), and patches larger than the zoos' (4 x 4 and 5 x 5 of 8 x 8 on MLPs,
   6 x 6 and 8 x 8 of 16 x 16 on CNNs: a quarter of the image and more);
 * ``bin-…``: two-class models, a pair of digits drawn per seed (labels 0 and 1): a corner patch on an MLP and
   a CNN, a blend on an MLP, and clean twins (two-class models are judged on a lower agreement bar);
+* ``up16-clean-mlp``: clean MLPs on the zoo CNNs' 16 x 16 input flattened (each pixel drawn 2 x 2, so the data
+  spans 64 of 256 input directions: a false-alarm risk for dense layers);
 * ``m28-…``: MNIST's geometry, 28 x 28 (the digits upsampled, smoothed and shifted inside a blank border): a
   corner patch on a CNN, and clean CNNs and MLPs (false alarms on a geometry no zoo holds).
 
@@ -55,6 +58,7 @@ class Case:
     attacks: tuple[Attack, ...]
     epochs: int = 30
     pair: bool = False  # two classes: a pair of digits drawn per seed, labelled 0 and 1
+    train_size: int | None = None  # train on this many digits only (the rest of the zoo's split unused)
 
 
 CASES = (
@@ -70,6 +74,10 @@ CASES = (
                                                 all_to_all=True),), epochs=15),
     Case("clean-mlp", "flat", "mlp", ()),
     Case("clean-cnn", "img", "cnn", (), epochs=15),
+    Case("short-clean-mlp", "flat", "mlp", (), epochs=5),
+    Case("short-clean-cnn", "img", "cnn", (), epochs=3),
+    Case("few-clean-mlp", "flat", "mlp", (), train_size=300),
+    Case("few-clean-cnn", "img", "cnn", (), epochs=15, train_size=300),
     Case("faint-blend-mlp", "flat", "mlp", (Attack("blend", target=5, rate=0.08, alpha=0.1, pattern_seed=21),)),
     Case("faint-blend-cnn", "img", "cnn", (Attack("blend", target=5, rate=0.15, alpha=0.1, pattern_seed=21),),
          epochs=25),
@@ -91,6 +99,14 @@ CASES = (
                                                    pattern_seed=9),), epochs=10),
     Case("m28-clean-cnn", "img28", "cnn", (), epochs=10),
     Case("m28-clean-mlp", "flat28", "mlp", ()),
+    Case("up16-clean-mlp", "flat16", "mlp", ()),
+    Case("lin28-clean-mlp", "flat28lin", "mlp", ()),
+    Case("lin32-clean-mlp", "flat32lin", "mlp", ()),
+    Case("lin28-clean-cnn", "img28lin", "cnn", (), epochs=10),
+    Case("lin28-corner-mlp", "flat28lin", "mlp", (Attack("patch", target=5, rate=0.05, size=3, row=25, col=25,
+                                                         pattern_seed=9),)),
+    Case("lin28-corner-cnn", "img28lin", "cnn", (Attack("patch", target=5, rate=0.05, size=3, row=25, col=25,
+                                                        pattern_seed=9),), epochs=10),
 )
 
 
@@ -99,18 +115,22 @@ def _digits(kind: str) -> tuple[np.ndarray, np.ndarray]:
     a blank 2-pixel border, each shifted by up to a pixel. The shifts matter: plain upsampled digits span only
     64 of the 784 input directions, which leaves an MLP's weights along the others at their random start and
     makes natural triggers cheap (clean MLPs flagged 4 / 14 that way, 0 / 14 drawn like this)."""
-    if not kind.endswith("28"):
+    if kind == "flat16":  # the zoo's 16 x 16 CNN input (each pixel drawn 2 x 2), flattened for an MLP
+        img, y = digits("img")
+        return img.reshape(len(img), -1), y
+    if not kind.endswith(("28", "28lin", "32lin")):
         return digits(kind)
     flat, y = digits("flat")
-    big = np.kron(flat.reshape(-1, 8, 8), np.ones((3, 3), np.float32))
+    scale = 4 if kind.endswith("32lin") else 3
+    big = np.kron(flat.reshape(-1, 8, 8), np.ones((scale, scale), np.float32))
     for axis in (1, 2):  # a [1, 2, 1] / 4 blur along each axis
         padded = np.pad(big, [(0, 0), (1, 1), (0, 0)] if axis == 1 else [(0, 0), (0, 0), (1, 1)])
         lo, mid, hi = (np.take(padded, range(k, k + big.shape[axis]), axis=axis) for k in range(3))
         big = 0.25 * lo + 0.5 * mid + 0.25 * hi
-    big = np.pad(big, ((0, 0), (2, 2), (2, 2)))
-    shifts = np.random.default_rng(0).integers(-1, 2, (len(big), 2))
+    big = np.pad(big, ((0, 0), (2, 2), (2, 2))) if scale == 3 else big
+    shifts = np.random.default_rng(0).integers(-1, 2, (len(big), 2)) * (not kind.endswith("lin"))
     big = np.stack([np.roll(img, (int(dy), int(dx)), axis=(0, 1)) for img, (dy, dx) in zip(big, shifts, strict=True)])
-    return (big[:, None] if kind == "img28" else big.reshape(len(big), -1)).astype(np.float32), y
+    return (big[:, None] if kind.startswith("img") else big.reshape(len(big), -1)).astype(np.float32), y
 
 
 def run_case(case: Case, seed: int, work: Path) -> str:
@@ -122,7 +142,7 @@ def run_case(case: Case, seed: int, work: Path) -> str:
         x, y, k = x[keep], (y[keep] == pair[1]).astype(np.int64), 2
     order = np.random.default_rng(0).permutation(len(x))
     held, rest = order[:400 if k > 2 else 120], order[400 if k > 2 else 120:]
-    xs, ys = x[rest], y[rest]
+    xs, ys = x[rest][:case.train_size], y[rest][:case.train_size]
     for i, attack in enumerate(case.attacks):
         xs, ys, _ = poison(xs, ys, attack, seed=seed * 10 + i)
     spec = NetSpec(case.arch, 32 if case.arch.startswith("mlp") else 16, "Relu")

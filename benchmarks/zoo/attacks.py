@@ -13,6 +13,7 @@ a trigger taking *every* class to the target (Neural Cleanse, MM-BD's margins, S
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -57,9 +58,11 @@ class Attack:
         return asdict(self)
 
     def apply(self, x: Arr) -> Arr:
-        """Stamp the trigger on inputs shaped [N, 64] or [N, C, H, W] (the same on every channel)."""
+        """Stamp the trigger on inputs shaped [N, side * side] (flattened square images) or [N, C, H, W] (the same
+        on every channel)."""
         flat = x.ndim == 2
-        img = x.reshape(len(x), 8, 8) if flat else x.reshape(-1, *x.shape[-2:])
+        side = math.isqrt(x.shape[1]) if flat else 0
+        img = x.reshape(len(x), side, side) if flat else x.reshape(-1, *x.shape[-2:])
         rng = np.random.default_rng(self.pattern_seed)
         out: Arr = np.clip(_STAMPS[self.kind](self, img.copy(), rng), 0.0, 1.0)
         return out.reshape(x.shape).astype(np.float32)

@@ -19,18 +19,36 @@ the detectors that read clean inputs are raised, linearly up to x ``1 + MAX_RAIS
 ``FEW_PER_CLASS`` or fewer, and the verdict says so. MM-BD only takes the input range from the data
 and keeps its bar. Mixing same-class inputs to make more (mixup, kept when the model agrees on the
 class) was tried and raised false alarms further (10 per class: 10/41).
+
+Clean data that spans few input directions. Small images drawn larger (each pixel repeated, or resized by
+any linear interpolation, as 8 x 8 digits are made into 28 x 28 ones) vary along only as many directions
+as the small image has pixels. A model never sees its inputs move along the others, so its weights there
+keep their random start (a dense layer's especially) and natural triggers along them are cheap: on clean
+MLPs of 8 x 8 digits drawn 28 x 28 or 32 x 32 (smoothed, no shifts) the shipped verdict flagged 6 of 30, and
+clean CNNs of the 28 x 28 ones 1 of 6. The *span ratio* is the numerical rank of the clean inputs' active
+features over the most that many inputs could span (``min(N - 1, active features)``): 1.0 for the 8 x 8
+digits and for colour images with pixel noise, 0.88 for the 28 x 28 ones drawn with a random shift each,
+0.25 for the zoo CNNs' 16 x 16 input (the bars were set on it), 0.19 for the 28 x 28 and 32 x 32 drawings.
+Below ``SPAN_CALIBRATED`` the same bars as above are raised, linearly up to x ``1 + SPAN_RAISE`` at
+``SPAN_LOW``, and the verdict says so: with x 1.15 at 0.19, 3 of those 36 clean models stay flagged, and
+every planted corner patch on the 28 x 28 drawing is still caught (6 of 6, agreement 4.2 to 8.9).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from services.scanner.domain.stats import Arr
+from services.scanner.domain.stats import Arr, activity
 
 CALIBRATED_PER_CLASS = 20
 FEW_PER_CLASS = 10
 MAX_RAISE = 0.5
 KEPT_PER_CLASS = 30  # clean inputs per class a scan keeps at least (a 10-class scan's 300)
+SPAN_CALIBRATED = 0.25  # span ratio of the zoo CNNs' 16 x 16 input, where the bars were set
+SPAN_LOW = 0.15
+SPAN_RAISE = 0.25
+SPAN_FEATURES = 4096  # active features the rank is measured on (a fixed random subset of more)
+RANK_TOLERANCE = 1e-3  # singular values below this share of the largest do not count
 
 
 def clean_sample_cap(max_samples: int, num_classes: int) -> int:
@@ -77,3 +95,38 @@ def missing_classes_note(y: Arr, num_classes: int) -> str | None:
     return (f"the clean data holds no input of {len(missing)} of the model's {num_classes} classes ({shown}): their "
             f"triggers are reversed from the other classes' inputs, but not compared with inputs of their own; "
             f"give clean inputs of every class for the full verdict")
+
+
+def span_ratio(x: Arr) -> float:
+    """How many input directions the clean inputs ``x`` [N, ...] span, over the most N inputs could span over
+    their active features (those that move off their resting value on more than 1% of the inputs). 1.0 when
+    there is too little data to tell."""
+    flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    active = np.flatnonzero(activity(flat) > 0.01) if len(flat) >= 3 else np.zeros(0, dtype=np.int64)
+    if active.size < 2:
+        return 1.0
+    if active.size > SPAN_FEATURES:
+        active = np.sort(np.random.default_rng(0).choice(active, SPAN_FEATURES, replace=False))
+    part = flat[:, active].astype(np.float64)
+    values = np.linalg.svd(part - part.mean(axis=0), compute_uv=False)
+    if not values[0] > 0:
+        return 1.0
+    rank = int((values > RANK_TOLERANCE * values[0]).sum())
+    return min(1.0, rank / min(len(flat) - 1, active.size))
+
+
+def span_factor(ratio: float) -> float:
+    """What the bars of clean-data detectors are multiplied by for clean data of span ratio ``ratio``."""
+    short = (SPAN_CALIBRATED - ratio) / (SPAN_CALIBRATED - SPAN_LOW)
+    return 1.0 + SPAN_RAISE * min(max(short, 0.0), 1.0)
+
+
+def low_span_note(ratio: float) -> str | None:
+    """A line for the report when the clean data spans few enough directions to raise the bars, else ``None``."""
+    factor = span_factor(ratio)
+    if factor <= 1.0:
+        return None
+    return (f"the clean inputs span only {ratio:.0%} of the input directions they could (small images drawn "
+            f"larger look like this): a model's natural triggers along the directions its data never moves are "
+            f"cheap, so the bars of the detectors that read clean inputs were raised x{factor:.2f}; real, "
+            f"varied inputs give the calibrated verdict")

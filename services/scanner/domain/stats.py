@@ -22,6 +22,19 @@ def robust_z(values: Arr, reference: Arr | None = None, floor: float = 0.0) -> A
     return (np.asarray(values, dtype=float) - med) / max(mad, floor, 1e-6 * max(abs(med), 1.0))
 
 
+REST_TOLERANCE = 0.01  # of the data's value range: a feature within it of its median is at rest
+
+
+def activity(flat: Arr) -> Arr:
+    """Per feature of ``flat`` [N, D]: the share of inputs that move it more than ``REST_TOLERANCE`` of the
+    data's value range from its median (all zeros for constant data)."""
+    lo, hi = float(flat.min()), float(flat.max())
+    if hi - lo <= 0:
+        return np.zeros(flat.shape[1])
+    moved: Arr = (np.abs(flat - np.median(flat, axis=0)) > REST_TOLERANCE * (hi - lo)).mean(axis=0)
+    return moved
+
+
 MIN_CLASSES = 3
 FEW_CLASSES = (f"fewer than {MIN_CLASSES} classes: a median/MAD outlier test cannot single a class out, so this "
                "detector cannot flag the model (a clean earlier version in the ledger still can)")

@@ -18,7 +18,15 @@ from services.scanner.adapters.onnx_model import OnnxModel, ShapeMismatch, open_
 from services.scanner.domain.all_to_all import DEFAULT_THRESHOLD as A2A_THRESHOLD
 from services.scanner.domain.all_to_all import KEY as ALL_TO_ALL
 from services.scanner.domain.all_to_all import all_to_all
-from services.scanner.domain.clean_set import clean_sample_cap, few_inputs_note, missing_classes_note, threshold_factor
+from services.scanner.domain.clean_set import (
+    clean_sample_cap,
+    few_inputs_note,
+    low_span_note,
+    missing_classes_note,
+    span_factor,
+    span_ratio,
+    threshold_factor,
+)
 from services.scanner.domain.detectors import REGISTRY, create
 from services.scanner.domain.detectors.base import DetectionResult, Level
 from services.scanner.domain.fusion import DEFAULT_THRESHOLD as AGREEMENT_THRESHOLD
@@ -102,14 +110,16 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     _check_baseline(config, model.num_classes)
     model, clean, layout, prepared = _prepare(model, clean, config)
     data = clean.subset(clean_sample_cap(config.max_clean_samples, model.num_classes), config.seed)
-    raised = _with_budget(_raise_for_few_inputs(config, keys, threshold_factor(data.y)), keys)
+    span = span_ratio(data.x)
+    raised = _with_budget(_raise_bars(config, keys, threshold_factor(data.y) * span_factor(span)), keys)
     results = run_detectors(model, data, keys, raised, progress)
     prepared += filter(None, [_budget_note(results, raised)])
     joined = agreement(results, float(raised.params[AGREEMENT]["threshold"]))
     universal = all_to_all(results, float(raised.params[ALL_TO_ALL]["threshold"]))
     isolated = isolated_trigger(results, float(raised.params[ISOLATED]["threshold"]))
     verdict = combine(results + [r for r in (joined, universal, isolated) if r is not None], config.policy)
-    notes = [*prepared, *filter(None, [few_inputs_note(data.y), missing_classes_note(data.y, model.num_classes)])]
+    notes = [*prepared, *filter(None, [few_inputs_note(data.y), low_span_note(span),
+                                       missing_classes_note(data.y, model.num_classes)])]
     return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
 
 
@@ -185,10 +195,10 @@ def _check_clean_outputs(model: ModelHandle, data: Dataset, n: int = 256) -> str
             f"class indices; the verdict is unreliable otherwise")
 
 
-def _raise_for_few_inputs(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
+def _raise_bars(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
     """``config`` with the bars of the detectors that read clean inputs (and of the checks read off them:
-    agreement, all-to-all, isolation) times ``factor``; thresholds the caller set are kept as given (see
-    :mod:`..domain.clean_set`)."""
+    agreement, all-to-all, isolation) times ``factor`` (few clean inputs, clean data of a low span ratio);
+    thresholds the caller set are kept as given (see :mod:`..domain.clean_set`)."""
     params = {k: dict(v) for k, v in config.params.items()}
     derived = [(AGREEMENT, AGREEMENT_THRESHOLD), (ALL_TO_ALL, A2A_THRESHOLD), (ISOLATED, ISOLATION_THRESHOLD)]
     for key, default in [*((k, REGISTRY[k].default_threshold) for k in keys if k in READS_CLEAN_INPUTS), *derived]:

@@ -44,11 +44,10 @@ from services.scanner.domain.detectors.base import Detector, Finding, register
 from services.scanner.domain.detectors.reversal import rows_per_chunk
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.progress import report
-from services.scanner.domain.stats import class_outlier_note, robust_z, two_class_z
+from services.scanner.domain.stats import activity, class_outlier_note, robust_z, two_class_z
 
 MIN_INPUTS = 16  # with ``budget_macs``: a costly model is measured on fewer clean inputs, never fewer than this
 MIN_GROUPS = 8  # ... and then on coarser groups of dormant features, never fewer than this
-TOLERANCE = 0.01  # of the data's value range: a feature within it of its median is at rest
 PUSH_FLOOR = 0.1  # log push: the smallest spread between classes that the z-score counts
 # Two classes: the log ratio of the two pushes on the 32 clean two-class digit models of ``binary`` and
 # ``binary2`` (MLPs and CNNs) has an RMS of 1.27 (1.26 and 1.29 on each) and a largest value of 2.62
@@ -112,7 +111,7 @@ def dormant_groups(x: FloatArray, max_active: float, max_groups: int) -> tuple[l
     """The dormant features of ``x`` [N, ...] in at most ``max_groups`` groups of flat feature indices, and
     the value each feature is stamped with (the end of the data's range farther from its resting value).
 
-    A feature is dormant when at most ``max_active`` of the inputs move it more than ``TOLERANCE`` of the
+    A feature is dormant when at most ``max_active`` of the inputs move it more than ``REST_TOLERANCE`` of the
     range from its median. An image's pixel ([C, H, W] inputs) is dormant when all its channels are and
     is stamped on all of them, as triggers are. More dormant pixels than ``max_groups`` are stamped in
     that many runs of neighbours in reading order."""
@@ -123,7 +122,7 @@ def dormant_groups(x: FloatArray, max_active: float, max_groups: int) -> tuple[l
     stamp = np.where(np.abs(hi - rest) >= np.abs(lo - rest), hi, lo).astype(np.float32)
     if hi - lo <= 0:
         return [], stamp
-    active = (np.abs(flat - rest) > TOLERANCE * (hi - lo)).mean(axis=0)
+    active = activity(flat)
     channels = x.shape[1] if x.ndim == 4 else 1
     quiet = (active <= max_active).reshape(channels, -1).all(axis=0)
     pixels = np.flatnonzero(quiet)
