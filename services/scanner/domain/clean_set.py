@@ -1,7 +1,9 @@
-"""How far to trust a model-level verdict made with few clean inputs per class. Pure.
+"""How far to trust a model-level verdict made with few clean inputs per class, or clean inputs that span few
+input directions. Pure.
 
 Neural Cleanse's index and the per-class agreement read the clean inputs: the search fits each class's
-trigger to them, persistence and trigger likeness are measured on them. Their thresholds were set on
+trigger to them, persistence and trigger likeness are measured on them (and the dormant-feature check takes
+its dormant features and carriers from them). Their thresholds were set on
 clean sets of about 30 inputs per class (``benchmarks/validate_detection.py``). With fewer inputs the
 reversed triggers fit the few inputs at hand, a naturally easy class stands out more, and the scores of
 clean models rise. Measured on 41 clean and 21 backdoored MLPs of three digit zoos (seed 0):
@@ -23,15 +25,17 @@ class) was tried and raised false alarms further (10 per class: 10/41).
 Clean data that spans few input directions. Small images drawn larger (each pixel repeated, or resized by
 any linear interpolation, as 8 x 8 digits are made into 28 x 28 ones) vary along only as many directions
 as the small image has pixels. A model never sees its inputs move along the others, so its weights there
-keep their random start (a dense layer's especially) and natural triggers along them are cheap: on clean
-MLPs of 8 x 8 digits drawn 28 x 28 or 32 x 32 (smoothed, no shifts) the shipped verdict flagged 6 of 30, and
-clean CNNs of the 28 x 28 ones 1 of 6. The *span ratio* is the numerical rank of the clean inputs' active
-features over the most that many inputs could span (``min(N - 1, active features)``): 1.0 for the 8 x 8
-digits and for colour images with pixel noise, 0.88 for the 28 x 28 ones drawn with a random shift each,
-0.25 for the zoo CNNs' 16 x 16 input (the bars were set on it), 0.19 for the 28 x 28 and 32 x 32 drawings.
-Below ``SPAN_CALIBRATED`` the same bars as above are raised, linearly up to x ``1 + SPAN_RAISE`` at
-``SPAN_LOW``, and the verdict says so: with x 1.15 at 0.19, 3 of those 36 clean models stay flagged, and
-every planted corner patch on the 28 x 28 drawing is still caught (6 of 6, agreement 4.2 to 8.9).
+keep their random start (a dense layer's especially) and natural triggers along them are cheap. The *span
+ratio* is the numerical rank of the clean inputs' active features over the most that many inputs could span
+(``min(N - 1, active features)``): 1.0 for the 8 x 8 digits and for colour images with pixel noise, 0.88 for
+28 x 28 digits drawn with a random shift each, 0.25 for the zoo CNNs' 16 x 16 input (the bars were set on
+it), 0.19 for digits drawn 28 x 28 or 32 x 32 (smoothed, unshifted; 300 inputs of them cannot show less than
+about 0.18). Below ``SPAN_CALIBRATED`` the same bars as above (Neural Cleanse, the dormant-feature check, and
+the checks read off them) are raised, linearly up to x ``1 + SPAN_RAISE`` at ``SPAN_LOW``, and the verdict
+says so. Measured with ``benchmarks/unseen_recipes.py`` (``lin28-…``, ``lin32-…``), on 94 clean models of
+those drawings (MLPs and CNNs): the shipped bars flagged 7 of the first 36 (19%); raised x 1.15 (the first
+setting), 5 of 62; raised x 1.21, as shipped, 4 of 94, and 0 of 20 and 1 of 12 of the fresh seeds that
+setting was checked on. Corner patches planted on the 28 x 28 drawing are still caught, 12 of 12.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ FEW_PER_CLASS = 10
 MAX_RAISE = 0.5
 KEPT_PER_CLASS = 30  # clean inputs per class a scan keeps at least (a 10-class scan's 300)
 SPAN_CALIBRATED = 0.25  # span ratio of the zoo CNNs' 16 x 16 input, where the bars were set
-SPAN_LOW = 0.15
+SPAN_LOW = 0.18  # about the least 300 inputs of 8 x 8 digits drawn larger can show (53 directions of 299)
 SPAN_RAISE = 0.25
 SPAN_FEATURES = 4096  # active features the rank is measured on (a fixed random subset of more)
 RANK_TOLERANCE = 1e-3  # singular values below this share of the largest do not count

@@ -42,7 +42,8 @@ from services.scanner.domain.policy import Verdict, VerdictPolicy, combine
 DEFAULT_MODEL_DETECTORS = ("neural_cleanse.v2", "mmbd.v2", "dormant_features.v1")
 DEFAULT_DATA_DETECTORS = ("trigger_response.v2", "label_consistency.v1", "strip.v1", "joint_split.v1",
                           "all_to_all_poison.v1", "stamped_trigger.v1")
-READS_CLEAN_INPUTS = ("neural_cleanse.v2",)  # model-level scores fitted to the clean inputs (MM-BD: only their range)
+# model-level scores fitted to the clean inputs (MM-BD takes only their range)
+READS_CLEAN_INPUTS = ("neural_cleanse.v2", "dormant_features.v1")
 Progress = Callable[[str, int, int], None]  # (detector key, done, total)
 
 
