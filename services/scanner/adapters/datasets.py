@@ -110,18 +110,33 @@ def load_npz(path: Path, input_shape: tuple[int, ...] | None = None, num_classes
         for name in ("x", "y"):
             _check_declared_size(npz, path, name, max_array_bytes)
         x, y = _read(npz, path, "x"), _read(npz, path, "y")
-    if not np.issubdtype(x.dtype, np.floating):
-        raise DataError(f"x in {path} has dtype {x.dtype}; need float32")
+    if not (np.issubdtype(x.dtype, np.floating) or np.issubdtype(x.dtype, np.integer) or x.dtype == np.bool_):
+        raise DataError(f"x in {path} has dtype {x.dtype}; need float32 (integer pixels are read as their values)")
     if x.ndim < 2:
         raise DataError(f"x in {path} has shape {x.shape}; need [N, *sample shape] (one sample needs a batch "
                         f"dim of 1: x[None])")
-    if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+    if y.ndim != 1:
         raise DataError(f"y in {path} has dtype {y.dtype} and shape {y.shape}; need integer labels [N]")
+    y = _integer_labels(y, path)
     if len(x) != len(y) or len(x) == 0:
         raise DataError(f"{path}: x has {len(x)} rows and y {len(y)}; need the same non-zero count")
     if not np.all(np.isfinite(x)):
         raise DataError(f"x in {path} holds NaN or infinite values")
     return check_fits(Dataset(x.astype(np.float32), y.astype(np.int64)), path, input_shape, num_classes)
+
+
+def _integer_labels(y: np.ndarray[Any, Any], path: Path) -> np.ndarray[Any, Any]:
+    """``y`` as int64 labels: integer and boolean labels as they are, float labels (as pandas writes them) when
+    every one is a whole number."""
+    if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
+        return y.astype(np.int64)
+    if np.issubdtype(y.dtype, np.floating):
+        whole = np.isfinite(y) & (y == np.round(y))
+        if whole.all():
+            return y.astype(np.int64)
+        bad = y[~whole][0]
+        raise DataError(f"y in {path} holds a label that is not a whole number ({bad!r}); need integer class labels")
+    raise DataError(f"y in {path} has dtype {y.dtype}; need integer labels [N]")
 
 
 def check_fits(data: Dataset, path: Path, input_shape: tuple[int, ...] | None, num_classes: int | None) -> Dataset:

@@ -68,6 +68,24 @@ def test_npz_loader_refuses_pickles_and_checks_shapes(tmp_path: Path) -> None:
         load_npz(nolabels)
 
 
+def test_npz_loader_reads_integer_pixels_and_whole_number_float_labels_as_values(tmp_path: Path) -> None:
+    # uint8 images and labels written as floats (as pandas does) are common; their values are kept
+    path = tmp_path / "plain.npz"
+    np.savez(path, x=np.array([[0, 128, 255], [3, 4, 5]], np.uint8), y=np.array([1.0, 0.0]))
+    data = load_npz(path, input_shape=(3,), num_classes=2)
+    assert data.x.dtype == np.float32 and data.x.tolist() == [[0.0, 128.0, 255.0], [3.0, 4.0, 5.0]]
+    assert data.y.dtype == np.int64 and data.y.tolist() == [1, 0]
+
+
+@pytest.mark.parametrize(("y", "needle"), [(np.array([0.0, 0.5]), "0.5"), (np.array([0.0, np.nan]), "nan"),
+                                           (np.array(["a", "b"]), "<U1")])
+def test_npz_loader_refuses_labels_that_are_not_whole_numbers(tmp_path: Path, y: np.ndarray, needle: str) -> None:
+    path = tmp_path / "labels.npz"
+    np.savez(path, x=np.zeros((2, 3), np.float32), y=y)
+    with pytest.raises(DataError, match=needle):
+        load_npz(path)
+
+
 def test_a_tape_that_computes_a_known_op_differently_falls_back_to_estimated_gradients(
         zoo: Zoo, monkeypatch: pytest.MonkeyPatch) -> None:
     from services.scanner.adapters import onnx_autodiff
