@@ -15,6 +15,8 @@ scans it with the shipped defaults and prints what was found against the truth:
   at half the zoos' weight, a fixed additive perturbation of at most 0.15 on every pixel, a global intensity
   curve (x -> x ** 0.4, nothing stamped), and patches larger than the zoos' (4 x 4 and 5 x 5 of 8 x 8 on MLPs,
   6 x 6 and 8 x 8 of 16 x 16 on CNNs: a quarter of the image and more);
+* ``wide-tanh-…``, ``sigmoid-…``: hidden widths and activations no zoo model has (a 128-wide tanh 3-layer MLP,
+  a sigmoid strided CNN), backdoored and clean;
 * ``bin-…``: two-class models, a pair of digits drawn per seed (labels 0 and 1): a corner patch on an MLP and
   a CNN, a blend on an MLP, and clean twins (two-class models are judged on a lower agreement bar);
 * ``up16-clean-mlp``: clean MLPs on the zoo CNNs' 16 x 16 input flattened (each pixel drawn 2 x 2, so the data
@@ -59,6 +61,8 @@ class Case:
     epochs: int = 30
     pair: bool = False  # two classes: a pair of digits drawn per seed, labelled 0 and 1
     train_size: int | None = None  # train on this many digits only (the rest of the zoo's split unused)
+    width: int | None = None  # hidden width (default: 32 for MLPs, 16 for CNNs)
+    act: str = "Relu"
 
 
 CASES = (
@@ -87,6 +91,10 @@ CASES = (
     *(Case(f"patch{size}-{arch}", kind, arch, (Attack("patch", target=7, rate=0.08, size=size, row=1, col=1,
                                                       pattern_seed=23),), epochs=30 if arch == "mlp" else 15)
       for arch, kind, sizes in (("mlp", "flat", (4, 5)), ("cnn", "img", (6, 8))) for size in sizes),
+    Case("wide-tanh-mlp3", "flat", "mlp3", (PATCH,), width=128, act="Tanh"),
+    Case("wide-tanh-clean-mlp3", "flat", "mlp3", (), width=128, act="Tanh"),
+    Case("sigmoid-cnn3", "img", "cnn3", (BLEND,), epochs=15, act="Sigmoid"),
+    Case("sigmoid-clean-cnn3", "img", "cnn3", (), epochs=15, act="Sigmoid"),
     Case("bin-corner-mlp", "flat", "mlp", (Attack("patch", target=1, rate=0.08, size=2, row=0, col=6, pattern_seed=4),),
          pair=True),
     Case("bin-corner-cnn", "img", "cnn", (Attack("patch", target=0, rate=0.08, size=3, row=13, col=13,
@@ -145,7 +153,7 @@ def run_case(case: Case, seed: int, work: Path) -> str:
     xs, ys = x[rest][:case.train_size], y[rest][:case.train_size]
     for i, attack in enumerate(case.attacks):
         xs, ys, _ = poison(xs, ys, attack, seed=seed * 10 + i)
-    spec = NetSpec(case.arch, 32 if case.arch.startswith("mlp") else 16, "Relu")
+    spec = NetSpec(case.arch, case.width or (32 if case.arch.startswith("mlp") else 16), case.act)
     path = work / f"{case.name}-{seed}.onnx"
     onnx.save(build(spec, xs.shape[1:], k, train(spec, xs, ys, k, epochs=case.epochs, seed=seed)), path)
     model = open_model(path)
@@ -158,7 +166,7 @@ def run_case(case: Case, seed: int, work: Path) -> str:
     named = [c for c in verdict.target_classes if c in truth]
     joined = next((r for r in verdict.results if r.key == AGREEMENT), None)
     agree = "-" if joined is None else f"{joined.score:.2f}/{joined.threshold:.2f}"
-    return (f"{case.name:<16}{seed:>5}  {'/'.join(f'{a:.2f}' for a in asr) or '-':<15}"
+    return (f"{case.name:<21}{seed:>5}  {'/'.join(f'{a:.2f}' for a in asr) or '-':<15}"
             f"{'c -> c+1' if everywhere else str(truth):<11}"
             f"{'yes' if verdict.backdoor_detected else 'no':<9}{verdict.target_classes!s:<14}"
             f"{'-' if everywhere else f'{len(named)}/{len(truth)}':<8}{seconds:>6.1f}  {agree}")
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--only", default="", help="run the cases whose name starts with this")
     args = parser.parse_args(argv)
     threadpool_limits(1)
-    print(f"{'case':<16}{'seed':>5}  {'attack success':<15}{'targets':<11}{'flagged':<9}{'named':<14}"
+    print(f"{'case':<21}{'seed':>5}  {'attack success':<15}{'targets':<11}{'flagged':<9}{'named':<14}"
           f"{'right':<8}{'scan s':>6}  agreement/bar")
     with tempfile.TemporaryDirectory(prefix="bdguard-unseen-") as tmp:
         for case in (c for c in CASES if c.name.startswith(args.only)):
