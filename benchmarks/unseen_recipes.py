@@ -15,8 +15,8 @@ scans it with the shipped defaults and prints what was found against the truth:
   at half the zoos' weight, a fixed additive perturbation of at most 0.15 on every pixel, a global intensity
   curve (x -> x ** 0.4, nothing stamped), and patches larger than the zoos' (4 x 4 and 5 x 5 of 8 x 8 on MLPs,
   6 x 6 and 8 x 8 of 16 x 16 on CNNs: a quarter of the image and more);
-* ``wide-tanh-…``, ``sigmoid-…``: hidden widths and activations no zoo model has (a 128-wide tanh 3-layer MLP,
-  a sigmoid strided CNN), backdoored and clean;
+* ``wide-tanh-…``, ``tanh-…``: hidden widths and activations no zoo model has (a 128-wide tanh 3-layer MLP,
+  a tanh strided CNN), backdoored and clean;
 * ``bin-…``: two-class models, a pair of digits drawn per seed (labels 0 and 1): a corner patch on an MLP and
   a CNN, a blend on an MLP, and clean twins (two-class models are judged on a lower agreement bar);
 * ``up16-clean-mlp``: clean MLPs on the zoo CNNs' 16 x 16 input flattened (each pixel drawn 2 x 2, so the data
@@ -93,8 +93,8 @@ CASES = (
       for arch, kind, sizes in (("mlp", "flat", (4, 5)), ("cnn", "img", (6, 8))) for size in sizes),
     Case("wide-tanh-mlp3", "flat", "mlp3", (PATCH,), width=128, act="Tanh"),
     Case("wide-tanh-clean-mlp3", "flat", "mlp3", (), width=128, act="Tanh"),
-    Case("sigmoid-cnn3", "img", "cnn3", (BLEND,), epochs=15, act="Sigmoid"),
-    Case("sigmoid-clean-cnn3", "img", "cnn3", (), epochs=15, act="Sigmoid"),
+    Case("tanh-cnn3", "img", "cnn3", (BLEND,), epochs=15, act="Tanh"),
+    Case("tanh-clean-cnn3", "img", "cnn3", (), epochs=15, act="Tanh"),
     Case("bin-corner-mlp", "flat", "mlp", (Attack("patch", target=1, rate=0.08, size=2, row=0, col=6, pattern_seed=4),),
          pair=True),
     Case("bin-corner-cnn", "img", "cnn", (Attack("patch", target=0, rate=0.08, size=3, row=13, col=13,
