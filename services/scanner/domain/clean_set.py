@@ -52,6 +52,7 @@ SPAN_CALIBRATED = 0.25  # span ratio of the zoo CNNs' 16 x 16 input, where the b
 SPAN_LOW = 0.18  # about the least 300 inputs of 8 x 8 digits drawn larger can show (53 directions of 299)
 SPAN_RAISE = 0.25
 SPAN_FEATURES = 4096  # active features the rank is measured on (a fixed random subset of more)
+SPAN_INPUTS = 1000  # ... on at most this many inputs (a many-class scan keeps 30 per class)
 RANK_TOLERANCE = 1e-3  # singular values below this share of the largest do not count
 
 
@@ -106,11 +107,14 @@ def span_ratio(x: Arr) -> float:
     their active features (those that move off their resting value on more than 1% of the inputs). 1.0 when
     there is too little data to tell."""
     flat = np.asarray(x, dtype=np.float32).reshape(len(x), -1)
+    rng = np.random.default_rng(0)
+    if len(flat) > SPAN_INPUTS:
+        flat = flat[np.sort(rng.choice(len(flat), SPAN_INPUTS, replace=False))]
     active = np.flatnonzero(activity(flat) > 0.01) if len(flat) >= 3 else np.zeros(0, dtype=np.int64)
     if active.size < 2:
         return 1.0
     if active.size > SPAN_FEATURES:
-        active = np.sort(np.random.default_rng(0).choice(active, SPAN_FEATURES, replace=False))
+        active = np.sort(rng.choice(active, SPAN_FEATURES, replace=False))
     part = flat[:, active].astype(np.float64)
     values = np.linalg.svd(part - part.mean(axis=0), compute_uv=False)
     if not values[0] > 0:

@@ -171,6 +171,12 @@ def test_the_rank_of_a_wide_input_is_measured_on_a_subset_of_its_features() -> N
     assert span_ratio(x) == pytest.approx(5 / 299)
 
 
+def test_a_many_class_clean_set_is_measured_on_a_subset_of_its_inputs() -> None:
+    rng = np.random.default_rng(5)
+    x = (rng.normal(size=(5000, 40)) @ rng.normal(size=(40, 600))).astype(np.float32)  # rank 40 in 600 features
+    assert span_ratio(x) == pytest.approx(40 / 600)
+
+
 @pytest.mark.parametrize("x", [np.zeros((50, 30), np.float32), np.ones((2, 30), np.float32)])
 def test_constant_or_tiny_data_cannot_tell_and_keeps_the_bars(x: np.ndarray) -> None:
     assert span_ratio(x) == 1.0
