@@ -68,6 +68,21 @@ def _constant_value(attrs: dict[str, Any]) -> Arr:
     raise UnsupportedGraph(f"Constant without a dense value ({', '.join(sorted(attrs)) or 'no attributes'})")
 
 
+_FLOAT_CASTS = {onnx.TensorProto.FLOAT, onnx.TensorProto.DOUBLE, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+def _head(nodes: list[_Node], output: str) -> _Node | None:
+    """The node that computes ``output``, looking through value-preserving ops after it: exporters end
+    graphs with ``Softmax -> Identity`` (skl2onnx's MLPClassifier, tf2onnx), an inference-time Dropout or
+    a Cast between float types, and the final Softmax (or Sigmoid) is what the tape must see to strip it."""
+    by_output = {o: n for n in nodes for o in n.outputs if o}
+    node = by_output.get(output)
+    while node is not None and (node.op in ("Identity", "Dropout") or (
+            node.op == "Cast" and node.attrs.get("to") in _FLOAT_CASTS)):
+        node = by_output.get(node.inputs[0])
+    return node
+
+
 def _make_node(n: onnx.NodeProto, opsets: dict[str, int]) -> _Node:
     attrs = {a.name: _attr_value(a) for a in n.attribute}
     if n.op_type == "Constant":
@@ -127,7 +142,7 @@ class GraphTape:
             raise UnsupportedGraph(f"ops not supported by the gradient interpreter: {', '.join(bad)}")
         self.input = next(i.name for i in g.input if i.name not in self.params)
         self.applied_softmax = self.applied_sigmoid = False
-        last = next((n for n in self.nodes if self.output in n.outputs), None)
+        last = _head(self.nodes, self.output)
         if strip_softmax and last is not None and last.op == "Softmax":
             self.output, self.applied_softmax = last.inputs[0], True
         elif strip_sigmoid and last is not None and last.op == "Sigmoid":  # a binary classifier's logit

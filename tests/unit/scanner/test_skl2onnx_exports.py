@@ -1,0 +1,63 @@
+"""Models exported by skl2onnx itself (not built by hand) open with their logits, not their probabilities.
+
+skl2onnx ends an MLPClassifier with ``Softmax -> Identity`` (tf2onnx leaves the same Identity). When the tape
+did not look through that Identity it differentiated the probabilities' logarithm, clipped at 1e-12: on a
+confident model every class's largest margin then saturated at the same value and MM-BD's per-class index was 0
+for every class (a blind detector, with no error).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from sklearn.datasets import load_digits
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+skl2onnx = pytest.importorskip("skl2onnx")
+
+from services.scanner.adapters.onnx_model import open_model  # noqa: E402
+from services.scanner.domain.detectors.mmbd import max_margins  # noqa: E402
+
+pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
+
+
+def _export(clf: Any, x: np.ndarray, path: Path, zipmap: bool) -> Path:
+    onnx.save(skl2onnx.to_onnx(clf, x[:1], options=None if zipmap else {"zipmap": False}), str(path))
+    return path
+
+
+def _pre_softmax(path: Path, x: np.ndarray) -> np.ndarray:
+    """The tensor that feeds the graph's Softmax, read by onnxruntime with that tensor exposed as an output."""
+    m = onnx.load(str(path))
+    name = next(n.input[0] for n in m.graph.node if n.op_type == "Softmax")
+    m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    session = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return np.asarray(session.run([name], {session.get_inputs()[0].name: x})[0])
+
+
+@pytest.mark.parametrize("zipmap", [False, True])
+@pytest.mark.parametrize("scaled", [False, True])
+def test_an_exported_mlp_classifier_is_differentiated_at_its_logits(tmp_path: Path, zipmap: bool, scaled: bool) -> None:
+    x, y = load_digits(return_X_y=True)
+    x = x.astype(np.float32)
+    mlp = MLPClassifier((16,), max_iter=300, random_state=0)
+    clf = make_pipeline(StandardScaler(), mlp) if scaled else mlp
+    clf.fit(x[:600], y[:600])
+    model = open_model(_export(clf, x, tmp_path / "mlp.onnx", zipmap))
+    assert model.exact_gradients and model.num_classes == 10
+    probe = x[600:640]
+    np.testing.assert_allclose(model.predict(probe), clf.predict_proba(probe), atol=1e-5)
+    z, _ = model.value_and_grad(probe, lambda out: np.zeros_like(out))
+    np.testing.assert_allclose(z, _pre_softmax(tmp_path / "mlp.onnx", probe), rtol=1e-5, atol=1e-4)
+    # the largest margins are the logits', so classes differ; log-probabilities clipped at 1e-12 gave every
+    # class the same saturated margin
+    margins = max_margins(model, 0.0, 16.0, starts=4, steps=30, lr=0.05, rng=np.random.default_rng(0))
+    assert margins.max() > np.log(1e12) + 1.0
+    assert np.ptp(np.log(margins)) > 0.1
