@@ -21,6 +21,7 @@ from onnx import numpy_helper
 
 from services.scanner.adapters.onnx_extra_ops import CHECKS, EXTRA_RULES, MULTI_RULES
 from services.scanner.adapters.onnx_fixed_kernels import fixed_kernels
+from services.scanner.adapters.onnx_native_ops import native_nodes
 from services.scanner.adapters.onnx_ops import RULES as CORE_RULES
 from services.scanner.adapters.onnx_ops import Arr, Backward, Forward
 from services.scanner.adapters.onnx_quant_ops import CONTRIB_OPS, fold_dequantized_weights
@@ -148,6 +149,8 @@ class GraphTape:
         elif strip_sigmoid and last is not None and last.op == "Sigmoid":  # a binary classifier's logit
             self.output, self.applied_sigmoid = last.inputs[0], True
         self.kernels = fixed_kernels(self.nodes, self.params) if fixed_weights else {}
+        # integer products as onnxruntime computes them on this CPU (saturating without VNNI)
+        self.native = native_nodes(self.nodes, self.params) if fixed_weights else {}
 
     def forward(self, x: Arr, params: dict[str, Arr] | None = None) -> dict[str, Arr]:
         """Run the graph; returns every intermediate tensor by name."""
@@ -163,6 +166,9 @@ class GraphTape:
                 env[n.outputs[0]] = self.kernels[i].forward(env[n.inputs[0]])
                 continue
             ins = [env[k] if k else _EMPTY for k in n.inputs]
+            if i in self.native:
+                env[n.outputs[0]] = self.native[i](ins)
+                continue
             if n.op in MULTI_RULES:
                 for name, value in zip(n.outputs, MULTI_RULES[n.op][0](ins, n.attrs), strict=False):
                     if name:

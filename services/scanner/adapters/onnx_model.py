@@ -27,6 +27,7 @@ from services.scanner.adapters.onnx_outputs import (
 
 Arr = np.ndarray[Any, Any]
 _LINEAR = {"Gemm", "MatMul"}
+_QDQ = ("QuantizeLinear", "DequantizeLinear")
 _PASS = {"Add", "Softmax", "Identity", "LogSoftmax", "Flatten", "Reshape", "Dropout"}
 _LAYER_OPS = {"Relu", "LeakyRelu", "Tanh", "Sigmoid", "Flatten", "MaxPool", "AveragePool",
               "GlobalAveragePool", "Clip", "Conv", "BatchNormalization", "Gemm"}
@@ -54,6 +55,10 @@ def _session(model: onnx.ModelProto) -> ort.InferenceSession:
     opts = ort.SessionOptions()
     opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
     opts.log_severity_level = 3
+    if any(n.op_type in _QDQ for n in model.graph.node):
+        # as written: the extended level fuses QDQ pairs into integer kernels that saturate on CPUs without VNNI,
+        # and the verdict must not depend on the machine (see onnx_native_ops)
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 

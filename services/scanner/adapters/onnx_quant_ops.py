@@ -4,7 +4,9 @@ What onnxruntime's ``quantize_static`` (QDQ and QOperator formats) and ``quantiz
 QuantizeLinear / DequantizeLinear around weights and activations; DynamicQuantizeLinear feeding
 MatMulInteger / ConvInteger; QLinearConv and QLinearMatMul. The forward pass reproduces
 onnxruntime's integer arithmetic (float32 scaling, rounding half to even, saturation), so the tape
-check against onnxruntime (:mod:`onnx_model`) still decides whether the tape is trusted.
+check against onnxruntime (:mod:`onnx_model`) still decides whether the tape is trusted. In a scan the
+integer products themselves come from onnxruntime (:mod:`onnx_native_ops`: without VNNI its kernels clip
+pairs of products to int16, which exact sums do not).
 
 Gradients are a *straight-through estimate* (Bengio et al. 2013, as in quantization-aware training):
 rounding is piecewise constant, so its true gradient is zero almost everywhere and useless to a

@@ -27,7 +27,10 @@ convolutions ran on numpy; onnxruntime runs them 4-8 times faster (:mod:`...adap
 Known limits: needs gradients (exact or estimated); margins of models trained with strong label
 smoothing or logit clipping are compressed; so are the margins of a head behind a final LayerNormalization
 (transformers: the features it reads have a fixed norm, so every class's largest margin is bounded by its
-weights alone): on the ``vit`` zoo MM-BD scored at most 1.1 on backdoored and clean models alike; several
+weights alone): on the ``vit`` zoo MM-BD scored at most 1.1 on backdoored and clean models alike; so are those
+of a statically quantized model, whose activations are clipped at ranges calibrated on clean inputs, where a
+trigger's units are quiet (a patch CNN under onnxruntime's ``quantize_static``: target margin 53 -> 20, z 2.6 ->
+1.2; dynamic quantization leaves activations unclipped and the margin intact); several
 target classes (all-to-all) blur the null; ``data`` is only used for the input range, so out-of-range
 triggers are not searched.
 """
