@@ -18,6 +18,7 @@ import onnxruntime as ort
 from services.scanner.adapters.onnx_autodiff import GraphTape, UnsupportedGraph
 from services.scanner.adapters.onnx_batch import fixed_batch_of_one, free_batch
 from services.scanner.adapters.onnx_cost import macs_per_sample
+from services.scanner.adapters.onnx_input_scaler import leading_affine
 from services.scanner.adapters.onnx_outputs import (
     expose_zipmap_inputs,
     inferred_types,
@@ -155,6 +156,7 @@ class OnnxModel:
         self.exact_gradients = self.tape is not None
         # budgets count work, not seconds: one sample's forward pass, and forward passes per gradient
         self.macs_per_sample = macs_per_sample(model, self.input_shape)
+        self.input_scaler = leading_affine(model, self.input_name, self.input_shape)
         self.gradient_passes = 3 if self.exact_gradients else 1 + 2 * nes_samples
         self._act_session: ort.InferenceSession | None = None
 

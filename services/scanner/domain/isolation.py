@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from services.scanner.domain.detectors.base import DetectionResult
+from services.scanner.domain.detectors.neural_cleanse import MASK_FLOOR
 
 KEY = "isolated_trigger.v1"
 SOURCE = "neural_cleanse.v2"
@@ -32,7 +33,7 @@ MIN_CLASSES = 5
 
 def isolation_index(l1: Sequence[float]) -> tuple[float, int]:
     """log(second-smallest / smallest mask size) and the class with the smallest mask."""
-    sizes = np.maximum(np.asarray(l1, dtype=float), 1e-6)
+    sizes = np.maximum(np.asarray(l1, dtype=float), MASK_FLOOR)
     order = np.argsort(sizes, kind="stable")
     return float(np.log(sizes[order[1]] / sizes[order[0]])), int(order[0])
 

@@ -22,7 +22,9 @@ class ModelHandle(Protocol):
     ``cotangent(logits)``; it may be exact (autodiff) or estimated (gradient-free), see
     ``exact_gradients``. Handles may also tell what a sample costs (``macs_per_sample``: one forward
     pass; ``gradient_passes``: forward passes per ``value_and_grad`` sample); budgeted detectors read
-    them with ``getattr`` and fall back to their step caps.
+    them with ``getattr`` and fall back to their step caps. ``input_scaler`` (optional, read with
+    ``getattr``): per-feature ``(a, b)`` when the model starts by scaling its input to ``a * x + b`` (a scaler
+    fitted on its training data), which bounds where trigger searches look (:mod:`.search_box`).
     """
 
     input_shape: tuple[int, ...]  # per sample, e.g. (64,) or (1, 16, 16)

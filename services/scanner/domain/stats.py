@@ -72,7 +72,7 @@ def entropy(p: Arr, axis: int = -1) -> Arr:
 class Adam:
     """Adam over a list of arrays, updated in place (minimisation)."""
 
-    def __init__(self, params: list[Arr], lr: float) -> None:
+    def __init__(self, params: list[Arr], lr: float | Arr) -> None:
         self.params, self.lr, self.t = params, lr, 0
         self.m = [np.zeros_like(p) for p in params]
         self.v = [np.zeros_like(p) for p in params]

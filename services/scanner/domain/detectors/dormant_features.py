@@ -44,6 +44,7 @@ from services.scanner.domain.detectors.base import Detector, Finding, register
 from services.scanner.domain.detectors.reversal import rows_per_chunk
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.progress import report
+from services.scanner.domain.search_box import Bound, search_box
 from services.scanner.domain.stats import activity, class_outlier_note, robust_z, two_class_z
 
 MIN_INPUTS = 16  # with ``budget_macs``: a costly model is measured on fewer clean inputs, never fewer than this
@@ -73,13 +74,14 @@ class DormantFeatures(Detector):
 
     def _score(self, model: ModelHandle, data: Dataset, rng: np.random.Generator) -> Finding:
         inputs, max_groups = self.inputs, self.max_groups
-        groups, stamp = dormant_groups(data.x, self.max_active, max_groups)
+        box = search_box(data.x, getattr(model, "input_scaler", None))
+        groups, stamp = dormant_groups(data.x, self.max_active, max_groups, box)
         rows = self._affordable_rows(model)
         if rows is not None and groups and min(inputs, len(data)) * len(groups) > rows:
             inputs = max(MIN_INPUTS, min(inputs, rows // len(groups)))
             if inputs * len(groups) > rows:
                 max_groups = max(MIN_GROUPS, rows // inputs)
-                groups, stamp = dormant_groups(data.x, self.max_active, max_groups)
+                groups, stamp = dormant_groups(data.x, self.max_active, max_groups, box)
         if model.num_classes < 2 or not groups:
             why = ("one class: there is no other class to push toward" if model.num_classes < 2
                    else "no dormant features: every input feature varies over the clean data, nothing to measure")
@@ -107,19 +109,23 @@ class DormantFeatures(Detector):
         return int(self.budget_macs // float(macs))
 
 
-def dormant_groups(x: FloatArray, max_active: float, max_groups: int) -> tuple[list[FloatArray], FloatArray]:
+def dormant_groups(x: FloatArray, max_active: float, max_groups: int, box: tuple[Bound, Bound] | None = None
+                   ) -> tuple[list[FloatArray], FloatArray]:
     """The dormant features of ``x`` [N, ...] in at most ``max_groups`` groups of flat feature indices, and
     the value each feature is stamped with (the end of the data's range farther from its resting value).
 
     A feature is dormant when at most ``max_active`` of the inputs move it more than ``REST_TOLERANCE`` of the
     range from its median. An image's pixel ([C, H, W] inputs) is dormant when all its channels are and
     is stamped on all of them, as triggers are. More dormant pixels than ``max_groups`` are stamped in
-    that many runs of neighbours in reading order."""
+    that many runs of neighbours in reading order. ``box`` (per-feature bounds, :mod:`..search_box`) caps
+    the stamped values."""
     n = len(x)
     flat = x.reshape(n, -1)  # float32: a clean set of large images is hundreds of MB in float64
     lo, hi = float(flat.min()), float(flat.max())
     rest = np.median(flat, axis=0)
     stamp = np.where(np.abs(hi - rest) >= np.abs(lo - rest), hi, lo).astype(np.float32)
+    if box is not None:
+        stamp = np.clip(stamp, *(np.broadcast_to(v, x.shape[1:]).ravel() for v in box)).astype(np.float32)
     if hi - lo <= 0:
         return [], stamp
     active = activity(flat)

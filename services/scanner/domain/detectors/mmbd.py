@@ -43,6 +43,7 @@ from services.scanner.domain.detectors.base import Detector, Finding, register
 from services.scanner.domain.detectors.reversal import step_cap
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.progress import report
+from services.scanner.domain.search_box import Bound, search_box
 from services.scanner.domain.stats import Adam, class_outlier_note, robust_z, two_class_z
 
 MIN_STEPS = 50  # with ``budget_macs``: large models get fewer ascent steps, never fewer than this
@@ -69,7 +70,8 @@ class MaxMargin(Detector):
 
     def _score(self, model: ModelHandle, data: Dataset, rng: np.random.Generator) -> Finding:
         steps = step_cap(model, model.num_classes * self.starts, self.steps, self.budget_macs, MIN_STEPS)
-        margins = max_margins(model, float(data.x.min()), float(data.x.max()), self.starts, steps, self.lr, rng)
+        lo, hi = search_box(data.x, getattr(model, "input_scaler", None))
+        margins = max_margins(model, lo, hi, self.starts, steps, self.lr, rng)
         logs = np.log(np.maximum(margins, 1e-3))
         z = two_class_z(logs, TWO_CLASS_SCALE) if len(logs) == 2 else robust_z(logs, floor=MARGIN_FLOOR)
         ranking = [int(c) for c in np.argsort(-z)]
@@ -81,7 +83,7 @@ class MaxMargin(Detector):
                                  **class_outlier_note(model.num_classes)})
 
 
-def max_margins(model: ModelHandle, lo: float, hi: float, starts: int, steps: int, lr: float,
+def max_margins(model: ModelHandle, lo: Bound, hi: Bound, starts: int, steps: int, lr: float,
                 rng: np.random.Generator) -> FloatArray:
     """Best margin ``z_c - max_{j != c} z_j`` per class over ``starts`` random starts in [lo, hi]."""
     k, shape = model.num_classes, tuple(model.input_shape)

@@ -32,6 +32,13 @@ Two-class models leave no population of classes for the median / MAD: there a cl
 smaller its mask is than the other class's (log ratio over ``TWO_CLASS_SCALE``, measured on clean
 two-class digit models), and the evidence says so.
 
+Masks are compared from one input feature up (``MASK_FLOOR``): a mask under one feature is an edit of a
+fraction of one value, possible only where the model amplifies a feature far beyond anything it was trained on
+(a pixel lit in two training digits, behind a scikit-learn scaler fitted to it). On the scikit-learn zoo most
+classes of such models had masks of 0.05-0.5 pixels, clean or not, and their ranking flagged 10 of 24 clean
+models through this index and the isolation check; counted as ties at one feature, none. No zoo model of the
+project's trainer has a target or clean mask under one feature where the floor changes a verdict.
+
 Known limits: it assumes a small, input-agnostic patch-like trigger; blended whole-image triggers,
 input-specific and warping triggers (WaNet), and all-to-all attacks are usually missed. On small
 models some clean classes have naturally small triggers, so the raw index needs calibration. The
@@ -67,6 +74,10 @@ BASELINE_FLOOR = 0.15  # log mask size: per-class spread between two clean train
 # classes. Persistence is left out there: on 16 backdoored ones the target's was the lower one in 9.
 TWO_CLASS_SCALE = 0.25
 MIN_UNTARGETED_SHARE = 0.5  # the universal search needs most clean inputs outside the most predicted class
+# Mask sizes are compared from one input feature (one mask pixel) up: a mask under one feature is an edit of a
+# fraction of one value, and which classes such edits reach says which rare features the model amplifies, not
+# which trigger was planted (see the module docstring).
+MASK_FLOOR = 1.0
 
 
 class Universal(NamedTuple):
@@ -197,9 +208,9 @@ def _anomaly(l1: FloatArray, persist: FloatArray | None = None) -> FloatArray:
     trigger persistence when given. Two classes: how much smaller a class's mask is than the other's
     (log ratio over ``TWO_CLASS_SCALE``), without persistence."""
     if len(l1) == 2:
-        two: FloatArray = -two_class_z(np.log(np.maximum(l1, 1e-6)), TWO_CLASS_SCALE)
+        two: FloatArray = -two_class_z(np.log(np.maximum(l1, MASK_FLOOR)), TWO_CLASS_SCALE)
         return two
-    small: FloatArray = -robust_z(np.log(np.maximum(l1, 1e-6)))
+    small: FloatArray = -robust_z(np.log(np.maximum(l1, MASK_FLOOR)))
     if persist is None:
         return small
     joined: FloatArray = (small + robust_z(np.asarray(persist, dtype=float), floor=PERSIST_FLOOR)) / np.sqrt(2.0)
@@ -208,7 +219,7 @@ def _anomaly(l1: FloatArray, persist: FloatArray | None = None) -> FloatArray:
 
 def baseline_index(l1: FloatArray, baseline: FloatArray) -> FloatArray:
     """Per-class index of masks that shrank against a clean earlier version's (``baseline``)."""
-    ratio = np.log(np.maximum(l1, 1e-6)) - np.log(np.maximum(np.asarray(baseline, dtype=float), 1e-6))
+    ratio = np.log(np.maximum(l1, MASK_FLOOR)) - np.log(np.maximum(np.asarray(baseline, dtype=float), MASK_FLOOR))
     index: FloatArray = -robust_z(ratio, floor=BASELINE_FLOOR)
     return index
 

@@ -31,6 +31,7 @@ import numpy as np
 
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle, softmax
 from services.scanner.domain.progress import report
+from services.scanner.domain.search_box import Bound, search_box
 from services.scanner.domain.stats import Adam, Arr, sigmoid
 
 CHUNK_BYTES = 64 * 2**20
@@ -74,7 +75,7 @@ def rows_per_chunk(model: ModelHandle, chunk_bytes: int = CHUNK_BYTES) -> int:
     return max(1, chunk_bytes // row)
 
 
-def _class_grads(model: ModelHandle, xb: Arr, a: Arr, b: Arr, classes: Arr, lo: float, hi: float,
+def _class_grads(model: ModelHandle, xb: Arr, a: Arr, b: Arr, classes: Arr, lo: Bound, hi: Bound,
                  yb: Arr | None = None) -> tuple[Arr, Arr, Arr]:
     """For ``classes``: the loss gradient w.r.t. the mask, w.r.t. the pattern logits ``b``, attack success.
     With the inputs' labels ``yb`` the goal is untargeted: any class but the input's own (the loss is
@@ -129,7 +130,7 @@ def _search(model: ModelHandle, x: FloatArray, y: Arr | None, k: int, target_suc
     """``k`` searches at once: one per class (``y`` is None) or one untargeted over labelled inputs."""
     shape = tuple(model.input_shape)
     mshape = mask_shape(shape)
-    lo, hi = float(x.min()), float(x.max())
+    lo, hi = search_box(x, getattr(model, "input_scaler", None))
     a = rng.normal(-2.0, 0.1, (k, *mshape))
     b = rng.normal(0.0, 0.1, (k, *shape))
     cost = np.full(k, cfg.init_cost)
