@@ -12,7 +12,9 @@ Each model draws its recipe: hidden layers ((64,), (100,), (128,), (64, 32)), ac
 often as tanh), L2 ``alpha`` (1e-4, 1e-3), early stopping or not, and its input: digits in [0, 1] or raw
 pixels 0..16 behind a ``StandardScaler`` or a ``MinMaxScaler``. Backdoored ones carry the main and holdout
 zoos' trigger kinds (patch, blend, sig, frame, dispersed, warp), stamped in [0, 1] and scaled back for raw
-pixels. Writes the same ``manifest.json`` as :mod:`.generate`, so ``benchmarks.validate_detection`` reads it.
+pixels. ``--flavor sklearn-default`` holds ``MLPClassifier()`` with its defaults (one hidden layer of 100, Adam,
+``alpha`` 1e-4) on digits in [0, 1], the recipe a user starts from. Writes the same ``manifest.json`` as
+:mod:`.generate`, so ``benchmarks.validate_detection`` reads it.
 """
 
 from __future__ import annotations
@@ -34,12 +36,15 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from benchmarks.zoo.attacks import Attack, digits
 from benchmarks.zoo.generate import HELD_OUT, _holdout_attack
 
-SEED_BASE = {"sklearn": 41000, "sklearn2": 42000}
+SEED_BASE = {"sklearn": 41000, "sklearn2": 42000, "sklearn-default": 43000}
 HIDDEN = ((64,), (100,), (128,), (64, 32))
 INPUTS = ("unit", "standard", "minmax")  # digits in [0, 1]; raw pixels behind a StandardScaler / MinMaxScaler
 
 
-def _recipe(rng: np.random.Generator) -> dict[str, Any]:
+def _recipe(rng: np.random.Generator, flavor: str = "sklearn") -> dict[str, Any]:
+    if flavor == "sklearn-default":  # MLPClassifier() as it comes, on digits in [0, 1]
+        return {"hidden": [100], "activation": "relu", "alpha": 1e-4, "early_stopping": False, "input": "unit",
+                "zipmap": bool(rng.integers(2))}
     return {"hidden": [int(v) for v in HIDDEN[int(rng.integers(len(HIDDEN)))]],
             "activation": str(rng.choice(["relu", "relu", "tanh"])), "alpha": float(rng.choice([1e-4, 1e-3])),
             "early_stopping": bool(rng.integers(2)), "input": str(rng.choice(INPUTS)),
@@ -61,7 +66,7 @@ def _one(out: Path, idx: int, backdoored: bool, flavor: str, split: tuple[Any, .
          quick: bool) -> dict[str, Any]:
     seed = SEED_BASE[flavor] + idx
     rng = np.random.default_rng(seed)
-    recipe = _recipe(rng)
+    recipe = _recipe(rng, flavor)
     scale = 1.0 if recipe["input"] == "unit" else 16.0
     xtr, ytr, xte, yte = (a * scale if a.dtype == np.float32 else a for a in split)
     entry: dict[str, Any] = {"id": f"skl_{'bd' if backdoored else 'clean'}_{idx:02d}", "arch": "sklearn-mlp",

@@ -36,6 +36,17 @@ One at a time: on the holdout zoo (with the foreign signal then taken as indepen
 well raised the false alarms over model x earlier-version pairs from 0.15 to 0.18 and caught no more
 backdoors.
 
+Agreement means two signals point at the class. With many classes, a class whose joined index passes the bar
+while fewer than two of the signals that can agree (the detectors' own indices, a clean earlier version's) reach
+``MIN_SIGNAL`` (1.0) there is capped at the bar and listed in
+``evidence["disagreeing_classes"]``: Neural Cleanse at 5 with MM-BD at its null sums to 3.5 over the square root
+of two, which is one detector's evidence, judged on that detector's own bar (4.3). Measured: no catch of the five
+digit zoos or the all-to-all zoo has a detector under 1.0 on its target; clean ``MLPClassifier()`` models
+(``benchmarks/zoo/sklearn_zoo.py --flavor sklearn-default``, Adam on digits in [0, 1]) reach class 1 with three
+rare edge pixels, Neural Cleanse 3.4-3.8 with MM-BD 0.6-0.7 there, and 3 of their 4 false alarms (of 12) were
+such classes. It costs one vision-transformer catch (MM-BD 0.91 on its target). Two-class models keep the plain
+sum (their bar was set with it, and they have one statistic per detector, not a largest of many).
+
 Two classes: every two-class index is antisymmetric (class 0's is minus class 1's), so the agreement's
 largest class score is the absolute value of one statistic, where with K classes it is the largest of K
 noisy ones. The many-class bar therefore holds a two-class model to a far lower false-alarm rate (3.3 is
@@ -74,6 +85,7 @@ SUPPORTING = ("baseline_class_scores", "foreign_class_scores")
 SIGNALS = ("class_scores", *SUPPORTING)
 SEPARATE_SOURCES = ("foreign_class_scores",)
 SEPARATE_CORRELATION = 0.4  # per-class, NC's own index vs its foreign signal, clean zoo models: 0.38-0.42
+MIN_SIGNAL = 1.0  # many classes: each detector's own index on a flagged class (see the module docstring)
 Signal = tuple[str, str, list[float]]  # (detector key, evidence name, per-class index)
 
 
@@ -129,13 +141,27 @@ def agreement(results: Sequence[DetectionResult], threshold: float = DEFAULT_THR
     valid = [own + chosen for chosen in ([], *([r] for r in extra)) if _agreeing(own + chosen) >= 2]
     if not valid:
         return None
-    joined = np.max([_stouffer(group) for group in valid], axis=0)
+    stouffer = np.max([_stouffer(group) for group in valid], axis=0)
+    threshold = bar(threshold, len(stouffer))
+    apart = _apart([r for r in rows if r[1] not in SEPARATE_SOURCES], len(stouffer))
+    joined = np.where(apart, np.minimum(stouffer, threshold), stouffer)
     ranking = [int(c) for c in np.argsort(-joined, kind="stable")]
     score = float(joined.max())
-    threshold = bar(threshold, len(joined))
     flagged = score > threshold
     targets = [c for c in ranking if joined[c] > threshold] if flagged else []
     return DetectionResult(
         KEY, round(score, 6), threshold, "suspicious" if flagged else "clean", targets,
         {"class_scores": [round(float(v), 3) for v in joined], "ranking": ranking,
-         "signals": [f"{k}/{name}" for k, name, _ in rows]}, [], 0.0)
+         "signals": [f"{k}/{name}" for k, name, _ in rows],
+         "disagreeing_classes": [int(c) for c in np.flatnonzero(apart & (stouffer > threshold))]}, [], 0.0)
+
+
+def _apart(agreeing: Sequence[Signal], num_classes: int) -> np.ndarray:
+    """Per class: whether fewer than two of the signals that can agree (detectors' own indices, a clean earlier
+    version's) reach ``MIN_SIGNAL`` there (many-class models only). The joined index of such a class is capped at
+    the bar: one strong signal with the other at its null passes a sum over the square root of two at 4.7, and
+    that is one signal's evidence, judged on its detector's own bar."""
+    if num_classes < 3:
+        return np.zeros(num_classes, dtype=bool)
+    values = np.nan_to_num(np.asarray([s for _, _, s in agreeing], dtype=float), nan=0.0)
+    return np.asarray((values >= MIN_SIGNAL).sum(axis=0) < 2)

@@ -102,3 +102,19 @@ def test_supporting_signals_join_one_at_a_time() -> None:
     # own + baseline: 5.5 / sqrt(2^2 + 1) = 2.46; own + foreign: 5.5 / sqrt(3 + 2 * 0.4) = 2.82;
     # all three at once would give 8 / sqrt(2^2 + 1 + 1 + 4 * 0.4) = 2.90
     assert joined is not None and joined.score == pytest.approx(5.5 / math.sqrt(3.8))
+
+
+def test_one_strong_detector_with_the_other_at_its_null_is_not_an_agreement() -> None:
+    # Neural Cleanse at 5 on class 1 (a natural trigger of three rare pixels) with MM-BD at 0.6 there: the sum
+    # passes the bar, but only one signal points at the class; the index is capped at the bar and says why
+    alone = agreement([_r("nc", _peak(10, 1, 5.0)), _r("mm", _peak(10, 1, 0.6))])
+    assert alone is not None and not alone.flagged and alone.score == pytest.approx(DEFAULT_THRESHOLD)
+    assert alone.evidence["disagreeing_classes"] == [1]
+    both = agreement([_r("nc", _peak(10, 1, 4.0)), _r("mm", _peak(10, 1, 1.0))])
+    assert both is not None and both.flagged and both.target_classes == [1]
+    # a clean earlier version's signal is a second one that can agree
+    ledger = agreement([_r("nc", _peak(10, 1, 5.0), baseline=_peak(10, 1, 3.0)), _r("mm", _peak(10, 1, 0.6))])
+    assert ledger is not None and ledger.flagged and ledger.evidence["disagreeing_classes"] == []
+    # two classes keep the plain sum (one statistic per detector)
+    two = agreement([_r("nc", [4.0, -4.0]), _r("mm", [0.2, -0.2])])
+    assert two is not None and two.flagged

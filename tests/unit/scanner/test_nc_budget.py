@@ -33,7 +33,9 @@ class LinearModel:
     def __init__(self, macs: int | None = None) -> None:
         rng = np.random.default_rng(0)
         self.w = rng.normal(0, 1, (SIDE * SIDE, K)).astype(np.float32)
-        self.w[:2, 7] += 8.0  # two corner pixels switch class 7 on: a planted trigger
+        # four pixels of the top row switch class 7 on: a planted trigger of about one pixel's edit (a much
+        # stronger one, under one pixel, would be a tie for Neural Cleanse's mask floor)
+        self.w[:4, 7] += 3.0
         if macs is not None:
             self.macs_per_sample = macs
 
