@@ -110,6 +110,7 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     keys = resolve(config.detectors or DEFAULT_MODEL_DETECTORS, "model")
     _check_baseline(config, model.num_classes)
     model, clean, layout, prepared = _prepare(model, clean, config)
+    _check_responsive(model, clean)
     data = clean.subset(clean_sample_cap(config.max_clean_samples, model.num_classes), config.seed)
     span = span_ratio(data.x)
     raised = _with_budget(_raise_bars(config, keys, threshold_factor(data.y) * span_factor(span)), keys)
@@ -194,6 +195,33 @@ def _check_clean_outputs(model: ModelHandle, data: Dataset, n: int = 256) -> str
     return (f"the model labels only {accuracy:.0%} of the clean inputs as the data does: check that they are "
             f"preprocessed as the model expects (value range, normalisation, layout) and labelled with its "
             f"class indices; the verdict is unreliable otherwise")
+
+
+# A smooth model's outputs move under any edit of a thousandth of the data's range (float32 resolves it); a tree
+# ensemble's stay put unless a value sits on a split threshold (digits on a grid of 16 levels: 26% of the edits
+# moved a random forest's outputs)
+STATIC_SHARE = 0.5
+PROBE_SCALE = 0.001
+
+
+def _check_responsive(model: ModelHandle, data: Dataset, n: int = 64, probes: int = 4) -> None:
+    """Refuse a model-level scan of a model whose outputs do not move under small edits of its inputs (a tree
+    ensemble: its probabilities are constant between split thresholds). Its gradients are zero almost everywhere,
+    so trigger searches and margin ascent have nothing to follow and their indices are noise (a clean random
+    forest on digits scored 15.8 on Neural Cleanse's bar of 4.3). Models with exact gradients are not probed."""
+    if model.exact_gradients or len(data) == 0:
+        return
+    x = data.x[:n]
+    scale = PROBE_SCALE * max(float(np.ptp(x)), 1e-6)
+    edited = x[None] + scale * np.random.default_rng(0).standard_normal((probes, *x.shape)).astype(x.dtype)
+    out = model.predict(edited.reshape(-1, *x.shape[1:]).astype(np.float32)).reshape(probes, len(x), -1)
+    still = float(np.all(out == model.predict(x)[None], axis=-1).mean())
+    if still >= STATIC_SHARE:
+        raise UnscannableModel(
+            f"the model's outputs do not change under {still:.0%} of small random edits of the clean inputs (a "
+            f"piecewise-constant model, such as a tree ensemble): trigger searches follow gradients, which are zero "
+            f"almost everywhere here, so a model-level scan would report noise; check its training data with "
+            f"`bdguard scan-data` instead")
 
 
 def _raise_bars(config: ScanConfig, keys: Sequence[str], factor: float) -> ScanConfig:
