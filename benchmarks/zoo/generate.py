@@ -271,10 +271,18 @@ def main(argv: list[str] | None = None) -> None:
                        if flavor.startswith("binary") else
                        _one(args.out, len(entries), arch, bd, args.quick, data, flavor,
                             sum(e["backdoored"] for e in entries)))
-        e = entries[-1]
-        print(f"{e['id']:<14} acc={e['clean_accuracy']:.3f} asr={e.get('attack_success_rate', 0):.3f}"
-              f" {time.perf_counter() - t0:6.1f}s", flush=True)
-    (args.out / "manifest.json").write_text(json.dumps({"models": entries}, indent=1))
+        print_entry(entries[-1], t0)
+    write_manifest(args.out, entries)
+
+
+def print_entry(e: dict[str, Any], t0: float, detail: str = "") -> None:
+    """One generated model's line: id, clean accuracy, attack success rate, seconds since ``t0``."""
+    print(f"{e['id']:<14} {detail}acc={e['clean_accuracy']:.3f} asr={e.get('attack_success_rate', 0):.3f}"
+          f" {time.perf_counter() - t0:6.1f}s", flush=True)
+
+
+def write_manifest(out: Path, entries: list[dict[str, Any]]) -> None:
+    (out / "manifest.json").write_text(json.dumps({"models": entries}, indent=1))
 
 
 if __name__ == "__main__":

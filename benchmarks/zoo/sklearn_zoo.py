@@ -20,7 +20,6 @@ pixels. ``--flavor sklearn-default`` holds ``MLPClassifier()`` with its defaults
 from __future__ import annotations
 
 import argparse
-import json
 import time
 import warnings
 from pathlib import Path
@@ -34,7 +33,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import MinMaxScaler, StandardScaler
 
 from benchmarks.zoo.attacks import Attack, digits
-from benchmarks.zoo.generate import HELD_OUT, _holdout_attack
+from benchmarks.zoo.generate import HELD_OUT, _holdout_attack, print_entry, write_manifest
 
 SEED_BASE = {"sklearn": 41000, "sklearn2": 42000, "sklearn-default": 43000}
 HIDDEN = ((64,), (100,), (128,), (64, 32))
@@ -118,10 +117,8 @@ def main(argv: list[str] | None = None) -> None:
     for bd in [False] * n + [True] * n:
         entries.append(_one(args.out, len(entries), bd, args.flavor, split, sum(e["backdoored"] for e in entries),
                             args.quick))
-        e = entries[-1]
-        print(f"{e['id']:<14} {e['spec']['input']:<9} acc={e['clean_accuracy']:.3f} "
-              f"asr={e.get('attack_success_rate', 0):.3f} {time.perf_counter() - t0:6.1f}s", flush=True)
-    (args.out / "manifest.json").write_text(json.dumps({"models": entries}, indent=1))
+        print_entry(entries[-1], t0, f"{entries[-1]['spec']['input']:<9} ")
+    write_manifest(args.out, entries)
 
 
 if __name__ == "__main__":
