@@ -85,3 +85,16 @@ def test_a_tree_ensemble_is_refused_by_the_model_scan_and_scanned_by_scan_data(t
     assert res.exit_code == 2 and "piecewise-constant" in res.output and "scan-data" in res.output
     res = CliRunner().invoke(app, ["scan-data", str(model), "--data", str(tmp_path / "train.npz")])
     assert res.exit_code == 0, res.output
+
+
+def test_an_svm_is_costed_by_its_support_vectors(tmp_path: Path) -> None:
+    """An SVC's forward pass is a kernel row against every support vector: counted as one operation per output it
+    got the full trigger search of a cheap model and took minutes; counted by its support vectors, the work budget
+    sizes the search."""
+    from sklearn.svm import SVC
+
+    x, y = load_digits(return_X_y=True)
+    x = (x / 16.0).astype(np.float32)[:300]
+    svc = SVC(probability=True, random_state=0).fit(x, y[:300])
+    model = open_model(_export(svc, x, tmp_path / "svc.onnx", zipmap=False))
+    assert model.macs_per_sample >= 2 * svc.support_vectors_.size
