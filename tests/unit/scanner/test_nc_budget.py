@@ -124,7 +124,7 @@ def test_the_wall_clock_guard_is_only_a_safety_net_and_says_when_it_fired(zoo: Z
     model, clean = open_model(zoo.backdoored_model), load_npz(zoo.clean_npz)
     result = create("neural_cleanse.v2", steps=200, max_seconds=1e-6).fit(model, clean).result()
     assert result.evidence["search"] == {"steps": 50, "step_cap": 200, "batch_size": 32,
-                                          "stopped": "time_guard"}
+                                          "stopped": "time_guard", "box": "data range"}
 
 
 def test_a_search_cut_short_by_the_budget_says_so_and_a_larger_budget_lifts_the_cut(zoo: Zoo) -> None:

@@ -119,6 +119,8 @@ def test_minmax_scaled_scikit_learn_mlps_clean_passes_backdoored_caught(
     assert model.input_scaler is not None
     held = np.random.default_rng(0).permutation(len(digits_split[2]))[:300]
     verdict = scan_model(model, Dataset(digits_split[2][held] * 16.0, digits_split[3][held]))
+    nc = next(r for r in verdict.results if r.key == "neural_cleanse.v2")
+    assert nc.evidence["search"]["box"] == "scaler range"
     if backdoored:
         assert entry["attack_success_rate"] > 0.9
         assert verdict.backdoor_detected and verdict.target_classes == [entry["target"]]
