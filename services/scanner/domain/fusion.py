@@ -85,7 +85,7 @@ SUPPORTING = ("baseline_class_scores", "foreign_class_scores")
 SIGNALS = ("class_scores", *SUPPORTING)
 SEPARATE_SOURCES = ("foreign_class_scores",)
 SEPARATE_CORRELATION = 0.4  # per-class, NC's own index vs its foreign signal, clean zoo models: 0.38-0.42
-MIN_SIGNAL = 1.0  # many classes: each detector's own index on a flagged class (see the module docstring)
+MIN_SIGNAL = 1.0  # many classes: two signals must reach it on a flagged class (see the module docstring)
 Signal = tuple[str, str, list[float]]  # (detector key, evidence name, per-class index)
 
 
