@@ -72,8 +72,13 @@ def inputs_per_class(y: Arr) -> float:
 
 def threshold_factor(y: Arr) -> float:
     """What the bars of clean-data detectors are multiplied by for a clean set with labels ``y``."""
-    short = (CALIBRATED_PER_CLASS - inputs_per_class(y)) / (CALIBRATED_PER_CLASS - FEW_PER_CLASS)
-    return 1.0 + MAX_RAISE * min(max(short, 0.0), 1.0)
+    return _ramp(inputs_per_class(y), CALIBRATED_PER_CLASS, FEW_PER_CLASS, MAX_RAISE)
+
+
+def _ramp(value: float, calibrated: float, low: float, most: float) -> float:
+    """1 at ``calibrated`` and above, rising linearly to ``1 + most`` at ``low`` and below."""
+    short = (calibrated - value) / (calibrated - low)
+    return 1.0 + most * min(max(short, 0.0), 1.0)
 
 
 def few_inputs_note(y: Arr) -> str | None:
@@ -125,8 +130,7 @@ def span_ratio(x: Arr) -> float:
 
 def span_factor(ratio: float) -> float:
     """What the bars of clean-data detectors are multiplied by for clean data of span ratio ``ratio``."""
-    short = (SPAN_CALIBRATED - ratio) / (SPAN_CALIBRATED - SPAN_LOW)
-    return 1.0 + SPAN_RAISE * min(max(short, 0.0), 1.0)
+    return _ramp(ratio, SPAN_CALIBRATED, SPAN_LOW, SPAN_RAISE)
 
 
 def low_span_note(ratio: float) -> str | None:
