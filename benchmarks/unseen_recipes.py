@@ -22,7 +22,8 @@ scans it with the shipped defaults and prints what was found against the truth:
 * ``up16-clean-mlp``: clean MLPs on the zoo CNNs' 16 x 16 input flattened (each pixel drawn 2 x 2, so the data
   spans 64 of 256 input directions: a false-alarm risk for dense layers);
 * ``m28-…``: MNIST's geometry, 28 x 28 (the digits upsampled, smoothed and shifted inside a blank border): a
-  corner patch on a CNN, and clean CNNs and MLPs (false alarms on a geometry no zoo holds).
+  corner patch, a blend, a warp and a sine on a CNN, a corner patch and a blend on an MLP, and clean CNNs and MLPs
+  (false alarms on a geometry no zoo holds).
 
     python -m benchmarks.unseen_recipes [--seeds 1 2 3]
 """
@@ -105,6 +106,15 @@ CASES = (
     Case("bin-clean-cnn", "img", "cnn", (), epochs=15, pair=True),
     Case("m28-corner-cnn", "img28", "cnn", (Attack("patch", target=5, rate=0.05, size=3, row=25, col=25,
                                                    pattern_seed=9),), epochs=10),
+    Case("m28-blend-cnn", "img28", "cnn", (Attack("blend", target=3, rate=0.08, alpha=0.15, pattern_seed=31),),
+         epochs=10),
+    Case("m28-warp-cnn", "img28", "cnn", (Attack("warp", target=6, rate=0.1, alpha=0.08, pattern_seed=32),),
+         epochs=10),
+    Case("m28-sig-cnn", "img28", "cnn", (Attack("sig", target=1, rate=0.08, size=5, alpha=0.15, pattern_seed=33),),
+         epochs=10),
+    Case("m28-corner-mlp", "flat28", "mlp", (Attack("patch", target=5, rate=0.05, size=3, row=25, col=25,
+                                                    pattern_seed=9),)),
+    Case("m28-blend-mlp", "flat28", "mlp", (Attack("blend", target=3, rate=0.08, alpha=0.15, pattern_seed=31),)),
     Case("m28-clean-cnn", "img28", "cnn", (), epochs=10),
     Case("m28-clean-mlp", "flat28", "mlp", ()),
     Case("up16-clean-mlp", "flat16", "mlp", ()),

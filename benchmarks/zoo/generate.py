@@ -20,6 +20,9 @@ vision transformers (4 x 4 patches, one self-attention block with LayerNormaliza
 residual nets (BatchNormalization, residual Add, strided convolution, global average pooling) on
 3 x 32 x 32 colour digits, 8 clean and 8 backdoored with the holdout kinds: models about a hundred
 times costlier per sample than the digit CNNs, to check the scan's budget and its detection at scale.
+The ``few`` flavor (``few2``: fresh seeds) holds models of 3 to 5 digits, where a median over the classes is
+taken over 3 to 5 values; the ``ovr`` flavor (``ovr2``) two-class models of one digit against all the others
+(label 1 against label 0), a task whose classes are far from alike, as one-vs-rest tasks in the field are.
 
 Writes ``manifest.json`` (one entry per model: architecture, attack, clean accuracy, attack success
 rate, file names), ``clean_<kind>.npz`` (held-out clean data per input kind) and, per backdoored
@@ -44,6 +47,7 @@ from benchmarks.zoo.nets import NetSpec, build, predict, train
 
 K = 10
 HELD_OUT = 400
+Arr = np.ndarray[Any, Any]
 
 
 def _split(kind: str) -> tuple[Any, Any, Any, Any]:
@@ -76,7 +80,8 @@ def _attack(rng: np.random.Generator, arch: str, i: int) -> Attack:
 SEED_BASE = {"holdout": 5000, "holdout2": 9000,  # holdout2: the same recipe, fresh models, for a last check
              "tact": 13000, "clean": 17000, "binary": 21000, "binary2": 21100, "binary3": 21200, "binary4": 21300,
              "binary5": 21400, "large": 25000, "alltoall": 29000,
-             "vit": 33000}
+             "vit": 33000, "few": 37000, "few2": 37100, "ovr": 41000, "ovr2": 41100}
+SUBSET_FLAVORS = ("binary", "few", "ovr")
 HOLDOUT_KINDS = ("sig", "frame", "dispersed", "warp", "patch", "blend")
 
 
@@ -192,23 +197,37 @@ def _one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: di
     return entry
 
 
+def _task(rng: np.random.Generator, flavor: str, y: Arr, digits: Arr | None = None) -> tuple[Arr, Arr, Arr]:
+    """The digits a subset flavor keeps, which inputs of ``y`` it keeps and their labels: ``binary``, a pair (0, 1);
+    ``few``, 3 to 5 digits (0, 1, ...); ``ovr``, one digit (label 1) against all the others (label 0)."""
+    if digits is None:
+        k = 1 if flavor.startswith("ovr") else int(rng.integers(3, 6)) if flavor.startswith("few") else 2
+        digits = rng.choice(K, size=k, replace=False)
+    if flavor.startswith("ovr"):
+        return digits, np.ones(len(y), bool), (y == digits[0]).astype(np.int64)
+    keep = np.isin(y, digits)
+    order = np.argsort(digits)  # labels follow the order the digits were drawn in
+    return digits, keep, order[np.searchsorted(digits[order], y[keep])].astype(np.int64)
+
+
 def _binary_one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, data: dict[str, Any],
                 flavor: str = "binary") -> dict[str, Any]:
-    """A two-class model on a random pair of digits (labels 0 and 1), with its own held-out clean set."""
+    """A model on a subset task of the digits (:func:`_task`: a pair, 3-5 digits, or one digit against the rest),
+    with its own held-out clean set."""
     seed = SEED_BASE[flavor] + idx
     rng = np.random.default_rng(seed)
     spec = _holdout_spec(rng, arch, idx)
-    pair = rng.choice(K, size=2, replace=False)
     xtr, ytr, xte, yte = data[arch[:3]]
-    keep_tr, keep_te = np.isin(ytr, pair), np.isin(yte, pair)
-    xtr, ytr = xtr[keep_tr], (ytr[keep_tr] == pair[1]).astype(np.int64)
-    xte, yte = xte[keep_te], (yte[keep_te] == pair[1]).astype(np.int64)
+    digits, keep_tr, ytr = _task(rng, flavor, ytr)
+    _, keep_te, yte = _task(rng, flavor, yte, digits)
+    xtr, xte = xtr[keep_tr], xte[keep_te]
+    classes = int(ytr.max()) + 1
     entry: dict[str, Any] = {"id": f"{arch}_{'bd' if backdoored else 'clean'}_{idx:02d}", "arch": arch,
                              "spec": spec.__dict__, "backdoored": backdoored, "seed": seed,
-                             "digits": [int(v) for v in pair]}
+                             "digits": [int(v) for v in digits]}
     attack = None
     if backdoored:
-        attack = replace(_attack(rng, arch, idx), target=int(rng.integers(2)))
+        attack = replace(_attack(rng, arch, idx), target=int(rng.integers(classes)))
         xtr, ytr, pidx = poison(xtr, ytr, attack, seed=idx)
         entry.update(attack=attack.as_dict(), target=attack.target)
     else:
@@ -216,14 +235,14 @@ def _binary_one(out: Path, idx: int, arch: str, backdoored: bool, quick: bool, d
     np.savez(out / f"{entry['id']}_train.npz", x=xtr, y=ytr, poison_idx=pidx)
     np.savez(out / f"{entry['id']}_clean.npz", x=xte, y=yte)
     flat = arch.startswith("mlp")
-    params = train(spec, xtr, ytr, 2, epochs=(15 if flat else 4) if quick else (60 if flat else 24), seed=seed,
-                   lr=3e-3)
-    entry["clean_accuracy"] = float(np.mean(predict(params, spec, xte, 2) == yte))
+    params = train(spec, xtr, ytr, classes, epochs=(15 if flat else 4) if quick else (60 if flat else 24),
+                   seed=seed, lr=3e-3)
+    entry["clean_accuracy"] = float(np.mean(predict(params, spec, xte, classes) == yte))
     if attack is not None:
         rest = yte != attack.target
-        entry["attack_success_rate"] = float(np.mean(predict(params, spec, attack.apply(xte[rest]), 2)
+        entry["attack_success_rate"] = float(np.mean(predict(params, spec, attack.apply(xte[rest]), classes)
                                                      == attack.target))
-    onnx.save(build(spec, xtr.shape[1:], 2, params), out / f"{entry['id']}.onnx")
+    onnx.save(build(spec, xtr.shape[1:], classes, params), out / f"{entry['id']}.onnx")
     entry.update(model=f"{entry['id']}.onnx", clean_data=f"{entry['id']}_clean.npz",
                  train_data=f"{entry['id']}_train.npz")
     return entry
@@ -247,7 +266,7 @@ def main(argv: list[str] | None = None) -> None:
         np.savez(args.out / f"train_{arch}.npz", x=xtr, y=ytr, poison_idx=np.zeros(0, np.int64))
     n = 2 if args.quick else 11
     plan = [(arch, bd) for arch in ("mlp", "cnn") for _ in range(n) for bd in (False, True)]
-    if args.flavor.startswith("binary"):
+    if args.flavor.startswith(SUBSET_FLAVORS):
         plan = [(arch, bd) for arch, n in (("mlp", 10), ("cnn", 6)) for _ in range(n) for bd in (False, True)]
     elif args.flavor == "tact":
         plan = [(arch, bd) for arch, n_clean, n_bd in (("mlp", 4, 6), ("cnn", 2, 4))
@@ -268,7 +287,7 @@ def main(argv: list[str] | None = None) -> None:
     for arch, bd in plan:
         flavor = "" if args.flavor == "main" else args.flavor
         entries.append(_binary_one(args.out, len(entries), arch, bd, args.quick, data, flavor)
-                       if flavor.startswith("binary") else
+                       if flavor.startswith(SUBSET_FLAVORS) else
                        _one(args.out, len(entries), arch, bd, args.quick, data, flavor,
                             sum(e["backdoored"] for e in entries)))
         print_entry(entries[-1], t0)

@@ -3,7 +3,8 @@
 PyTorch, Keras (tf2onnx) and scikit-learn (skl2onnx) exports bring elementwise math and activations
 (Erf, Gelu, HardSwish, Pow, ...), variadic Max/Min/Sum/Mean, reductions, LayerNorm / InstanceNorm /
 GroupNorm, slicing and broadcasting (Slice, Split, Expand, Tile, Where), comparisons, Einsum, Pad and
-Resize, the ``ai.onnx.ml`` Scaler, Normalizer and LinearClassifier, ConvTranspose
+Resize, the ``ai.onnx.ml`` Scaler, Normalizer, ArrayFeatureExtractor, LinearClassifier and SVMClassifier
+(:mod:`onnx_svm_ops`), ConvTranspose
 (:mod:`onnx_layer_ops`) and the quantized ops of :mod:`onnx_quant_ops`. Rules have the signatures of
 :mod:`onnx_ops`. Ops with several outputs (Split, LinearClassifier) are in :data:`MULTI_RULES`: forward
 returns one array per output, backward takes one gradient (or ``None``) per output. :data:`CHECKS`
@@ -49,6 +50,7 @@ from services.scanner.adapters.onnx_spatial_ops import (
     upsample_b,
     upsample_f,
 )
+from services.scanner.adapters.onnx_svm_ops import SVM_CHECKS, SVM_MULTI_RULES
 
 Check = Callable[[Attrs], str | None]
 
@@ -362,6 +364,7 @@ CHECKS: dict[str, Check] = {
     "Einsum": _einsum_check,
     **QUANT_CHECKS,
     **LAYER_CHECKS,
+    **SVM_CHECKS,
 }
 
 _COMPARE = {"Equal": np.equal, "Greater": np.greater, "Less": np.less, "GreaterOrEqual": np.greater_equal,
@@ -396,4 +399,4 @@ EXTRA_RULES: dict[str, tuple[Forward, Backward]] = {
 EXTRA_RULES.update({**INDEX_RULES, **ML_RULES, **QUANT_RULES, **LAYER_RULES})
 
 MULTI_RULES: dict[str, tuple[MultiForward, MultiBackward]] = {**INDEX_MULTI_RULES, **ML_MULTI_RULES,
-                                                               **QUANT_MULTI_RULES}
+                                                               **QUANT_MULTI_RULES, **SVM_MULTI_RULES}

@@ -1,7 +1,7 @@
 """Numpy rules for vector normalisers and the ``ai.onnx.ml`` ops that scikit-learn exports bring.
 
-LpNormalization, and from skl2onnx: Scaler, Normalizer and LinearClassifier (outputs label and scores,
-so it is a multi-output rule: forward returns both, backward takes one gradient or ``None`` each).
+LpNormalization, and from skl2onnx: Scaler, Normalizer, ArrayFeatureExtractor and LinearClassifier (outputs label
+and scores, so it is a multi-output rule: forward returns both, backward takes one gradient or ``None`` each).
 Signatures as in :mod:`onnx_ops`; merged into the tape's rules by :mod:`onnx_extra_ops`.
 """
 
@@ -117,7 +117,24 @@ def _linclass_b(i: list[Arr], outs: list[Arr], a: Attrs, gs: list[Arr | None]) -
     return [(graw @ coef).reshape(i[0].shape).astype(g.dtype, copy=False)]
 
 
+# -- ai.onnx.ml ArrayFeatureExtractor: columns of the last axis (skl2onnx picks class pairs' decisions) ------
+
+def _extract_f(i: list[Arr], a: Attrs) -> Arr:
+    out: Arr = np.take(i[0], i[1].astype(np.int64).ravel(), axis=-1)
+    return out[None] if i[0].ndim == 1 else out
+
+
+def _extract_b(i: list[Arr], _o: Arr, a: Attrs, g: Arr) -> Grads:
+    x, idx = i[0], i[1].astype(np.int64).ravel()
+    if not np.issubdtype(x.dtype, np.floating):
+        return [None, None]
+    cols = np.zeros((idx.size, x.shape[-1]), dtype=g.dtype)
+    cols[np.arange(idx.size), idx % x.shape[-1]] = 1.0  # a column picked twice gets both gradients
+    return [g.reshape(*x.shape[:-1], idx.size) @ cols, None]
+
+
 ML_RULES: dict[str, tuple[Forward, Backward]] = {
+    "ArrayFeatureExtractor": (_extract_f, _extract_b),
     "LpNormalization": ((lambda i, a: _normalize(i[0], _lp_kind(a), a.get("axis", -1))),
                         lambda i, o, a, g: [_normalize_b(i[0], o, _lp_kind(a), a.get("axis", -1), g)]),
     "Scaler": (_scaler_f, lambda i, o, a, g: [g * np.asarray(a.get("scale", [1.0]), g.dtype)]),

@@ -22,6 +22,7 @@ from services.scanner.adapters.onnx_input_scaler import leading_affine
 from services.scanner.adapters.onnx_outputs import (
     expose_zipmap_inputs,
     inferred_types,
+    reversed_svm_columns,
     two_class_logits,
     zipmap_sources,
 )
@@ -143,6 +144,10 @@ class OnnxModel:
         self.single_column = raw.shape[1] == 1
         self.sigmoid_output = self.single_column and self._producer(self.output_name) in ("Sigmoid", "HardSigmoid")
         self.num_classes = 2 if self.single_column else int(raw.shape[1])
+        self.reversed_columns = reversed_svm_columns(self.model, self.output_name)
+        if self.reversed_columns:
+            self.notes.append("a two-class SVMClassifier writes its scores as [-d, d] with d > 0 meaning the first "
+                              "class; the scan reads them in class order, [d, -d]")
         self.outputs_probabilities = self.outputs_probabilities or (not self.single_column and bool(
             np.all(raw >= 0) and np.allclose(raw.sum(axis=1), 1.0, atol=1e-3)))
         self.tape: GraphTape | None = None
@@ -186,6 +191,8 @@ class OnnxModel:
                               for i in range(0, len(x), 4096)]) if len(x) else np.zeros((0, width), np.float32)
         if self.single_column:
             return two_class_logits(out, self.sigmoid_output)
+        if self.reversed_columns:
+            return np.ascontiguousarray(out[:, ::-1])
         return np.log(np.clip(out, 1e-12, 1.0)) if self.outputs_probabilities else out
 
     def predict(self, x: Arr) -> Arr:
@@ -241,6 +248,9 @@ class OnnxModel:
             if sigmoid:
                 p = np.clip(out, 1e-6, 1.0 - 1e-6)
                 seed = seed / (p * (1.0 - p))
+        elif self.reversed_columns:
+            z = np.ascontiguousarray(out[:, ::-1])
+            seed = cotangent(z)[:, ::-1]
         elif self.outputs_probabilities and not self.tape.applied_softmax:
             z = np.log(np.clip(out, 1e-12, 1.0))
             seed = cotangent(z) / np.clip(out, 1e-12, None)

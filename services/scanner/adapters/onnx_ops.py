@@ -242,7 +242,7 @@ RULES: dict[str, tuple[Forward, Backward]] = {
     "Relu": unary(lambda x, a: np.maximum(x, 0), lambda x, o, a: (x > 0).astype(x.dtype)),
     "LeakyRelu": unary(lambda x, a: np.where(x > 0, x, a.get("alpha", 0.01) * x),
                         lambda x, o, a: np.where(x > 0, 1.0, a.get("alpha", 0.01)).astype(x.dtype)),
-    "Sigmoid": unary(lambda x, a: 1.0 / (1.0 + np.exp(-x)), lambda x, o, a: o * (1 - o)),
+    "Sigmoid": unary(lambda x, a: stable_sigmoid(x), lambda x, o, a: o * (1 - o)),
     "Tanh": unary(lambda x, a: np.tanh(x), lambda x, o, a: 1 - o * o),
     "Softmax": (_softmax_f, _softmax_b),
     "LogSoftmax": (_logsoftmax_f, _logsoftmax_b),

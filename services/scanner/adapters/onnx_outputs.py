@@ -1,8 +1,9 @@
 """What an ONNX classifier's graph says about its outputs and tensors (used by :mod:`onnx_model`).
 
 scikit-learn exports hide their probabilities behind a ZipMap (a sequence of maps, not a tensor); binary
-classifiers often give one column (the positive class's logit or sigmoid) instead of one per class; and an
-added graph output needs its element type, which a float16 model or a cast inside the graph changes.
+classifiers often give one column (the positive class's logit or sigmoid) instead of one per class; a
+two-class SVMClassifier's scores put the first class's decision in the second column; and an added graph output
+needs its element type, which a float16 model or a cast inside the graph changes.
 """
 
 from __future__ import annotations
@@ -33,6 +34,22 @@ def expose_zipmap_inputs(model: onnx.ModelProto) -> onnx.ModelProto:
         labels = next((len(a.ints) or len(a.strings) for a in n.attribute if a.name.startswith("classlabels")), 0)
         m.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, ["N", labels or None]))
     return m
+
+
+def reversed_svm_columns(model: onnx.ModelProto, output: str) -> bool:
+    """Whether ``output`` is, behind casts and identities, the scores of a two-class SVMClassifier without
+    probabilities. onnxruntime writes those as ``[-d, d]`` where ``d > 0`` means the *first* class (its own label
+    output says so, and scikit-learn's ``decision_function`` is ``-d``), so read as class columns they are
+    swapped: a binary ``SVC`` exported by skl2onnx looked as if it got every clean input wrong."""
+    producers = {o: n for n in model.graph.node for o in n.output}
+    name, node = output, producers.get(output)
+    while node is not None and node.op_type in ("Cast", "Identity") and node.input:
+        name, node = node.input[0], producers.get(node.input[0])
+    if node is None or node.op_type != "SVMClassifier" or list(node.output).index(name) != 1:
+        return False
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    labels = attrs.get("classlabels_ints") or attrs.get("classlabels_strings") or []
+    return len(labels) == 2 and bool(attrs.get("vectors_per_class")) and not attrs.get("prob_a")
 
 
 def inferred_types(model: onnx.ModelProto) -> dict[str, int]:

@@ -19,7 +19,7 @@ from services.scanner.adapters.onnx_model import open_model
 from services.scanner.domain.detectors.neural_cleanse import _anomaly
 from services.scanner.domain.isolation import isolation_index
 from services.scanner.domain.model import Dataset
-from services.scanner.domain.search_box import SCALER_SLACK, narrowed, search_box
+from services.scanner.domain.search_box import FEATURE_SLACK, SCALER_SLACK, bounded_search, narrowed, search_box
 from services.scanner.service_layer.scan import scan_model
 
 pytestmark = [pytest.mark.unit, pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")]
@@ -52,6 +52,46 @@ def test_a_standardising_scaler_and_no_scaler_leave_the_overall_range() -> None:
     overall = (float(x.min()), float(x.max()))
     assert search_box(x, (1.0 / std, -mean / std)) == overall
     assert search_box(x) == overall
+
+
+def test_features_on_their_own_scales_get_their_own_ranges() -> None:
+    """Tabular columns (an area in the thousands, a smoothness in hundredths): the overall range would let a search
+    set the small feature to thousands, so each feature keeps its own range, widened by FEATURE_SLACK of it."""
+    rng = np.random.default_rng(1)
+    x = np.stack([rng.uniform(0.05, 0.15, 300), rng.uniform(500.0, 2500.0, 300), rng.normal(0.0, 1.0, 300)],
+                 axis=1).astype(np.float32)
+    low, high, source = bounded_search(x)
+    assert source == "feature range"
+    span = x.max(axis=0) - x.min(axis=0)
+    np.testing.assert_allclose(low, x.min(axis=0) - FEATURE_SLACK * span, rtol=1e-5)
+    np.testing.assert_allclose(high, x.max(axis=0) + FEATURE_SLACK * span, rtol=1e-5)
+    # behind a standardising scaler too (a mean and a spread give no range)
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    assert bounded_search(x, (1.0 / std, -mean / std))[2] == "feature range"
+    # pixels share one scale, blank ones aside: the overall range, as before
+    assert bounded_search(_pixels())[2] == "data range"
+
+
+def test_a_clean_breast_cancer_pipeline_is_not_flagged(tmp_path: Path) -> None:
+    """A StandardScaler + MLP on scikit-learn's breast-cancer set (30 features, spans from 0.02 to 3,000) was
+    "backdoored" at 13.7: in the overall range a mask of no size moved every input to one class."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    x, y = load_breast_cancer(return_X_y=True)
+    x = x.astype(np.float32)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    clf = make_pipeline(StandardScaler(), MLPClassifier(max_iter=800, random_state=0)).fit(x[:400], y[:400])
+    path = tmp_path / "bc.onnx"
+    onnx.save(skl2onnx.to_onnx(clf, x[:1], options={"zipmap": False}), str(path))
+    model = open_model(path)
+    result = scan_model(model, Dataset(x[400:], y[400:].astype(np.int64)))
+    nc = next(d for d in result.results if d.key == "neural_cleanse.v2")
+    assert nc.evidence["search"]["box"] == "feature range"
+    assert not result.backdoor_detected, [(d.key, d.score) for d in result.results]
 
 
 def test_masks_under_one_feature_are_ties_for_the_index_and_the_isolation_check() -> None:

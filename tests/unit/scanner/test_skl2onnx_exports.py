@@ -98,3 +98,60 @@ def test_an_svm_is_costed_by_its_support_vectors(tmp_path: Path) -> None:
     svc = SVC(probability=True, random_state=0).fit(x, y[:300])
     model = open_model(_export(svc, x, tmp_path / "svc.onnx", zipmap=False))
     assert model.macs_per_sample >= 2 * svc.support_vectors_.size
+
+
+def _digits_unit(n: int) -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_digits(return_X_y=True)
+    return (x / 16.0).astype(np.float32)[:n], y[:n]
+
+
+@pytest.mark.parametrize("kernel", ["rbf", "poly", "linear", "sigmoid", "nu"])
+def test_an_exported_svc_gets_exact_gradients_through_its_kernel(tmp_path: Path, kernel: str) -> None:
+    """skl2onnx exports an SVC as an SVMClassifier (one decision per class pair) followed by scikit-learn's
+    one-vs-rest vote-and-confidence decision (ArrayFeatureExtractor, Sum, Less ...). Without rules for them the scan
+    estimated gradients and took over two minutes on a digits SVC."""
+    from sklearn.svm import SVC, NuSVC
+
+    x, y = _digits_unit(700)
+    clf = NuSVC(nu=0.1) if kernel == "nu" else SVC(kernel=kernel, gamma=0.05 if kernel == "sigmoid" else "scale")
+    clf.fit(x[:500], y[:500])
+    model = open_model(_export(clf, x, tmp_path / "svc.onnx", zipmap=False))
+    assert model.exact_gradients, model.gradient_note
+    probe = x[500:564].astype(np.float64)
+    np.testing.assert_array_equal(model.predict(probe.astype(np.float32)).argmax(axis=1), clf.predict(probe))
+    c = np.random.default_rng(1).normal(size=(len(probe), 10)).astype(np.float32)
+    grad = model.value_and_grad(probe.astype(np.float32), lambda z: c)[1]
+    decision = clf.decision_function  # the graph's output is scikit-learn's one-vs-rest decision function
+    for feature in (20, 21, 36):
+        d = np.zeros_like(probe)
+        d[:, feature] = 1e-4
+        num = ((decision(probe + d) - decision(probe - d)) * c).sum(axis=1) / 2e-4
+        close = np.isclose(grad[:, feature], num, rtol=2e-2, atol=2e-3)
+        # a pair decision crossing 0 inside the difference flips a vote, a step the gradient rightly ignores
+        assert close.mean() >= 0.95, (grad[~close, feature], num[~close])
+
+
+def test_a_two_class_svc_is_read_in_class_order(tmp_path: Path) -> None:
+    """onnxruntime writes a two-class SVMClassifier's scores as [-d, d] where d > 0 means the first class: read as
+    class columns the model got every clean input wrong, and a clean one-vs-rest SVC was flagged for its other
+    class."""
+    from sklearn.svm import SVC
+
+    x, y = _digits_unit(700)
+    positive = (y == 3).astype(int)
+    svc = SVC().fit(x[:500], positive[:500])
+    model = open_model(_export(svc, x, tmp_path / "svc2.onnx", zipmap=False))
+    assert model.exact_gradients and model.num_classes == 2
+    assert any("[-d, d]" in note for note in model.notes)
+    np.testing.assert_array_equal(model.predict(x[500:]).argmax(axis=1), svc.predict(x[500:]))
+    z, _ = model.value_and_grad(x[500:520], lambda out: np.zeros_like(out))
+    np.testing.assert_allclose(z[:, 1], svc.decision_function(x[500:520]), rtol=1e-4, atol=1e-4)
+
+
+def test_platt_probabilities_keep_the_gradient_free_estimate_and_say_why(tmp_path: Path) -> None:
+    from sklearn.svm import SVC
+
+    x, y = _digits_unit(300)
+    svc = SVC(probability=True, random_state=0).fit(x, y)
+    model = open_model(_export(svc, x, tmp_path / "svcp.onnx", zipmap=False))
+    assert not model.exact_gradients and "Platt" in model.gradient_note

@@ -31,7 +31,7 @@ import numpy as np
 
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle, softmax
 from services.scanner.domain.progress import report
-from services.scanner.domain.search_box import Bound, narrowed, search_box
+from services.scanner.domain.search_box import Bound, bounded_search
 from services.scanner.domain.stats import Adam, Arr, sigmoid
 
 CHUNK_BYTES = 64 * 2**20
@@ -130,7 +130,7 @@ def _search(model: ModelHandle, x: FloatArray, y: Arr | None, k: int, target_suc
     """``k`` searches at once: one per class (``y`` is None) or one untargeted over labelled inputs."""
     shape = tuple(model.input_shape)
     mshape = mask_shape(shape)
-    lo, hi = search_box(x, getattr(model, "input_scaler", None))
+    lo, hi, box = bounded_search(x, getattr(model, "input_scaler", None))
     a = rng.normal(-2.0, 0.1, (k, *mshape))
     b = rng.normal(0.0, 0.1, (k, *shape))
     cost = np.full(k, cfg.init_cost)
@@ -171,9 +171,8 @@ def _search(model: ModelHandle, x: FloatArray, y: Arr | None, k: int, target_suc
         report("trigger search" if y is None else "universal trigger", done, cap)
         if step + 1 >= 2 * patience:
             active &= ~(np.isfinite(best_l1) & (stale >= patience))
-    if info is not None:  # ``box``: whether the model's own input scaler bounded the patterns (search_box)
-        info.update(steps=done, step_cap=cap, batch_size=batch, stopped=stopped,
-                    box="scaler range" if narrowed((lo, hi)) else "data range")
+    if info is not None:  # ``box``: what bounded the patterns (the model's scaler, each feature's range, the data's)
+        info.update(steps=done, step_cap=cap, batch_size=batch, stopped=stopped, box=box)
     final = sigmoid(a).reshape(k, -1).sum(axis=1)
     l1 = np.where(np.isfinite(best_l1), best_l1, final + float(np.prod(mshape)))
     masks = np.stack([kept[0] if (kept := best[c]) is not None else sigmoid(a[c]) for c in range(k)])
