@@ -160,13 +160,19 @@ def _with_agreement(models: list[dict[str, Any]], raw: dict[str, list[dict[str, 
     version in the ledger (stood in for by the nearest other clean model of the same architecture)."""
     for i, e in enumerate(models):
         rows = [r for r in raw[e["id"]] if r["key"] in factory_for("model")]
-        peers = sorted((abs(j - i), m["id"]) for j, m in enumerate(models)
-                       if not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"])
+        peers = sorted((abs(j - i), m["id"]) for j, m in enumerate(models) if _peer(e, m, raw))
         earlier = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, peers[0][1])["evidence"]["l1_norms"]
                                      ) if peers else rows  # no clean peer: as if the ledger had none
         extra = [_joined(rows, AGREEMENT), _joined(earlier, AGREEMENT + "+baseline"), *_nc_checks(rows)]
         derived = (AGREEMENT, A2A, ISO)
         raw[e["id"]] = [r for r in raw[e["id"]] if not r["key"].startswith(derived)] + [r for r in extra if r]
+
+
+def _peer(e: dict[str, Any], m: dict[str, Any], raw: dict[str, list[dict[str, Any]]]) -> bool:
+    """Whether clean model ``m`` may stand in for ``e``'s clean earlier version: same architecture, same class
+    count (the ``few`` zoos mix 3 to 5 classes)."""
+    return (not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"]
+            and len(_nc(raw, m["id"])["evidence"]["l1_norms"]) == len(_nc(raw, e["id"])["evidence"]["l1_norms"]))
 
 
 def _nc_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -183,7 +189,7 @@ def _ledger_pairs(models: list[dict[str, Any]], raw: dict[str, list[dict[str, An
     for e in models:
         rows = [r for r in raw[e["id"]] if r["key"] in factory_for("model")]
         for m in models:
-            if m["backdoored"] or m["arch"] != e["arch"] or m["id"] == e["id"]:
+            if not _peer(e, m, raw):
                 continue
             with_base = _with_baseline_row(rows, _nc(raw, e["id"]), _nc(raw, m["id"])["evidence"]["l1_norms"])
             joined = _joined(with_base, AGREEMENT)
@@ -252,6 +258,9 @@ def _ratio(rows: list[dict[str, Any]], keys: list[str]) -> float:
 
 def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], calibrated: bool) -> None:
     keys = sorted({r["key"] for rs in raw.values() for r in rs})
+    for rows in raw.values():  # a check a model's class count does not run (isolation under 5) never flags it
+        rows += [{"key": k, "score": -np.inf, "full_targets": [], "seconds": 0.0, "evidence": {}}
+                 for k in keys if k not in {r["key"] for r in rows} and k in (A2A, ISO)]
     thr = _thresholds(models, raw, keys, calibrated)
     rows: dict[str, dict[str, float]] = {}
     shipped: dict[str, tuple[bool, list[int]]] = {}

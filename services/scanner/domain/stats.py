@@ -50,6 +50,40 @@ def class_outlier_note(num_classes: int) -> dict[str, str]:
     return {"note": FEW_CLASSES} if num_classes < MIN_CLASSES else {}
 
 
+CATCH_ALL_SHARE = 0.75
+CATCH_ALL = ("class {c} holds {share:.0%} of the clean inputs: a two-class task this lopsided is usually one class "
+             "against everything else (a digit against the other nine, fraud against the rest), and such a catch-all "
+             "class is naturally reached from the other by a small edit, so it is not flagged on that (a backdoor "
+             "toward it is not seen by this test; the other class is still scored)")
+
+
+def catch_all_class(y: Arr, num_classes: int) -> int | None:
+    """The class of a two-class task that holds at least ``CATCH_ALL_SHARE`` of the labelled clean inputs ``y``.
+
+    The two-class tests (a class's trigger or margin against the other class's, over a spread measured on pairs of
+    digits) assume two classes alike in kind. One digit against the other nine is not: clean models reach "the
+    others" from a digit with a trigger a seventh to a fortieth the size of the reverse (``benchmarks/zoo/generate.py
+    --flavor ovr``), and all 16 clean ones of that zoo were flagged. The share is read off the user's clean data, so
+    a backdoor cannot fake it."""
+    if num_classes != 2 or len(y) == 0:
+        return None
+    share = np.bincount(np.asarray(y, dtype=np.int64), minlength=2)[:2] / len(y)
+    c = int(np.argmax(share))
+    return c if share[c] >= CATCH_ALL_SHARE else None
+
+
+def excuse_catch_all(index: Arr, y: Arr) -> tuple[Arr, dict[str, Any]]:
+    """``index`` (two per-class values) with a catch-all class's (:func:`catch_all_class`) capped at 0, and the
+    evidence that says so (nothing when there is none)."""
+    c = catch_all_class(y, len(index))
+    if c is None:
+        return index, {}
+    capped = np.asarray(index, dtype=float).copy()
+    capped[c] = min(capped[c], 0.0)
+    share = float(np.mean(np.asarray(y) == c))
+    return capped, {"catch_all_class": c, "catch_all_note": CATCH_ALL.format(c=c, share=share)}
+
+
 def two_class_z(values: Arr, scale: float) -> Arr:
     """For two classes: each value minus the other class's, over ``scale`` (the spread of that gap on clean
     models). The stand-in for :func:`robust_z` when two classes leave no population to take a median of."""

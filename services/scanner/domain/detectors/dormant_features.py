@@ -45,7 +45,7 @@ from services.scanner.domain.detectors.reversal import rows_per_chunk
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.progress import report
 from services.scanner.domain.search_box import Bound, search_box
-from services.scanner.domain.stats import activity, class_outlier_note, robust_z, two_class_z
+from services.scanner.domain.stats import activity, class_outlier_note, excuse_catch_all, robust_z, two_class_z
 
 MIN_INPUTS = 16  # with ``budget_macs``: a costly model is measured on fewer clean inputs, never fewer than this
 MIN_GROUPS = 8  # ... and then on coarser groups of dormant features, never fewer than this
@@ -91,7 +91,8 @@ class DormantFeatures(Detector):
         rises = group_rises(model, data.x[np.sort(pick)], groups, stamp)
         push = np.maximum(rises, 0.0).sum(axis=0)  # a class's push: its rises summed over the dormant features
         logs = np.log(push + 1e-6 * max(float(push.mean()), 1e-12))
-        z = two_class_z(logs, TWO_CLASS_SCALE) if len(logs) == 2 else robust_z(logs, floor=PUSH_FLOOR)
+        z, excused = excuse_catch_all(two_class_z(logs, TWO_CLASS_SCALE) if len(logs) == 2
+                                      else robust_z(logs, floor=PUSH_FLOOR), data.y)
         ranking = [int(c) for c in np.argsort(-z, kind="stable")]
         thr = self.effective_threshold()
         return Finding(score=float(z.max()), target_classes=[c for c in ranking if z[c] > thr] or ranking[:1],
@@ -99,7 +100,7 @@ class DormantFeatures(Detector):
                                  "inputs": len(pick), "push": [round(float(v), 4) for v in push],
                                  "dormant_class_scores": [round(float(v), 3) for v in z], "ranking": ranking,
                                  "push_map": push_map(rises, groups, ranking[0], tuple(data.x.shape[1:])),
-                                 **class_outlier_note(model.num_classes)})
+                                 **class_outlier_note(model.num_classes), **excused})
 
     def _affordable_rows(self, model: ModelHandle) -> int | None:
         """Forward rows ``budget_macs`` pays for on ``model`` (``None``: no budget, or the cost is unknown)."""

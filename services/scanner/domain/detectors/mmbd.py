@@ -44,7 +44,7 @@ from services.scanner.domain.detectors.reversal import step_cap
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
 from services.scanner.domain.progress import report
 from services.scanner.domain.search_box import Bound, search_box
-from services.scanner.domain.stats import Adam, class_outlier_note, robust_z, two_class_z
+from services.scanner.domain.stats import Adam, class_outlier_note, excuse_catch_all, robust_z, two_class_z
 
 MIN_STEPS = 50  # with ``budget_macs``: large models get fewer ascent steps, never fewer than this
 MARGIN_FLOOR = 0.15  # log margin: the smallest spread between clean classes' margins that z-scores count
@@ -73,14 +73,15 @@ class MaxMargin(Detector):
         lo, hi = search_box(data.x, getattr(model, "input_scaler", None))
         margins = max_margins(model, lo, hi, self.starts, steps, self.lr, rng)
         logs = np.log(np.maximum(margins, 1e-3))
-        z = two_class_z(logs, TWO_CLASS_SCALE) if len(logs) == 2 else robust_z(logs, floor=MARGIN_FLOOR)
+        z, excused = excuse_catch_all(two_class_z(logs, TWO_CLASS_SCALE) if len(logs) == 2
+                                      else robust_z(logs, floor=MARGIN_FLOOR), data.y)
         ranking = [int(c) for c in np.argsort(-z)]
         thr = self.effective_threshold()
         return Finding(score=float(z.max()), target_classes=[c for c in ranking if z[c] > thr] or ranking[:1],
                        evidence={"max_margin": [round(float(m), 3) for m in margins], "ranking": ranking,
                                  "robust_z": [round(float(v), 3) for v in z],
                                  "class_scores": [round(float(v), 3) for v in z], "steps": steps,
-                                 **class_outlier_note(model.num_classes)})
+                                 **class_outlier_note(model.num_classes), **excused})
 
 
 def max_margins(model: ModelHandle, lo: Bound, hi: Bound, starts: int, steps: int, lr: float,

@@ -62,7 +62,7 @@ from services.scanner.domain.detectors.base import UNIVERSAL, Detector, Finding,
 from services.scanner.domain.detectors.likeness import class_likeness, foreign_index
 from services.scanner.domain.detectors.reversal import persistence, reverse_triggers, reverse_untargeted
 from services.scanner.domain.model import Dataset, FloatArray, ModelHandle
-from services.scanner.domain.stats import class_outlier_note, robust_z, two_class_z
+from services.scanner.domain.stats import class_outlier_note, excuse_catch_all, robust_z, two_class_z
 
 __all__ = ["NeuralCleanse", "anomaly_index", "baseline_index", "persistence", "reverse_triggers", "universal_trigger"]
 
@@ -73,6 +73,15 @@ BASELINE_FLOOR = 0.15  # log mask size: per-class spread between two clean train
 # and CNNs) has an RMS of 0.22 and a largest value of 0.42; 0.25 leaves room for tasks with more lopsided
 # classes. Persistence is left out there: on 16 backdoored ones the target's was the lower one in 9.
 TWO_CLASS_SCALE = 0.25
+# Three to five classes: the median absolute deviation of 3-5 values collapses whenever two classes happen to agree
+# (the largest robust z of K standard normal values passes 10.8 in 5% of draws for K = 3, 4.7-5.8 for K = 4-5, 3.9
+# for K = 10), so the spreads are floored: log mask sizes at the two-class scale per class (TWO_CLASS_SCALE / sqrt 2),
+# persistence at 0.15. On 32 clean 3-5 digit models (``benchmarks/zoo/generate.py --flavor few / few2``) the index's
+# largest value went from 6.87 (a false alarm) to 1.84; on clean iris and wine MLPs from 4.5 to 1.5 (and their agreement
+# from 3.4 to 2.5).
+FEW_CLASSES = 6
+FEW_MASK_SCALE = TWO_CLASS_SCALE / np.sqrt(2.0)
+FEW_PERSIST_FLOOR = 0.15
 MIN_UNTARGETED_SHARE = 0.5  # the universal search needs most clean inputs outside the most predicted class
 # Mask sizes are compared from one input feature (one mask pixel) up: a mask under one feature is an edit of a
 # fraction of one value, and which classes such edits reach says which rare features the model amplifies, not
@@ -139,7 +148,7 @@ class NeuralCleanse(Detector):
             base = np.asarray(self.baseline_l1, dtype=float)
         persist = (persistence(model, data, masks, patterns, self.persistence_alpha, rng)
                    if self.persistence_alpha > 0 else None)
-        anomaly = _anomaly(l1, persist)
+        anomaly, excused = excuse_catch_all(_anomaly(l1, persist), data.y)
         likeness = class_likeness(data, masks, patterns)
         # a random stream of its own, so the per-class search and persistence stay as they were without it
         universal = self._untargeted(model, subset, l1, np.random.default_rng([self.seed, 1]), search)
@@ -159,7 +168,7 @@ class NeuralCleanse(Detector):
                       "attack_success": [round(float(v), 3) for v in success],
                       "baseline_used": self.baseline_l1 is not None, "exact_gradients": model.exact_gradients,
                       "gradients": getattr(model, "gradient_note", None),
-                      "search": search, **universal.evidence, **class_outlier_note(k)},
+                      "search": search, **universal.evidence, **class_outlier_note(k), **excused},
             # the smallest mask's class too: the isolation check (domain/isolation.py) may name it
             triggers={c: (masks[c], patterns[c]) for c in [*targets[:3], int(np.argmin(l1))]} | universal.triggers)
 
@@ -206,14 +215,17 @@ def universal_trigger(model: ModelHandle, data: Dataset, cfg: Any, rng: np.rando
 def _anomaly(l1: FloatArray, persist: FloatArray | None = None) -> FloatArray:
     """Per-class anomaly index: robust z of small log mask sizes, joined with the robust z of high
     trigger persistence when given. Two classes: how much smaller a class's mask is than the other's
-    (log ratio over ``TWO_CLASS_SCALE``), without persistence."""
+    (log ratio over ``TWO_CLASS_SCALE``), without persistence. Three to five classes: the z-scores' spreads are
+    floored (``FEW_MASK_SCALE``, ``FEW_PERSIST_FLOOR``)."""
     if len(l1) == 2:
         two: FloatArray = -two_class_z(np.log(np.maximum(l1, MASK_FLOOR)), TWO_CLASS_SCALE)
         return two
-    small: FloatArray = -robust_z(np.log(np.maximum(l1, MASK_FLOOR)))
+    few = len(l1) < FEW_CLASSES
+    small: FloatArray = -robust_z(np.log(np.maximum(l1, MASK_FLOOR)), floor=FEW_MASK_SCALE if few else 0.0)
     if persist is None:
         return small
-    joined: FloatArray = (small + robust_z(np.asarray(persist, dtype=float), floor=PERSIST_FLOOR)) / np.sqrt(2.0)
+    persistent = robust_z(np.asarray(persist, dtype=float), floor=FEW_PERSIST_FLOOR if few else PERSIST_FLOOR)
+    joined: FloatArray = (small + persistent) / np.sqrt(2.0)
     return joined
 
 
