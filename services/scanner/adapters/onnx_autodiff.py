@@ -84,6 +84,25 @@ def _head(nodes: list[_Node], output: str) -> _Node | None:
     return node
 
 
+def _exp_of_log_softmax(nodes: list[_Node], node: _Node) -> bool:
+    """Whether ``node`` is ``Exp`` of log-probabilities: of a LogSoftmax, or of ``x - ReduceLogSumExp(x)`` as skl2onnx
+    ends GaussianNB. Its input then serves as logits (a softmax of log-probabilities gives them back) without the
+    float32 saturation of the probabilities: a naive Bayes model's are exactly 0 or 1 away from its data, and read
+    off them every class but one was out of reach and the trigger search's index came out at 16,572."""
+    if node.op != "Exp":
+        return False
+    by_output = {o: n for n in nodes for o in n.outputs if o}
+    src = by_output.get(node.inputs[0])
+    if src is None or src.op not in ("LogSoftmax", "Sub"):
+        return False
+    if src.op == "LogSoftmax":
+        return True
+    norm = by_output.get(src.inputs[1])
+    while norm is not None and norm.op in ("Reshape", "Unsqueeze", "Identity", "Expand"):
+        norm = by_output.get(norm.inputs[0])
+    return norm is not None and norm.op == "ReduceLogSumExp" and norm.inputs[0] == src.inputs[0]
+
+
 def _make_node(n: onnx.NodeProto, opsets: dict[str, int]) -> _Node:
     attrs = {a.name: _attr_value(a) for a in n.attribute}
     if n.op_type == "Constant":
@@ -144,7 +163,7 @@ class GraphTape:
         self.input = next(i.name for i in g.input if i.name not in self.params)
         self.applied_softmax = self.applied_sigmoid = False
         last = _head(self.nodes, self.output)
-        if strip_softmax and last is not None and last.op == "Softmax":
+        if strip_softmax and last is not None and (last.op == "Softmax" or _exp_of_log_softmax(self.nodes, last)):
             self.output, self.applied_softmax = last.inputs[0], True
         elif strip_sigmoid and last is not None and last.op == "Sigmoid":  # a binary classifier's logit
             self.output, self.applied_sigmoid = last.inputs[0], True

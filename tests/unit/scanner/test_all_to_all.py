@@ -68,6 +68,18 @@ def test_the_index_compares_the_universal_trigger_with_the_median_class_trigger(
     assert all_to_all_index(l1, 32.0) < 0
 
 
+def test_the_index_counts_masks_from_one_feature_and_reached_classes_only() -> None:
+    # masks under one feature are ties: a universal edit of a quarter pixel is no smaller than a per-class one
+    assert all_to_all_index(np.array([0.6, 0.6, 0.7, 0.9]), 0.25) == pytest.approx(0.0)
+    # half the classes out of reach (their size is the failure penalty, not a mask): the median of the others
+    l1 = np.array([0.5, 0.8, 1.1, 0.2, 110.0, 104.0, 113.0, 110.0])
+    reached = np.array([1.0, 1.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0])
+    assert all_to_all_index(l1, 0.95, reached) == pytest.approx(0.0)
+    assert all_to_all_index(l1, 0.95) > 3.0  # what a clean naive Bayes model scored without it
+    # most classes out of reach: nothing better than all of them
+    assert all_to_all_index(l1, 0.95, np.array([1.0, 0, 0, 0, 0, 0, 0, 0])) == pytest.approx(all_to_all_index(l1, 0.95))
+
+
 def test_the_sarif_finding_of_an_all_to_all_model_says_what_was_found(tmp_path: Path) -> None:
     from services.scanner.adapters.reports import write_sarif
 

@@ -155,3 +155,37 @@ def test_platt_probabilities_keep_the_gradient_free_estimate_and_say_why(tmp_pat
     svc = SVC(probability=True, random_state=0).fit(x, y)
     model = open_model(_export(svc, x, tmp_path / "svcp.onnx", zipmap=False))
     assert not model.exact_gradients and "Platt" in model.gradient_note
+
+
+def test_a_kernel_svm_barely_moved_by_blank_pixels_is_not_pushed_toward_a_class(tmp_path: Path) -> None:
+    """A polynomial SVC is moved by a blank-margin pixel only through the few support vectors lit there: pushes of
+    0.01-0.05 on two or three classes and 0 on the rest read as a dormant-feature z of 4-158 before pushes counted from
+    NOISE_PUSH up."""
+    from sklearn.svm import SVC
+
+    from services.scanner.domain.detectors.dormant_features import DormantFeatures
+    from services.scanner.domain.model import Dataset
+
+    x, y = _digits_unit(1400)
+    svc = SVC(kernel="poly", degree=3).fit(x[:1000], y[:1000])
+    model = open_model(_export(svc, x, tmp_path / "poly.onnx", zipmap=False))
+    result = DormantFeatures().fit(model, Dataset(x[1000:], y[1000:].astype(np.int64))).result()
+    assert max(result.evidence["push"]) < 0.1  # rounding next to a neural net's pushes (1.7-130)
+    assert not result.flagged and result.score < 0.75 * result.threshold
+
+
+def test_a_naive_bayes_model_is_differentiated_at_its_log_probabilities(tmp_path: Path) -> None:
+    """skl2onnx ends GaussianNB with Exp(x - ReduceLogSumExp(x)). Its float32 probabilities are exactly 0 or 1 away
+    from the data (a blank pixel has almost no variance), so read off them every class but one was out of reach
+    and Neural Cleanse's index came out at 16,572 on a clean model; the log-probabilities keep their gradients."""
+    from sklearn.naive_bayes import GaussianNB
+
+    x, y = _digits_unit(1400)
+    gnb = GaussianNB().fit(x[:1000], y[:1000])
+    model = open_model(_export(gnb, x, tmp_path / "gnb.onnx", zipmap=False))
+    assert model.exact_gradients and model.tape is not None and model.tape.applied_softmax
+    probe = x[1000:1032]
+    z, g = model.value_and_grad(probe, lambda out: np.eye(10, dtype=np.float32)[np.full(len(out), 5)])
+    np.testing.assert_allclose(z, gnb.predict_log_proba(probe), rtol=1e-3, atol=1e-2)
+    assert z.min() < -1000  # far below the 1e-12 clip of the probabilities
+    assert np.abs(g).sum() > 0

@@ -94,12 +94,23 @@ class Universal(NamedTuple):
     triggers: dict[int, tuple[FloatArray, FloatArray]]
 
 
-def all_to_all_index(l1: FloatArray, untargeted_l1: float) -> float:
+def all_to_all_index(l1: FloatArray, untargeted_l1: float, success: FloatArray | None = None) -> float:
     """log(median per-class mask size / untargeted mask size). A universal trigger that moves inputs off
     their own class must move every class, the target's own inputs included, so on a clean model it is
     larger than the per-class masks (index below 0); an all-to-all backdoor's trigger moves every class
-    at once, so its untargeted mask is the trigger, smaller than what any one target needs."""
-    return float(np.log(max(float(np.median(l1)), 1e-6)) - np.log(max(untargeted_l1, 1e-6)))
+    at once, so its untargeted mask is the trigger, smaller than what any one target needs.
+
+    Sizes count from ``MASK_FLOOR`` (masks under one feature are ties, as for the per-class index), and with
+    ``success`` (1 where the per-class search reached its target) the median is over the classes it reached when
+    they are at least half: a class out of reach has no mask size, only the penalty for failing. Both mattered
+    outside the zoos: a clean Gaussian naive Bayes model, which one lit blank pixel moves off any class and which
+    half its classes' searches could not reach, scored 4.0; a clean standardised scikit-learn MLP 0.8 on masks of
+    a fraction of a pixel. No digit zoo model's flag changes."""
+    sizes = np.asarray(l1, dtype=float)
+    if success is not None:
+        reached = sizes[np.asarray(success) > 0]
+        sizes = reached if 2 * len(reached) >= len(sizes) else sizes
+    return float(np.log(max(float(np.median(sizes)), MASK_FLOOR)) - np.log(max(untargeted_l1, MASK_FLOOR)))
 
 
 @register
@@ -151,7 +162,7 @@ class NeuralCleanse(Detector):
         anomaly, excused = excuse_catch_all(_anomaly(l1, persist), data.y)
         likeness = class_likeness(data, masks, patterns)
         # a random stream of its own, so the per-class search and persistence stay as they were without it
-        universal = self._untargeted(model, subset, l1, np.random.default_rng([self.seed, 1]), search)
+        universal = self._untargeted(model, subset, l1, success, np.random.default_rng([self.seed, 1]), search)
         ranking = [int(c) for c in np.argsort(-anomaly)]
         thr = self.effective_threshold()
         targets = [c for c in ranking if anomaly[c] > thr] or ranking[:1]
@@ -172,8 +183,8 @@ class NeuralCleanse(Detector):
             # the smallest mask's class too: the isolation check (domain/isolation.py) may name it
             triggers={c: (masks[c], patterns[c]) for c in [*targets[:3], int(np.argmin(l1))]} | universal.triggers)
 
-    def _untargeted(self, model: ModelHandle, data: Dataset, l1: FloatArray, rng: np.random.Generator,
-                    targeted: dict[str, Any]) -> Universal:
+    def _untargeted(self, model: ModelHandle, data: Dataset, l1: FloatArray, success: FloatArray,
+                    rng: np.random.Generator, targeted: dict[str, Any]) -> Universal:
         """The universal trigger that moves inputs off their own class, and how it compares in size with
         the per-class ones (:mod:`..all_to_all`); nothing for two classes or with the search off. It gets
         the per-class search's steps and batch: a costly model's per-class masks, cut short by the
@@ -188,7 +199,7 @@ class NeuralCleanse(Detector):
         if isinstance(found, float):  # one class holds most predictions: moving "off" means little
             return Universal({"untargeted_share": round(found, 3)}, {})
         mask, pattern, size, share = found
-        index = all_to_all_index(l1, size)
+        index = all_to_all_index(l1, size, success)
         return Universal({"untargeted_l1": round(size, 3), "untargeted_share": round(share, 3),
                           "all_to_all_index": round(index, 3),
                           "untargeted_search": search}, {UNIVERSAL: (mask, pattern)})
