@@ -62,7 +62,7 @@ def catch_all_class(y: Arr, num_classes: int) -> int | None:
 
     The two-class tests (a class's trigger or margin against the other class's, over a spread measured on pairs of
     digits) assume two classes alike in kind. One digit against the other nine is not: clean models reach "the
-    others" from a digit with a trigger a seventh to a fortieth the size of the reverse (``benchmarks/zoo/generate.py
+    others" from a digit with a trigger a fourth to a fiftieth the size of the reverse (``benchmarks/zoo/generate.py
     --flavor ovr``), and all 16 clean ones of that zoo were flagged. The share is read off the user's clean data, so
     a backdoor cannot fake it."""
     if num_classes != 2 or len(y) == 0:

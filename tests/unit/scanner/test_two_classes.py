@@ -128,3 +128,14 @@ def test_a_clean_one_digit_against_the_rest_model_is_not_flagged(tmp_path: Path)
     assert not verdict.backdoor_detected, [(r.key, r.score) for r in verdict.results]
     nc = next(r for r in verdict.results if r.key == "neural_cleanse.v2")
     assert nc.evidence["catch_all_class"] == 0
+
+
+def test_three_to_five_classes_floor_the_spread_of_the_mask_index() -> None:
+    """With three classes the median absolute deviation is the smaller of two gaps: two classes that happen to agree
+    made a third, only a third smaller, a 30-sigma outlier (a clean 3-class MLP scored 6.9 on the few zoo)."""
+    from services.scanner.domain.detectors.neural_cleanse import FEW_CLASSES, _anomaly
+
+    l1 = np.array([6.0, 6.05, 4.0])
+    assert _anomaly(l1).max() < 3.0  # 2.3: a third smaller, on the two-class scale
+    ten = np.array([6.0, 6.05, 6.02, 6.01, 6.03, 5.99, 6.04, 6.0, 6.02, 4.0])
+    assert len(ten) >= FEW_CLASSES and _anomaly(ten).max() > 10.0  # many classes keep their own spread
