@@ -179,8 +179,7 @@ def scan(
     typer.echo(f"{status}: confidence={data['confidence']:.3f} target_classes={data['target_classes']}")
     for line in _per_detector(data):
         typer.echo(line)
-    detector_notes = sorted({d["evidence"][k] for d in data["detectors"] for k in ("note", "catch_all_note")
-                             if d["evidence"].get(k)})
+    detector_notes = sorted({d["evidence"]["note"] for d in data["detectors"] if d["evidence"].get("note")})
     for note in [*data["notes"], *detector_notes]:
         typer.echo(f"  note: {note}")
     raise typer.Exit(EXIT_FOUND if verdict.backdoor_detected else EXIT_CLEAN)

@@ -120,8 +120,9 @@ def scan_model(model: ModelHandle, clean: Dataset, config: ScanConfig | None = N
     universal = all_to_all(results, float(raised.params[ALL_TO_ALL]["threshold"]))
     isolated = isolated_trigger(results, float(raised.params[ISOLATED]["threshold"]))
     verdict = combine(results + [r for r in (joined, universal, isolated) if r is not None], config.policy)
+    catch_all = next((r.evidence["catch_all_note"] for r in results if r.evidence.get("catch_all_note")), None)
     notes = [*prepared, *filter(None, [few_inputs_note(data.y), low_span_note(span),
-                                       missing_classes_note(data.y, model.num_classes)])]
+                                       missing_classes_note(data.y, model.num_classes), catch_all])]
     return replace(verdict, notes=[*verdict.notes, *notes], input_layout=layout)
 
 

@@ -128,6 +128,7 @@ def test_a_clean_one_digit_against_the_rest_model_is_not_flagged(tmp_path: Path)
     assert not verdict.backdoor_detected, [(r.key, r.score) for r in verdict.results]
     nc = next(r for r in verdict.results if r.key == "neural_cleanse.v2")
     assert nc.evidence["catch_all_class"] == 0
+    assert any(note.startswith("class 0 holds") for note in verdict.notes)  # in the report and on the terminal
 
 
 def test_three_to_five_classes_floor_the_spread_of_the_mask_index() -> None:
