@@ -171,9 +171,11 @@ def _with_agreement(models: list[dict[str, Any]], raw: dict[str, list[dict[str, 
 
 def _peer(e: dict[str, Any], m: dict[str, Any], raw: dict[str, list[dict[str, Any]]]) -> bool:
     """Whether clean model ``m`` may stand in for ``e``'s clean earlier version: same architecture, same class
-    count (the ``few`` zoos mix 3 to 5 classes)."""
+    count, and in the zoos of digit subsets (``binary``, ``few``, ``ovr``) the same digits: an earlier version of
+    a model has its task."""
     return (not m["backdoored"] and m["arch"] == e["arch"] and m["id"] != e["id"]
-            and len(_nc(raw, m["id"])["evidence"]["l1_norms"]) == len(_nc(raw, e["id"])["evidence"]["l1_norms"]))
+            and len(_nc(raw, m["id"])["evidence"]["l1_norms"]) == len(_nc(raw, e["id"])["evidence"]["l1_norms"])
+            and m.get("digits") == e.get("digits"))
 
 
 def _nc_checks(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:

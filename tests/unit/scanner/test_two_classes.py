@@ -140,3 +140,14 @@ def test_three_to_five_classes_floor_the_spread_of_the_mask_index() -> None:
     assert _anomaly(l1).max() < 3.0  # 2.3: a third smaller, on the two-class scale
     ten = np.array([6.0, 6.05, 6.02, 6.01, 6.03, 5.99, 6.04, 6.0, 6.02, 4.0])
     assert len(ten) >= FEW_CLASSES and _anomaly(ten).max() > 10.0  # many classes keep their own spread
+
+
+def test_a_clean_earlier_version_scores_two_classes_against_each_other() -> None:
+    """The robust z-score of two log ratios is +-0.67 whatever they are; a class whose mask shrank fourfold against
+    the earlier version while the other's held must stand out (the one reference a one-vs-rest task has)."""
+    from services.scanner.domain.detectors.neural_cleanse import BASELINE_FLOOR, baseline_index
+
+    index = baseline_index(np.array([2.0, 8.0]), np.array([8.0, 8.0]))
+    assert index[0] == pytest.approx(np.log(4.0) / (BASELINE_FLOOR * np.sqrt(2.0))) and index[0] > 6.0
+    assert index[1] == pytest.approx(-index[0])
+    assert np.abs(baseline_index(np.array([2.0, 4.0]), np.array([4.0, 8.0]))).max() == pytest.approx(0.0)

@@ -241,8 +241,15 @@ def _anomaly(l1: FloatArray, persist: FloatArray | None = None) -> FloatArray:
 
 
 def baseline_index(l1: FloatArray, baseline: FloatArray) -> FloatArray:
-    """Per-class index of masks that shrank against a clean earlier version's (``baseline``)."""
+    """Per-class index of masks that shrank against a clean earlier version's (``baseline``). Two classes: the
+    class's log ratio minus the other's, over the spread of that difference between two clean trainings
+    (``BASELINE_FLOOR`` per class, so sqrt 2 times it); the robust z-score of two values is always +-0.67 once
+    they differ by more than the floor, which made the earlier version useless exactly where it is the only
+    reference (a one-vs-rest task, whose catch-all class the two-class tests do not score)."""
     ratio = np.log(np.maximum(l1, MASK_FLOOR)) - np.log(np.maximum(np.asarray(baseline, dtype=float), MASK_FLOOR))
+    if len(ratio) == 2:
+        two: FloatArray = -two_class_z(ratio, BASELINE_FLOOR * np.sqrt(2.0))
+        return two
     index: FloatArray = -robust_z(ratio, floor=BASELINE_FLOOR)
     return index
 
