@@ -41,36 +41,32 @@ def _kernel_params(a: Attrs) -> tuple[float, float, float]:
     return float(p[0]), float(p[1]), float(p[2])
 
 
-def _pair_weights(a: Attrs, classes: int) -> tuple[Arr, Arr]:
-    """[V, P] weights that turn the kernel row of an input into its P pair decisions (less ``rho``), and
-    ``rho`` [P]. Pair (i, j) reads class i's support vectors with coefficient row j - 1 and class j's with
-    row i, as libsvm lays them out. Kept with the node's attributes: a search asks for them every step."""
+def _svc_arrays(a: Attrs, classes: int) -> tuple[Arr, Arr, Arr]:
+    """Support vectors [V, F], the [V, P] weights that turn an input's kernel row into its P pair decisions (less
+    ``rho``), and ``rho`` [P]. Kept with the node's attributes: a search asks for them every step."""
     cached = a.get(_CACHE)
     if cached is None:
-        cached = a[_CACHE] = _weights(a, classes)
-    return cached
+        sv = _floats(a, "support_vectors").reshape(int(np.sum(a["vectors_per_class"])), -1)
+        cached = a[_CACHE] = (sv, *_weights(a, classes))
+    arrays: tuple[Arr, Arr, Arr] = cached
+    return arrays
 
 
-_CACHE = "_bdguard_pair_weights"
+_CACHE = "_bdguard_svc_arrays"
 
 
-def _support_vectors(a: Attrs) -> Arr:
-    cached = a.get(_SV)
-    if cached is None:
-        cached = a[_SV] = _floats(a, "support_vectors").reshape(int(np.sum(a["vectors_per_class"])), -1)
-    sv: Arr = cached
-    return sv
-
-
-_SV = "_bdguard_support_vectors"
+def _pairs(classes: int) -> list[tuple[int, int]]:
+    """Class pairs (i, j), i < j, in libsvm's and onnxruntime's order."""
+    return [(i, j) for i in range(classes - 1) for j in range(i + 1, classes)]
 
 
 def _weights(a: Attrs, classes: int) -> tuple[Arr, Arr]:
+    """Pair (i, j) reads class i's support vectors with coefficient row j - 1 and class j's with row i."""
     per = np.asarray(a["vectors_per_class"], dtype=np.int64)
     start = np.concatenate([[0], np.cumsum(per)[:-1]])
     v = int(per.sum())
     coef = _floats(a, "coefficients")[: (classes - 1) * v].reshape(classes - 1, v)
-    pairs = [(i, j) for i in range(classes - 1) for j in range(i + 1, classes)]
+    pairs = _pairs(classes)
     w = np.zeros((v, len(pairs)), dtype=np.float32)
     for p, (i, j) in enumerate(pairs):
         si, sj = slice(start[i], start[i] + per[i]), slice(start[j], start[j] + per[j])
@@ -115,16 +111,14 @@ def _parts(x_in: Arr, a: Attrs) -> dict[str, Any]:
     if not a.get("vectors_per_class"):  # liblinear mode: one coefficient row per class
         coef = _floats(a, "coefficients").reshape(len(labels), -1)
         return {"x": x, "labels": labels, "linear": coef, "scores": x @ coef.T + _floats(a, "rho")[0]}
-    w, rho = _pair_weights(a, len(labels))
-    sv = _support_vectors(a)
+    sv, w, rho = _svc_arrays(a, len(labels))
     k, saved = _kernel(x, sv, a)
     return {"x": x, "labels": labels, "sv": sv, "k": k, "saved": saved, "w": w, "d": k @ w + rho}
 
 
 def _votes(d: Arr, classes: int) -> Arr:
-    pairs = [(i, j) for i in range(classes - 1) for j in range(i + 1, classes)]
     votes = np.zeros((len(d), classes), dtype=np.int64)
-    for p, (i, j) in enumerate(pairs):
+    for p, (i, j) in enumerate(_pairs(classes)):
         votes[:, i] += d[:, p] > 0
         votes[:, j] += d[:, p] <= 0
     return votes
