@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from services.scanner.domain.isolation import KEY as ISO
 from services.scanner.domain.isolation import isolated_trigger
 from services.scanner.domain.policy import combine
 from services.scanner.service_layer.scan import (
+    BUDGETED,
     DEFAULT_MODEL_DETECTORS,
     ScanConfig,
     run_detectors,
@@ -56,11 +58,23 @@ REVISION = 3  # bump when detector code changes what it computes without a key o
 # untargeted search (all_to_all_index). Dormant features: 2 scores two-class models; 3 reads pushes from
 # 0.1 up (NOISE_PUSH).
 KEY_REVISIONS = {NC: 5, "dormant_features.v1": 3}
+_VERSION = re.compile(r"\.v\d+")
 
 
-def _signature(key: str, seed: int, nes: bool = False) -> str:
-    params = REGISTRY[key](seed=seed).get_params()
-    sig = {"revision": KEY_REVISIONS.get(key, REVISION), "key": key, "params": params}
+def _budgets(keys: list[str], seed: int, model: Any, as_macs: float | None) -> dict[str, dict[str, Any]]:
+    """Detector parameters that scan ``model`` as a model of ``as_macs`` multiply-accumulates per sample is
+    scanned (``{}`` for ``None``): its work budgets times its own cost over ``as_macs``, so a digit CNN gets
+    the searches a CIFAR ResNet-18 gets, cut to the same steps and batches, in a second's work."""
+    if as_macs is None:
+        return {}
+    scale = float(model.macs_per_sample) / as_macs
+    return {k: {"budget_macs": float(b) * scale} for k in keys if k in BUDGETED
+            and (b := REGISTRY[k](seed=seed).get_params().get("budget_macs")) is not None}
+
+
+def _signature(key: str, seed: int, nes: bool = False, params: dict[str, Any] | None = None, tag: str = "") -> str:
+    params = REGISTRY[key](seed=seed, **(params or {})).get_params()
+    sig = {"revision": KEY_REVISIONS.get(key, REVISION), "key": key, "params": params, **({"tag": tag} if tag else {})}
     return json.dumps({**sig, "gradients": "nes"} if nes else sig, sort_keys=True, default=str)
 
 
@@ -86,13 +100,12 @@ def _cached(line: str) -> list[tuple[str, str, dict[str, Any]]]:
              r) for r in row.get("results", [])]
 
 
-def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int = 0, nes: bool = False
-                ) -> dict[str, list[dict[str, Any]]]:
+def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int = 0, nes: bool = False,
+                as_macs: float | None = None, tag: str = "") -> dict[str, list[dict[str, Any]]]:
     """Every model-level detector's result on every model, each run once per detector signature
     (key, parameters, seed and ``REVISION``) and cached in ``<zoo>/results.jsonl``."""
     cache = zoo / "results.jsonl"
     keys = factory_for("model")
-    sigs = {k: _signature(k, seed, nes) for k in keys}
     found: dict[tuple[str, str], dict[str, Any]] = {}
     if cache.exists() and not fresh:
         for line in cache.read_text().splitlines():
@@ -101,11 +114,14 @@ def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int 
     done: dict[str, list[dict[str, Any]]] = {}
     with cache.open("a" if not fresh else "w") as fh:
         for e in models:
+            model = _open(zoo / e["model"], nes) if as_macs else None
+            budgets = _budgets(keys, seed, model, as_macs)
+            sigs = {k: _signature(k, seed, nes, budgets.get(k), tag) for k in keys}
             todo = [k for k in keys if (e["id"], sigs[k]) not in found]
             if todo:
-                model = _open(zoo / e["model"], nes)
+                model = model or _open(zoo / e["model"], nes)
                 clean = load_npz(zoo / e["clean_data"], model.input_shape).subset(300, 0)
-                for r in run_detectors(model, clean, todo, ScanConfig(seed=seed)):
+                for r in run_detectors(model, clean, todo, ScanConfig(seed=seed, params=budgets)):
                     found[(e["id"], sigs[r.key])] = {**r.to_dict(), "full_targets": r.evidence.get(
                         "ranking", r.target_classes)}
                     fh.write(json.dumps({"id": e["id"], "key": r.key, "signature": sigs[r.key],
@@ -121,13 +137,13 @@ def _run_models(zoo: Path, models: list[dict[str, Any]], fresh: bool, seed: int 
     return done
 
 
-def _run_zoos(models: list[dict[str, Any]], fresh: bool, seed: int, nes: bool = False
-              ) -> dict[str, list[dict[str, Any]]]:
+def _run_zoos(models: list[dict[str, Any]], fresh: bool, seed: int, nes: bool = False, as_macs: float | None = None,
+              tag: str = "") -> dict[str, list[dict[str, Any]]]:
     """``_run_models`` for models of several zoos (``dir``; ``name``: the id within its zoo's cache)."""
     raw: dict[str, list[dict[str, Any]]] = {}
     for zoo in dict.fromkeys(e["dir"] for e in models):
         part = [e for e in models if e["dir"] == zoo]
-        got = _run_models(zoo, [{**e, "id": e["name"]} for e in part], fresh, seed, nes)
+        got = _run_models(zoo, [{**e, "id": e["name"]} for e in part], fresh, seed, nes, as_macs, tag)
         raw.update({e["id"]: got[e["name"]] for e in part})
     return raw
 
@@ -305,6 +321,21 @@ def _table(models: list[dict[str, Any]], raw: dict[str, list[dict[str, Any]]], c
         zoos = dict.fromkeys(e["dir"] for e in models)
         print("SHIPPED per zoo: " + "  ".join(_per_zoo(models, shipped, zoo) for zoo in zoos))
         print("SHIPPED per attack kind: " + _per_kind(models, shipped))
+        if not calibrated:
+            print("SHIPPED false alarms: " + _named(models, shipped, per, backdoored=False))
+            print("SHIPPED misses: " + _named(models, shipped, per, backdoored=True))
+
+
+def _named(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[int]]],
+           per: dict[str, dict[str, DetectionResult]], backdoored: bool) -> str:
+    """The models the shipped verdict got wrong, each with its checks' largest scores over their bars."""
+    wrong = [e["id"] for e in models if e["backdoored"] == backdoored and verdicts[e["id"]][0] != backdoored]
+
+    def checks(model_id: str) -> str:
+        ranked = sorted(per[model_id].values(), key=lambda r: -r.score / r.threshold if r.threshold else 0.0)
+        return ", ".join(f"{_VERSION.sub('', r.key)} {r.score:.2f}/{r.threshold:.2f}" for r in ranked[:2]
+                         if np.isfinite(r.score))
+    return "  ".join(f"{i} ({checks(i)})" for i in wrong) or "none"
 
 
 def _per_zoo(models: list[dict[str, Any]], verdicts: dict[str, tuple[bool, list[int]]], zoo: Path) -> str:
@@ -384,6 +415,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="detector seed (judge changes over several)")
     ap.add_argument("--nes", action="store_true", help="estimate gradients (NES) as for graphs the tape cannot "
                                                        "differentiate; cached apart from exact runs")
+    ap.add_argument("--as-macs", type=float, default=None,
+                    help="scan every model as a model of this many multiply-accumulates per sample is scanned "
+                         "(its budgets scaled down by its own cost over this; e.g. 5.6e8, a CIFAR ResNet-18; cached "
+                         "apart)")
+    ap.add_argument("--tag", default="", help="a label cached with the results: code being tried out, kept apart")
     args = ap.parse_args(argv)
     threadpool_limits(1)  # numpy's BLAS started with a thread per core; two runs side by side oversubscribe
     several = len(args.zoo) > 1
@@ -394,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
     if failed:  # the poisoning did not plant a working backdoor: neither a positive nor a negative
         print(f"left out (attack success rate < {MIN_ASR}): {', '.join(failed)}")
         models = [e for e in models if e["id"] not in failed]
-    raw = _run_zoos(models, args.fresh, args.seed, args.nes)
+    raw = _run_zoos(models, args.fresh, args.seed, args.nes, args.as_macs, args.tag)
     _with_agreement(models, raw)
     _table(models, raw, calibrated=False)
     if any(not e["backdoored"] for e in models):  # calibration needs clean models (an all-backdoored zoo has none)

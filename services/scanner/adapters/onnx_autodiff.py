@@ -136,10 +136,11 @@ class GraphTape:
             (a scan): convolutions with constant weights then run on onnxruntime
             (:mod:`onnx_fixed_kernels`) and their weight gradients are skipped. ``forward`` must then
             be called without ``params``.
+        threads: Intra-op threads of those onnxruntime kernels (:mod:`ort_options`).
     """
 
     def __init__(self, model: onnx.ModelProto, output: str | None = None, strip_softmax: bool = True,
-                 fixed_weights: bool = False, strip_sigmoid: bool = False) -> None:
+                 fixed_weights: bool = False, strip_sigmoid: bool = False, threads: int = 1) -> None:
         g = model.graph
         # half-precision weights are widened: the tape computes in float32 (onnxruntime keeps the model's own)
         self.params: dict[str, Arr] = {
@@ -167,9 +168,9 @@ class GraphTape:
             self.output, self.applied_softmax = last.inputs[0], True
         elif strip_sigmoid and last is not None and last.op == "Sigmoid":  # a binary classifier's logit
             self.output, self.applied_sigmoid = last.inputs[0], True
-        self.kernels = fixed_kernels(self.nodes, self.params) if fixed_weights else {}
+        self.kernels = fixed_kernels(self.nodes, self.params, threads) if fixed_weights else {}
         # integer products as onnxruntime computes them on this CPU (saturating without VNNI)
-        self.native = native_nodes(self.nodes, self.params) if fixed_weights else {}
+        self.native = native_nodes(self.nodes, self.params, threads) if fixed_weights else {}
 
     def forward(self, x: Arr, params: dict[str, Arr] | None = None) -> dict[str, Arr]:
         """Run the graph; returns every intermediate tensor by name."""

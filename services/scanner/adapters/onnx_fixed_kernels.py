@@ -34,12 +34,13 @@ import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
 
 from services.scanner.adapters.onnx_spatial_ops import resolve_pads
+from services.scanner.adapters.ort_options import session_options
 
 Arr = np.ndarray[Any, Any]
 _ATTRS = ("strides", "dilations", "group")
 
 
-def _session(node: Any, weights: dict[str, Arr], rank: int,
+def _session(node: Any, weights: dict[str, Arr], rank: int, threads: int = 1,
              outputs: Sequence[tuple[str, int]] = (("y", TensorProto.FLOAT),)) -> ort.InferenceSession:
     """A one-node session: input ``x`` of ``rank`` dimensions, ``weights`` as initializers."""
     dims: list[int | str | None] = ["N", *[None] * (rank - 1)]
@@ -49,16 +50,14 @@ def _session(node: Any, weights: dict[str, Arr], rank: int,
         [numpy_helper.from_array(np.ascontiguousarray(v, np.float32), k) for k, v in weights.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(model.SerializeToString(), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 class FrozenConv:
     """Forward pass and input gradient of one Conv node with constant weight (and bias)."""
 
-    def __init__(self, attrs: dict[str, Any], weight: Arr, bias: Arr | None) -> None:
-        self.attrs, self.weight, self.bias = attrs, weight, bias
+    def __init__(self, attrs: dict[str, Any], weight: Arr, bias: Arr | None, threads: int = 1) -> None:
+        self.attrs, self.weight, self.bias, self.threads = attrs, weight, bias, threads
         self._forward: ort.InferenceSession | None = None
         self._backward: dict[tuple[int, ...], ort.InferenceSession] = {}
 
@@ -70,7 +69,7 @@ class FrozenConv:
             weights = {"w": self.weight, **({} if self.bias is None else {"b": self.bias})}
             pads = {k: self.attrs[k] for k in ("pads", "auto_pad") if k in self.attrs}
             node = helper.make_node("Conv", ["x", *weights], ["y"], **self._kept(), **pads)
-            self._forward = _session(node, weights, x.ndim)
+            self._forward = _session(node, weights, x.ndim, self.threads)
         out: Arr = self._forward.run(None, {"x": np.ascontiguousarray(x, np.float32)})[0]
         return out
 
@@ -93,7 +92,7 @@ class FrozenConv:
         extra = [spatial[i] - (s[i] * (g_shape[2 + i] - 1) + d[i] * (k[i] - 1) + 1 - p[i] - p[nd + i])
                  for i in range(nd)]
         node = helper.make_node("ConvTranspose", ["x", "w"], ["y"], **self._kept(), pads=p, output_padding=extra)
-        return _session(node, {"w": self.weight}, len(x_shape))
+        return _session(node, {"w": self.weight}, len(x_shape), self.threads)
 
 
 class FrozenAffine:
@@ -120,10 +119,10 @@ class FrozenMaxPool:
     """2-D MaxPool on onnxruntime; its input gradient routes each output gradient to the input element
     the window took, found from the Indices output (flat positions in the unpadded input)."""
 
-    def __init__(self, attrs: dict[str, Any]) -> None:
+    def __init__(self, attrs: dict[str, Any], threads: int = 1) -> None:
         kept = ("kernel_shape", "strides", "pads", "auto_pad", "ceil_mode", "dilations")
         node = helper.make_node("MaxPool", ["x"], ["y", "idx"], **{k: attrs[k] for k in kept if k in attrs})
-        self._session = _session(node, {}, 4, (("y", TensorProto.FLOAT), ("idx", TensorProto.INT64)))
+        self._session = _session(node, {}, 4, threads, (("y", TensorProto.FLOAT), ("idx", TensorProto.INT64)))
 
     def _run(self, x: Arr, outputs: list[str]) -> list[Arr]:
         got: list[Arr] = self._session.run(outputs, {"x": np.ascontiguousarray(x, np.float32)})
@@ -144,8 +143,8 @@ class FrozenAveragePool:
     ``count_include_pad``; no ``ceil_mode``): then it is a depthwise convolution with a constant kernel,
     and its input gradient the transposed convolution, as for :class:`FrozenConv`."""
 
-    def __init__(self, attrs: dict[str, Any]) -> None:
-        self.attrs = attrs
+    def __init__(self, attrs: dict[str, Any], threads: int = 1) -> None:
+        self.attrs, self.threads = attrs, threads
         self._forward: ort.InferenceSession | None = None
         self._backward: dict[tuple[int, ...], FrozenConv] = {}
 
@@ -153,7 +152,7 @@ class FrozenAveragePool:
         if self._forward is None:
             kept = ("kernel_shape", "strides", "pads", "auto_pad", "count_include_pad")
             node = helper.make_node("AveragePool", ["x"], ["y"], **{k: self.attrs[k] for k in kept if k in self.attrs})
-            self._forward = _session(node, {}, x.ndim)
+            self._forward = _session(node, {}, x.ndim, self.threads)
         out: Arr = self._forward.run(None, {"x": np.ascontiguousarray(x, np.float32)})[0]
         return out
 
@@ -165,14 +164,14 @@ class FrozenAveragePool:
             weight = np.full((channels, 1, kh, kw), 1.0 / (kh * kw), np.float32)
             attrs: dict[str, Any] = {k: self.attrs[k] for k in ("strides", "pads", "auto_pad") if k in self.attrs}
             attrs["group"] = channels
-            conv = self._backward[tuple(x.shape)] = FrozenConv(attrs, weight, None)
+            conv = self._backward[tuple(x.shape)] = FrozenConv(attrs, weight, None, self.threads)
         return conv.input_grad(x, g)
 
 
 Kernel = FrozenConv | FrozenAffine | FrozenMaxPool | FrozenAveragePool
 
 
-def _average_pool(n: Any) -> FrozenAveragePool | None:
+def _average_pool(n: Any, threads: int) -> FrozenAveragePool | None:
     """A kernel for a 2-D AveragePool that is a depthwise convolution (see :class:`FrozenAveragePool`)."""
     a = n.attrs
     mode = a.get("auto_pad", "NOTSET")
@@ -181,14 +180,14 @@ def _average_pool(n: Any) -> FrozenAveragePool | None:
     if (len(a.get("kernel_shape", [])) != 2 or a.get("ceil_mode", 0) or any(d != 1 for d in a.get("dilations", [1]))
             or (padded and not a.get("count_include_pad", 0))):
         return None
-    return FrozenAveragePool(a)
+    return FrozenAveragePool(a, threads)
 
 
-def _maxpool(n: Any) -> FrozenMaxPool | None:
+def _maxpool(n: Any, threads: int) -> FrozenMaxPool | None:
     """A kernel for a 2-D MaxPool whose Indices output the graph does not use (row-major indices)."""
     if len(n.attrs.get("kernel_shape", [])) != 2 or n.attrs.get("storage_order", 0) or n.attrs.get("_n_out", 1) > 1:
         return None
-    return FrozenMaxPool(n.attrs)
+    return FrozenMaxPool(n.attrs, threads)
 
 
 def _affine(n: Any, params: dict[str, Arr]) -> FrozenAffine | None:
@@ -200,7 +199,7 @@ def _affine(n: Any, params: dict[str, Arr]) -> FrozenAffine | None:
     return FrozenAffine(n.attrs, *(params[k].astype(np.float32) for k in names))
 
 
-def fixed_kernels(nodes: Sequence[Any], params: dict[str, Arr]) -> dict[int, Kernel]:
+def fixed_kernels(nodes: Sequence[Any], params: dict[str, Arr], threads: int = 1) -> dict[int, Kernel]:
     """Kernels for the nodes (by position in ``nodes``) that have them: Conv nodes whose weight and
     bias are graph constants and that have one or two spatial dimensions, inference-mode
     BatchNormalization nodes with constant statistics, 2-D MaxPool nodes with one output and 2-D
@@ -209,9 +208,9 @@ def fixed_kernels(nodes: Sequence[Any], params: dict[str, Arr]) -> dict[int, Ker
     for i, n in enumerate(nodes):
         if n.op == "BatchNormalization" and (affine := _affine(n, params)) is not None:
             out[i] = affine
-        if n.op == "MaxPool" and (pool := _maxpool(n)) is not None:
+        if n.op == "MaxPool" and (pool := _maxpool(n, threads)) is not None:
             out[i] = pool
-        if n.op == "AveragePool" and (mean := _average_pool(n)) is not None:
+        if n.op == "AveragePool" and (mean := _average_pool(n, threads)) is not None:
             out[i] = mean
         if n.op != "Conv" or len(n.inputs) < 2 or n.inputs[1] not in params:
             continue
@@ -219,5 +218,5 @@ def fixed_kernels(nodes: Sequence[Any], params: dict[str, Arr]) -> dict[int, Ker
         weight = params[n.inputs[1]]
         if weight.ndim not in (3, 4) or weight.dtype != np.float32 or (bias is not None and bias not in params):
             continue
-        out[i] = FrozenConv(n.attrs, weight, None if bias is None else params[bias])
+        out[i] = FrozenConv(n.attrs, weight, None if bias is None else params[bias], threads)
     return out

@@ -26,6 +26,7 @@ from services.scanner.adapters.onnx_outputs import (
     two_class_logits,
     zipmap_sources,
 )
+from services.scanner.adapters.ort_options import scan_threads, session_options
 
 Arr = np.ndarray[Any, Any]
 _LINEAR = {"Gemm", "MatMul"}
@@ -53,10 +54,8 @@ class ShapeMismatch(ModelError):
         self.sample, self.expected = sample, expected
 
 
-def _session(model: onnx.ModelProto) -> ort.InferenceSession:
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-    opts.log_severity_level = 3
+def _session(model: onnx.ModelProto, threads: int = 1) -> ort.InferenceSession:
+    opts = session_options(threads)
     if any(n.op_type in _QDQ for n in model.graph.node):
         # as written: the extended level fuses QDQ pairs into integer kernels that saturate on CPUs without VNNI,
         # and the verdict must not depend on the machine (see onnx_native_ops)
@@ -136,6 +135,11 @@ class OnnxModel:
         self.input_name = inputs[0].name
         self.input_dtype = _FLOAT_TYPES[inputs[0].type]  # skl2onnx exports with double types take float64
         self.input_shape: tuple[int, ...] = _sample_shape(self.input_name, list(inputs[0].shape[1:]), sample_shape)
+        # budgets count work, not seconds: one sample's forward pass (and, below, forward passes per gradient)
+        self.macs_per_sample = macs_per_sample(model, self.input_shape)
+        self.threads = scan_threads(self.macs_per_sample)
+        if self.threads > 1:  # a costly model: every session on every core (see ort_options)
+            self.session = _session(model, self.threads)
         self.output_name = self._pick_output(output)
         self.outputs_probabilities = self._producer(self.output_name) in ("Softmax",)
         raw = self._run(np.zeros((2, *self.input_shape), np.float32))
@@ -153,14 +157,13 @@ class OnnxModel:
         self.tape: GraphTape | None = None
         self.gradient_note = "exact: numpy tape checked against onnxruntime"
         try:
-            self.tape = _checked_tape(GraphTape(model, self.output_name, fixed_weights=True,
-                                                strip_sigmoid=self.sigmoid_output), self._run, self.input_shape,
+            tape = GraphTape(model, self.output_name, fixed_weights=True, strip_sigmoid=self.sigmoid_output,
+                             threads=self.threads)
+            self.tape = _checked_tape(tape, self._run, self.input_shape,
                                       rtol=HALF_TOLERANCE if self.input_dtype == np.float16 else 1e-3)
         except (UnsupportedGraph, TapeMismatch) as exc:
             self.gradient_note = f"estimated (NES): {exc}"
         self.exact_gradients = self.tape is not None
-        # budgets count work, not seconds: one sample's forward pass, and forward passes per gradient
-        self.macs_per_sample = macs_per_sample(model, self.input_shape)
         self.input_scaler = leading_affine(model, self.input_name, self.input_shape)
         self.gradient_passes = 3 if self.exact_gradients else 1 + 2 * nes_samples
         self._act_session: ort.InferenceSession | None = None
@@ -228,7 +231,7 @@ class OnnxModel:
                 if name not in known:
                     elem = types.get(name, _ELEM[self.input_dtype])
                     m.graph.output.append(onnx.helper.make_tensor_value_info(name, elem, None))
-            self._act_session = _session(m)
+            self._act_session = _session(m, self.threads)
         session, dtype = self._act_session, self.input_dtype
         out = [session.run([layer], {self.input_name: np.ascontiguousarray(x[i:i + 4096], dtype)})[0]
                for i in range(0, len(x), 4096)]

@@ -28,6 +28,8 @@ import numpy as np
 import onnxruntime as ort
 from onnx import helper, numpy_helper
 
+from services.scanner.adapters.ort_options import session_options
+
 Arr = np.ndarray[Any, Any]
 NATIVE_OPS = frozenset({"MatMulInteger", "ConvInteger", "QLinearMatMul", "QLinearConv", "QGemm"})
 # (data input, its zero point) per op: the tape may hold an integer tensor as float32 (a MaxPool run on
@@ -40,8 +42,8 @@ class NativeNode:
     """One node of the tape computed by onnxruntime, constant inputs folded in as initializers."""
 
     def __init__(self, op: str, inputs: tuple[str, ...], attrs: dict[str, Any], domain: str,
-                 params: dict[str, Arr]) -> None:
-        self.op, self.inputs, self.domain = op, inputs, domain
+                 params: dict[str, Arr], threads: int = 1) -> None:
+        self.op, self.inputs, self.domain, self.threads = op, inputs, domain, threads
         self.opset = int(attrs.get("_opset", 1))
         self.attrs = {k: v for k, v in attrs.items() if not k.startswith("_")}
         self.constants = {k: params[k] for k in inputs if k and k in params}
@@ -71,10 +73,8 @@ class NativeNode:
             opsets.append(helper.make_opsetid(self.domain, self.opset))
         model = helper.make_model(graph, opset_imports=opsets)
         model.ir_version = 8
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads, opts.inter_op_num_threads = 1, 1
-        opts.log_severity_level = 3
-        return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        return ort.InferenceSession(model.SerializeToString(), session_options(self.threads),
+                                    providers=["CPUExecutionProvider"])
 
     def _typed(self, ins: list[Arr]) -> list[Arr]:
         out = list(ins)
@@ -91,7 +91,7 @@ class NativeNode:
         return out
 
 
-def native_nodes(nodes: list[Any], params: dict[str, Arr]) -> dict[int, NativeNode]:
+def native_nodes(nodes: list[Any], params: dict[str, Arr], threads: int = 1) -> dict[int, NativeNode]:
     """onnxruntime forward passes for the integer-product nodes of ``nodes`` (by position)."""
-    return {i: NativeNode(n.op, n.inputs, n.attrs, n.domain, params) for i, n in enumerate(nodes)
+    return {i: NativeNode(n.op, n.inputs, n.attrs, n.domain, params, threads) for i, n in enumerate(nodes)
             if n.op in NATIVE_OPS and n.attrs.get("_n_out", 1) == 1}

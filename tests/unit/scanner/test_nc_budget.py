@@ -98,7 +98,7 @@ def test_the_trigger_search_over_fifty_classes_in_chunks_matches_one_chunk_and_f
 def test_the_step_cap_comes_from_the_models_cost_not_the_clock() -> None:
     assert step_cap(LinearModel(), 320, 600, 4.5e10) == 600  # cost unknown: the configured steps
     assert step_cap(LinearModel(macs=10**5), 320, 600, 4.5e10) == 468  # 4.5e10 / (1e5 * 3 passes * 320)
-    assert step_cap(LinearModel(macs=10**9), 320, 600, 4.5e10) == 100  # never below the floor
+    assert step_cap(LinearModel(macs=10**9), 320, 600, 4.5e10) == 200  # never below the floor
 
 
 def test_a_costly_model_gets_smaller_batches_before_fewer_steps() -> None:
@@ -106,9 +106,12 @@ def test_a_costly_model_gets_smaller_batches_before_fewer_steps() -> None:
     assert search_shape(LinearModel(macs=10**5), 10, 32, 600, budget) == (32, 600)  # cheap: as configured
     # 1.8e11 / (1e6 * 3 * 10 rows): 32 per class would get 187 steps, 16 get 375, 8 get 600
     assert search_shape(LinearModel(macs=10**6), 10, 32, 600, budget) == (8, 600)
-    assert search_shape(LinearModel(macs=2 * 10**6), 10, 32, 600, budget) == (8, 375)  # then the steps give
-    assert search_shape(LinearModel(macs=10**9), 10, 32, 600, budget) == (8, 100)  # never below the floor
-    assert search_shape(LinearModel(macs=10**9), 10, 4, 600, budget) == (4, 100)  # a smaller batch is kept
+    assert search_shape(LinearModel(macs=2 * 10**6), 10, 32, 600, budget) == (4, 600)  # down to 4 inputs
+    assert search_shape(LinearModel(macs=4 * 10**6), 10, 32, 600, budget) == (4, 375)  # then the steps give
+    assert search_shape(LinearModel(macs=10**9), 10, 32, 600, budget) == (4, 200)  # never below the floors
+    assert search_shape(LinearModel(macs=10**9), 10, 2, 600, budget) == (2, 200)  # a smaller batch is kept
+    # MM-BD's random starts per class halve the same way, with floors of its own
+    assert search_shape(LinearModel(macs=10**9), 10, 16, 200, 2.4e11, 8, 50) == (8, 50)
     assert search_shape(LinearModel(), 10, 32, 600, budget) == (32, 600)  # cost unknown
 
 
@@ -141,3 +144,11 @@ def test_a_search_cut_short_by_the_budget_says_so_and_a_larger_budget_lifts_the_
     assert next(r for r in full.results if r.key == "dormant_features.v1").evidence["inputs"] == 256
     with pytest.raises(ValueError, match="budget_scale"):
         scan_model(model, data, ScanConfig(params=quick, budget_scale=0.0))
+
+
+
+def test_a_costly_model_gets_fewer_margin_starts_before_fewer_ascent_steps() -> None:
+    data = _data()
+    runs = {m: create("mmbd.v2", steps=60).fit(LinearModel(macs=m), data).result().evidence for m in (10, 10**9)}
+    assert (runs[10]["starts"], runs[10]["steps"]) == (16, 60)  # cheap: as configured
+    assert (runs[10**9]["starts"], runs[10**9]["steps"]) == (8, 50)  # starts halve, then the steps give

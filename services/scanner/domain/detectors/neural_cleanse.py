@@ -46,7 +46,7 @@ result depends on the optimiser budget, which is counted in model work (steps, m
 never in seconds, so a scan is reproducible under any load; ``max_seconds`` is only a safety net and
 ``evidence["search"]["stopped"]`` says when it fired (see :mod:`.reversal`). The default budget, 1.8e11
 multiply-accumulates, gives every digit model its 600 steps of 32 inputs per class (the strided
-holdout CNN in 10 s) and a 3 x 32 x 32 residual net of 11 M MACs per sample 100 steps of 8 (16 s).
+holdout CNN in 10 s) and a 3 x 32 x 32 residual net of 11 M MACs per sample 200 steps of 4.
 The score is an anomaly index, not a probability.
 """
 

@@ -11,7 +11,11 @@ models, agreement bar 3.2): 8 inputs x 600 steps caught 52 / 70 at 5 / 84 false 
 target right, 32 x 150 caught 51 / 70 at 4 / 84 with 96% of targets right; the full 32 x 600 catches
 57 / 70 at 6 / 84 (56 / 70 at 4 / 84 with the shipped bar of 3.3). So
 the two ways of saving work are on a par, the smaller batch names the target more reliably, and
-neither is free: the default budget gives every digit model the full search. With
+neither is free: the default budget gives every digit model the full search. At the floors, where a model of
+more than about 5 M MACs per sample lands (a CIFAR ResNet-18 has 0.56 G), steps matter more than inputs: the
+five zoos scanned as a 0.56 G MACs model would be (``validate_detection --as-macs 5.6e8``, session 16), the
+shipped verdict caught 46 / 60 (TaCT aside) at 6 / 84 with 100 steps of 8 inputs, 51 / 60 at 7 / 84 with 200
+of 4 (the same work), 52 / 60 at 9 / 84 with 400 of 2; the floors are 200 of 4. With
 ``patience`` set, a class stops early once it reached the target success and its best mask has not
 shrunk by 1% for ``patience`` steps (off by default: on the digits zoo a patience of 100-200 steps left
 clean classes' masks larger and raised clean MLP scores, e.g. a max of 2.15 became 2.9).
@@ -36,9 +40,9 @@ from services.scanner.domain.stats import Adam, Arr, sigmoid
 
 CHUNK_BYTES = 64 * 2**20
 TEMPS = 8  # float32 temporaries per input element of a row (stamped input, gradient, products)
-MIN_STEPS = 100
+MIN_STEPS = 200
 PERSISTENCE_SAMPLES = 300  # clean inputs each class's trigger is stamped on (bounds K x N rows on many classes)
-MIN_BATCH = 8  # inputs per class and step that a costly model's search may go down to
+MIN_BATCH = 4  # inputs per class and step that a costly model's search may go down to
 TOL = 0.01  # a best mask that shrinks by less than this share does not count as progress
 
 
@@ -57,14 +61,15 @@ def step_cap(model: ModelHandle, rows_per_step: int, steps: int, budget_macs: fl
     return int(min(steps, max(min_steps, budget_macs // per_step)))
 
 
-def search_shape(model: ModelHandle, k: int, batch_size: int, steps: int, budget_macs: float | None
-                 ) -> tuple[int, int]:
-    """(inputs per class and step, steps) of a search over ``k`` classes within ``budget_macs``: the
-    batch halves (not below ``MIN_BATCH``) while the budget would cut the steps, then the steps give."""
+def search_shape(model: ModelHandle, k: int, batch_size: int, steps: int, budget_macs: float | None,
+                 min_batch: int = MIN_BATCH, min_steps: int = MIN_STEPS) -> tuple[int, int]:
+    """(rows per class and step, steps) of a search over ``k`` classes within ``budget_macs``: the
+    batch halves (not below ``min_batch``) while the budget would cut the steps, then the steps give
+    (not below ``min_steps``)."""
     batch = batch_size
-    while batch > MIN_BATCH and step_cap(model, k * batch, steps, budget_macs) < steps:
-        batch = max(MIN_BATCH, batch // 2)
-    return batch, step_cap(model, k * batch, steps, budget_macs)
+    while batch > min_batch and step_cap(model, k * batch, steps, budget_macs, min_steps) < steps:
+        batch = max(min_batch, batch // 2)
+    return batch, step_cap(model, k * batch, steps, budget_macs, min_steps)
 
 
 def rows_per_chunk(model: ModelHandle, chunk_bytes: int = CHUNK_BYTES) -> int:
