@@ -4,8 +4,10 @@ A scan runs thousands of small forward and backward passes. On a small model a s
 hand-offs than it saves, so sessions run on one thread. A costly model (``PARALLEL_MACS`` multiply-accumulates
 per sample and up, e.g. a CIFAR ResNet-18 at 0.56 G) spends its time inside large convolutions and matrix
 products, which onnxruntime splits over the cores by output block: the scan then gives every session one
-thread per core (``BDGUARD_SCAN_THREADS`` overrides both cases). The threads sleep between calls rather than
-spin, since the tape runs numpy between two kernel calls.
+thread per core, up to ``MAX_THREADS`` (``BDGUARD_SCAN_THREADS`` overrides both cases). Each session keeps a pool
+of its own and the tape opens two or three per convolution, so the count is capped: a batch of a few dozen rows
+gains little past eight threads, and a many-core machine would otherwise hold thousands. The threads sleep between
+calls rather than spin, since the tape runs numpy between two kernel calls.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import onnxruntime as ort
 
 THREADS_ENV = "BDGUARD_SCAN_THREADS"
 PARALLEL_MACS = 5e7  # per sample: from here up, a model's sessions run one thread per core
+MAX_THREADS = 8
 
 
 def scan_threads(macs_per_sample: float | None) -> int:
@@ -28,7 +31,7 @@ def scan_threads(macs_per_sample: float | None) -> int:
             raise ValueError(f"{THREADS_ENV}={given!r}: must be a whole number of threads") from None
     if not macs_per_sample or macs_per_sample < PARALLEL_MACS:
         return 1
-    return _cores()
+    return min(_cores(), MAX_THREADS)
 
 
 def _cores() -> int:

@@ -9,7 +9,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from services.scanner.adapters import ort_options
 from services.scanner.adapters.onnx_model import OnnxModel
-from services.scanner.adapters.ort_options import PARALLEL_MACS, THREADS_ENV, scan_threads
+from services.scanner.adapters.ort_options import MAX_THREADS, PARALLEL_MACS, THREADS_ENV, scan_threads
 
 pytestmark = pytest.mark.unit
 
@@ -41,6 +41,8 @@ def test_small_models_run_on_one_thread_and_costly_ones_on_every_core(monkeypatc
     assert scan_threads(None) == 1
     assert scan_threads(PARALLEL_MACS / 2) == 1
     assert scan_threads(PARALLEL_MACS) == 6
+    monkeypatch.setattr(ort_options, "_cores", lambda: 64)
+    assert scan_threads(PARALLEL_MACS) == MAX_THREADS  # every session keeps a pool of its own
     monkeypatch.setenv(THREADS_ENV, "3")
     assert scan_threads(1e3) == 3 and scan_threads(1e12) == 3
     monkeypatch.setenv(THREADS_ENV, "many")
